@@ -1,0 +1,122 @@
+"""Batched, differentiable AC power flow.
+
+`solve(grid, p_mw, q_mvar, method=...)` is pure and jit/vmap-able. Vmap over operating
+points with the grid shared (`in_axes=(None, 0, 0)`) so that everything depending only on
+the grid (admittances, the chord Jacobian, the Z-bus inverse) is computed once per batch;
+vmap over a stacked grid (`pgjax.grid.stack`) to solve different networks at once.
+
+Methods:
+- `newton`: Newton-Raphson for any grid (PV buses, several slacks, meshed, taps, shifts).
+  `jacobian="exact"` refactors every iteration; `jacobian="chord"` reuses the inverse
+  Jacobian of the grid's base case (fast for large batches, same tolerance).
+- `fixed_point`: Z-bus fixed point for grids without PV buses (radial feeders).
+- `distflow`, `lindistflow`: branch-flow approximations for radial feeders, see
+  `pgjax.powerflow.radial` for their documented error.
+
+Gradients of every result with respect to injections and grid parameters are exact for
+`newton` and `fixed_point` (implicit function theorem through `jax.lax.custom_root`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from pgjax.grid import Grid
+from pgjax.powerflow import network, newton, radial
+from pgjax.powerflow.network import bus_injections, make_ybus
+from pgjax.powerflow.result import PowerFlowResult, finish
+
+METHODS = ("newton", "fixed_point", "distflow", "lindistflow")
+JACOBIANS = ("exact", "chord")
+
+__all__ = ["solve", "bus_injections", "make_ybus", "check_method", "PowerFlowResult", "METHODS"]
+
+
+def default_tol(dtype) -> float:
+    """Mismatch tolerance in p.u.: 1e-10 in float64, 1e-5 in float32."""
+    return 1e-10 if jnp.dtype(dtype) == jnp.float64 else 1e-5
+
+
+def check_method(grid: Grid, method: str) -> None:
+    """Raise `ValueError` if `method` does not apply to `grid` (concrete, unbatched arrays).
+
+    `solve` calls this itself when its grid is concrete; call it at set-up time for grids
+    that will only be seen traced.
+    """
+    if method not in METHODS:
+        raise ValueError(f"powerflow method '{method}' unknown; choose one of {METHODS}")
+    if method != "newton":
+        radial.check_applies(grid, method)
+
+
+def _is_concrete(grid: Grid) -> bool:
+    return not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(grid))
+
+
+def _newton_state(grid, s_spec, x_set, x_init, tol, max_iter, jacobian):
+    ybus = make_ybus(grid)
+    eq_mask = newton.equation_mask(grid)
+    jac_inv = None
+    if jacobian == "chord":
+        p_base, q_base = bus_injections(grid)
+        s_base = (p_base + 1j * q_base) / grid.sn_mva
+        x_base_init = x_set.at[:grid.n_bus].set(network.dc_angles(grid, s_base.real, x_set[:grid.n_bus]))
+        x_base, _, _ = newton.solve_state(x_base_init, ybus, s_base, x_set, eq_mask, tol, max_iter)
+        jac_inv = jnp.linalg.inv(newton.jacobian(x_base, ybus, eq_mask))
+
+    def f(x):
+        return newton.residual(x, ybus, s_spec, x_set, eq_mask)
+
+    def run(_, x0):
+        sg = jax.lax.stop_gradient
+        x, res, it = newton.solve_state(
+            x0, sg(ybus), sg(s_spec), sg(x_set), eq_mask, tol, max_iter,
+            None if jac_inv is None else sg(jac_inv))
+        return x, (res, it)
+
+    def tangent_solve(g, y):
+        return jnp.linalg.solve(jax.jacfwd(g)(y), y)
+
+    return jax.lax.custom_root(f, x_init, run, tangent_solve, has_aux=True)
+
+
+def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str = "newton", max_iter: int = 30,
+          tol: float | None = None, jacobian: str = "exact") -> PowerFlowResult:
+    """Solve the AC power flow of one grid (vmap for batches).
+
+    Args:
+      grid: an unbatched `Grid` (float32 or float64).
+      p_mw, q_mvar: optional net bus injections `[n_bus]`, generation positive, that replace
+        `bus_injections(grid)`; PV-generator active power is part of `p_mw`.
+      method: one of `METHODS`.
+      max_iter: iteration limit (per stage for `newton` with `jacobian="chord"`).
+      tol: largest acceptable |power mismatch| in p.u. (default `default_tol(dtype)`).
+      jacobian: `"exact"` or `"chord"` (newton only).
+
+    Returns a `PowerFlowResult`; values are always finite and `converged` is False when the
+    tolerance was not reached within `max_iter`.
+    """
+    if method not in METHODS:
+        raise ValueError(f"powerflow method '{method}' unknown; choose one of {METHODS}")
+    if jacobian not in JACOBIANS:
+        raise ValueError(f"jacobian '{jacobian}' unknown; choose one of {JACOBIANS}")
+    if _is_concrete(grid):
+        check_method(grid, method)
+    dtype = grid.bus.gs_mw.dtype
+    tol = default_tol(dtype) if tol is None else tol
+    p_default, q_default = bus_injections(grid)
+    p_mw = p_default if p_mw is None else jnp.asarray(p_mw, dtype)
+    q_mvar = q_default if q_mvar is None else jnp.asarray(q_mvar, dtype)
+    s_spec = (p_mw + 1j * q_mvar).astype(network.complex_dtype(grid)) / grid.sn_mva
+    vm_set, va_set = network.setpoints(grid)
+    x_set = jnp.concatenate([va_set, vm_set])
+    x_init = jnp.concatenate([network.dc_angles(grid, s_spec.real, va_set), vm_set])
+
+    if method == "newton":
+        x, (res, iterations) = _newton_state(grid, s_spec, x_set, x_init, tol, max_iter, jacobian)
+    else:
+        x, (res, iterations) = radial.solve_state(method, grid, s_spec, x_set, x_init, tol, max_iter)
+    max_mismatch = jnp.max(jnp.abs(res))
+    n = grid.n_bus
+    return finish(grid, x[n:], x[:n], p_mw, q_mvar, max_mismatch <= tol, iterations, max_mismatch)

@@ -1,0 +1,92 @@
+"""Power-flow results from solved bus voltages: branch flows, loading, losses, slack power."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from pgjax.grid import Grid
+from pgjax.powerflow import network
+
+
+@struct.dataclass
+class PowerFlowResult:
+    """Solution of one power flow (leading batch axes when vmapped).
+
+    Bus arrays are `[n_bus]` in grid bus order, branch arrays `[n_branch]`, slack arrays
+    `[n_ext_grid]`, generator arrays `[n_gen]`. Powers in MW/Mvar, flows positive into the
+    branch at that end. Buses that are not energized (isolated or padding) read
+    `vm_pu = va_deg = 0` and `energized = False`; inactive branches read zero flow.
+    """
+
+    vm_pu: jax.Array
+    va_deg: jax.Array
+    energized: jax.Array
+    p_from_mw: jax.Array
+    q_from_mvar: jax.Array
+    p_to_mw: jax.Array
+    q_to_mvar: jax.Array
+    i_from_ka: jax.Array
+    i_to_ka: jax.Array
+    loading_percent: jax.Array
+    p_loss_mw: jax.Array  # [] total active losses in branches
+    q_loss_mvar: jax.Array  # [] total reactive losses in branches
+    slack_p_mw: jax.Array  # [n_ext_grid] power injected by each external grid
+    slack_q_mvar: jax.Array
+    gen_q_mvar: jax.Array  # [n_gen] reactive power of voltage-controlled generators
+    converged: jax.Array  # [] bool
+    iterations: jax.Array  # [] int
+    max_mismatch: jax.Array  # [] largest remaining |mismatch|, p.u.
+
+
+def _share(grid: Grid, bus, in_service, weight, bus_value):
+    """Split a per-bus value among the in-service elements at that bus by weight."""
+    weight = jnp.where(in_service, weight, 0)
+    total = jnp.zeros(grid.n_bus, weight.dtype).at[bus].add(weight)
+    return jnp.where(in_service, bus_value[bus] * weight / jnp.where(total[bus] == 0, 1, total[bus]), 0)
+
+
+def finish(grid: Grid, vm_pu, va_rad, p_mw, q_mvar, converged, iterations, max_mismatch) -> PowerFlowResult:
+    """Compute flows, loading, losses and slack power at the voltages `vm_pu`, `va_rad` `[n_bus]`.
+
+    `p_mw`, `q_mvar` `[n_bus]` are the specified net injections used by the solver.
+    """
+    on = network.energized(grid)
+    v = vm_pu * jnp.exp(1j * va_rad)
+    y_ff, y_ft, y_tf, y_tt = network.branch_admittances(grid)
+    f, t = grid.branch.from_bus, grid.branch.to_bus
+    s_from = v[f] * jnp.conj(y_ff * v[f] + y_ft * v[t]) * grid.sn_mva
+    s_to = v[t] * jnp.conj(y_tf * v[f] + y_tt * v[t]) * grid.sn_mva
+    kv = grid.bus.vn_kv
+    i_from_ka = jnp.abs(s_from) / (vm_pu[f] * kv[f]) / jnp.sqrt(3.0)
+    i_to_ka = jnp.abs(s_to) / (vm_pu[t] * kv[t]) / jnp.sqrt(3.0)
+    loading = 100 * jnp.maximum(i_from_ka / grid.branch.i_max_from_ka, i_to_ka / grid.branch.i_max_to_ka)
+
+    s_bus = v * jnp.conj(network.make_ybus(grid) @ v) * grid.sn_mva
+    is_ref, is_pv, _ = network.bus_types(grid)
+    slack_p = jnp.where(is_ref, s_bus.real - p_mw, 0)
+    slack_q = jnp.where(is_ref, s_bus.imag - q_mvar, 0)
+    gen_q = jnp.where(is_pv & ~is_ref, s_bus.imag - q_mvar, 0)
+    eg, gen = grid.ext_grid, grid.gen
+    ones_gen = jnp.ones_like(gen.p_mw)
+    return PowerFlowResult(
+        vm_pu=jnp.where(on, vm_pu, 0),
+        va_deg=jnp.where(on, jnp.rad2deg(va_rad), 0),
+        energized=on,
+        p_from_mw=s_from.real,
+        q_from_mvar=s_from.imag,
+        p_to_mw=s_to.real,
+        q_to_mvar=s_to.imag,
+        i_from_ka=i_from_ka,
+        i_to_ka=i_to_ka,
+        loading_percent=loading,
+        p_loss_mw=jnp.sum(s_from.real + s_to.real),
+        q_loss_mvar=jnp.sum(s_from.imag + s_to.imag),
+        slack_p_mw=_share(grid, eg.bus, eg.in_service, eg.slack_weight, slack_p),
+        slack_q_mvar=_share(grid, eg.bus, eg.in_service, jnp.ones_like(eg.vm_pu), slack_q),
+        gen_q_mvar=_share(grid, gen.bus, gen.in_service & ~is_ref[gen.bus], ones_gen, gen_q),
+        converged=converged,
+        iterations=iterations,
+        max_mismatch=max_mismatch,
+    )
