@@ -25,7 +25,7 @@ UNSUPPORTED_TABLES = (
     "vsc", "line_dc", "bus_dc", "source_dc", "load_dc", "b2b_vsc",
 )
 # Branch kinds in the order pandapower writes them into its branch matrix.
-BRANCH_KINDS = ("line", "trafo", "trafo3w", "impedance")
+BRANCH_KINDS = ("line", "trafo", "trafo3w", "impedance", "switch")
 # Load columns of voltage-dependent (ZIP) models; pgjax models constant power only.
 ZIP_COLUMNS = ("const_z_p_percent", "const_i_p_percent", "const_z_q_percent", "const_i_q_percent",
                "const_z_percent", "const_i_percent")
@@ -153,9 +153,10 @@ def _branches(net, ppc) -> tuple[Branches, dict]:
             i_max_from[f + w * k:f + (w + 1) * k] = (
                 t3[f"sn_{side}_mva"].values / np.sqrt(3) / t3[f"vn_{side}_kv"].values)
         rows["trafo3w"] = np.arange(f, t).reshape(3, k).T
-    if "impedance" in lookups:
-        f, t = lookups["impedance"]
-        rows["impedance"] = np.arange(f, t)
+    for kind in ("impedance", "switch"):  # switch: bus-bus switches with an impedance (z_ohm > 0)
+        if kind in lookups:
+            f, t = lookups[kind]
+            rows[kind] = np.arange(f, t)
     extra = set(lookups) - set(BRANCH_KINDS)
     if extra:
         raise UnsupportedElementError(f"branch elements {sorted(extra)} are not supported by pgjax")
