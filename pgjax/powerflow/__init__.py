@@ -59,11 +59,13 @@ def _newton_state(grid, s_spec, x_set, x_init, tol, max_iter, jacobian):
     eq_mask = newton.equation_mask(grid)
     jac_inv = None
     if jacobian == "chord":
+        # Start from the base-case solution: the first chord step is then the linear
+        # sensitivity prediction, and later steps only correct second-order terms.
         p_base, q_base = bus_injections(grid)
         s_base = (p_base + 1j * q_base) / grid.sn_mva
         x_base_init = x_set.at[:grid.n_bus].set(network.dc_angles(grid, s_base.real, x_set[:grid.n_bus]))
-        x_base, _, _ = newton.solve_state(x_base_init, ybus, s_base, x_set, eq_mask, tol, max_iter)
-        jac_inv = jnp.linalg.inv(newton.jacobian(x_base, ybus, eq_mask))
+        x_init, _, _ = newton.solve_state(x_base_init, ybus, s_base, x_set, eq_mask, tol, max_iter)
+        jac_inv = jnp.linalg.inv(newton.jacobian(x_init, ybus, eq_mask))
 
     def f(x):
         return newton.residual(x, ybus, s_spec, x_set, eq_mask)

@@ -39,9 +39,20 @@ def equation_mask(grid: Grid) -> jax.Array:
 
 
 def residual(x, ybus, s_spec, x_set, eq_mask) -> jax.Array:
-    """`[2 n_bus]`: power mismatch `[dP, dQ]` where `eq_mask`, else `x - x_set`. p.u."""
-    mis = network.power_mismatch(ybus, voltage(x), s_spec)
-    return jnp.where(eq_mask, jnp.concatenate([mis.real, mis.imag]), x - x_set)
+    """`[2 n_bus]`: power mismatch `[dP, dQ]` where `eq_mask`, else `x - x_set`. p.u.
+
+    Evaluated in real arithmetic (`[e, f] @ [[G, B], [-B, G]]` gives `[Re I, Im I]`): one
+    real matrix product, which batches into a GEMM about twice as fast as a complex one.
+    """
+    n = x.shape[-1] // 2
+    e = x[n:] * jnp.cos(x[:n])
+    f = x[n:] * jnp.sin(x[:n])
+    g, b = ybus.real, ybus.imag
+    current = jnp.concatenate([e, f]) @ jnp.block([[g.T, b.T], [-b.T, g.T]])
+    i_re, i_im = current[:n], current[n:]
+    p = e * i_re + f * i_im - s_spec.real
+    q = f * i_re - e * i_im - s_spec.imag
+    return jnp.where(eq_mask, jnp.concatenate([p, q]), x - x_set)
 
 
 def jacobian(x, ybus, eq_mask) -> jax.Array:
