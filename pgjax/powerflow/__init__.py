@@ -54,35 +54,6 @@ def _is_concrete(grid: Grid) -> bool:
     return not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(grid))
 
 
-def _newton_state(grid, s_spec, x_set, x_init, tol, max_iter, jacobian):
-    ybus = make_ybus(grid)
-    eq_mask = newton.equation_mask(grid)
-    jac_inv = None
-    if jacobian == "chord":
-        # Start from the base-case solution: the first chord step is then the linear
-        # sensitivity prediction, and later steps only correct second-order terms.
-        p_base, q_base = bus_injections(grid)
-        s_base = (p_base + 1j * q_base) / grid.sn_mva
-        x_base_init = x_set.at[:grid.n_bus].set(network.dc_angles(grid, s_base.real, x_set[:grid.n_bus]))
-        x_init, _, _ = newton.solve_state(x_base_init, ybus, s_base, x_set, eq_mask, tol, max_iter)
-        jac_inv = jnp.linalg.inv(newton.jacobian(x_init, ybus, eq_mask))
-
-    def f(x):
-        return newton.residual(x, ybus, s_spec, x_set, eq_mask)
-
-    def run(_, x0):
-        sg = jax.lax.stop_gradient
-        x, res, it = newton.solve_state(
-            x0, sg(ybus), sg(s_spec), sg(x_set), eq_mask, tol, max_iter,
-            None if jac_inv is None else sg(jac_inv))
-        return x, (res, it)
-
-    def tangent_solve(g, y):
-        return jnp.linalg.solve(jax.jacfwd(g)(y), y)
-
-    return jax.lax.custom_root(f, x_init, run, tangent_solve, has_aux=True)
-
-
 def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str = "newton", max_iter: int = 30,
           tol: float | None = None, jacobian: str = "exact") -> PowerFlowResult:
     """Solve the AC power flow of one grid (vmap for batches).
@@ -116,7 +87,7 @@ def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str = "newton", max_ite
     x_init = jnp.concatenate([network.dc_angles(grid, s_spec.real, va_set), vm_set])
 
     if method == "newton":
-        x, (res, iterations) = _newton_state(grid, s_spec, x_set, x_init, tol, max_iter, jacobian)
+        x, (res, iterations) = newton.solve(grid, s_spec, x_set, x_init, tol, max_iter, jacobian)
     else:
         x, (res, iterations) = radial.solve_state(method, grid, s_spec, x_set, x_init, tol, max_iter)
     max_mismatch = jnp.max(jnp.abs(res))

@@ -1,29 +1,36 @@
-"""Newton-Raphson in polar coordinates over a static-shape state.
+"""Newton-Raphson over a static-shape state, in rectangular coordinates.
 
-The state is `x = [va_rad, vm_pu]` `[2 n_bus]`. Every bus has both variables; a fixed
-variable (slack angle and magnitude, PV magnitude, isolated or padded bus) gets the
-residual `x - x_set` in place of its power equation, so the Jacobian is the power-flow
-Jacobian with identity rows and one static shape serves every grid.
+The solver state is `y = [e, f]` `[2 n_bus]`, the real and imaginary bus voltages. Every
+bus has one row in each half: P and Q mismatch at PQ buses, P mismatch and `|V|^2 - vm^2`
+at PV buses, `e - e_set` and `f - f_set` at reference, isolated and padded buses. One
+static shape serves every grid, and every residual is a polynomial: an iteration costs a
+real matrix product and a few elementwise products, no trigonometric functions.
 
 Two linear-step kinds share one loop:
 - `exact`: a fresh Jacobian and LU solve each iteration (quadratic convergence);
 - `chord`: the inverse Jacobian at the grid's base-case solution, reused for every
-  iteration and every operating point of a batch. With the grid shared across a vmapped
-  batch this inverse is computed once and each iteration is two matrix products, which is
-  what makes large batches fast. Iterations stop at the same tolerance as `exact`.
+  iteration and every operating point of a batch, starting from the base-case solution
+  (so the first step is the linear sensitivity prediction). With the grid shared across a
+  vmapped batch the inverse is computed once and each iteration is two matrix products.
+  A member whose chord stops contracting falls back to exact steps; iterations stop at
+  the same tolerance either way.
+
+The polar helpers (`voltage`, `residual`, `equation_mask`, state `x = [va_rad, vm_pu]`)
+are the interface the other solvers and `solve` share.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 from pgjax.grid import Grid
 from pgjax.powerflow import network
 
 
 # A chord step must shrink the residual at least this much, else exact Newton takes over.
-CHORD_STALL_RATIO = 0.5
+CHORD_STALL_RATIO = 0.9
 
 
 def voltage(x) -> jax.Array:
@@ -38,33 +45,24 @@ def equation_mask(grid: Grid) -> jax.Array:
     return jnp.concatenate([is_pv | is_pq, is_pq])
 
 
-def residual(x, ybus, s_spec, x_set, eq_mask) -> jax.Array:
-    """`[2 n_bus]`: power mismatch `[dP, dQ]` where `eq_mask`, else `x - x_set`. p.u.
+def bus_power(x, ybus):
+    """Injected power `(p, q)` `[n_bus]` p.u. at the state `x`: `V conj(Y V)`.
 
     Evaluated in real arithmetic (`[e, f] @ [[G, B], [-B, G]]` gives `[Re I, Im I]`): one
     real matrix product, which batches into a GEMM about twice as fast as a complex one.
     """
     n = x.shape[-1] // 2
-    e = x[n:] * jnp.cos(x[:n])
-    f = x[n:] * jnp.sin(x[:n])
-    g, b = ybus.real, ybus.imag
-    current = jnp.concatenate([e, f]) @ jnp.block([[g.T, b.T], [-b.T, g.T]])
+    y = to_rect(x)
+    e, f = y[:n], y[n:]
+    current = y @ real_ybus(ybus)
     i_re, i_im = current[:n], current[n:]
-    p = e * i_re + f * i_im - s_spec.real
-    q = f * i_re - e * i_im - s_spec.imag
-    return jnp.where(eq_mask, jnp.concatenate([p, q]), x - x_set)
+    return e * i_re + f * i_im, f * i_re - e * i_im
 
 
-def jacobian(x, ybus, eq_mask) -> jax.Array:
-    """`[2 n_bus, 2 n_bus]` Jacobian of `residual` (pandapower's `dSbus_dV`, dense)."""
-    n = x.shape[-1] // 2
-    v = voltage(x)
-    v_norm = jnp.exp(1j * x[:n])
-    i_bus = ybus @ v
-    ds_dvm = v[:, None] * jnp.conj(ybus * v_norm[None, :]) + jnp.diag(jnp.conj(i_bus) * v_norm)
-    ds_dva = 1j * v[:, None] * jnp.conj(jnp.diag(i_bus) - ybus * v[None, :])
-    power = jnp.block([[ds_dva.real, ds_dvm.real], [ds_dva.imag, ds_dvm.imag]])
-    return jnp.where(eq_mask[:, None], power, jnp.eye(2 * n, dtype=power.dtype))
+def residual(x, ybus, s_spec, x_set, eq_mask) -> jax.Array:
+    """`[2 n_bus]`: power mismatch `[dP, dQ]` where `eq_mask`, else `x - x_set`. p.u."""
+    p, q = bus_power(x, ybus)
+    return jnp.where(eq_mask, jnp.concatenate([p - s_spec.real, q - s_spec.imag]), x - x_set)
 
 
 def iterate(step, x0, res0, tol, max_iter, stall_ratio=None):
@@ -94,36 +92,151 @@ def iterate(step, x0, res0, tol, max_iter, stall_ratio=None):
     return x, res, it
 
 
-def exact_step(ybus, s_spec, x_set, eq_mask):
+@struct.dataclass
+class Equations:
+    """Which equation each row of the rectangular residual holds; all `[n_bus]`."""
+
+    p_row: jax.Array  # bool: P mismatch in the first half (PV and PQ buses)
+    q_row: jax.Array  # bool: Q mismatch in the second half (PQ buses)
+    v_row: jax.Array  # bool: |V|^2 - vm_set^2 in the second half (PV buses)
+    vm_set: jax.Array  # PV magnitude setpoints, pu
+    y_set: jax.Array  # [2 n_bus] fixed [e, f] where a bus has no power equation
+
+
+def equations(grid: Grid, x_set) -> Equations:
+    """Row kinds for `grid`, fixed values from the polar setpoints `x_set` `[2 n_bus]`."""
+    is_ref, is_pv, is_pq = network.bus_types(grid)
+    n = grid.n_bus
+    return Equations(p_row=is_pv | is_pq, q_row=is_pq, v_row=is_pv, vm_set=x_set[n:], y_set=to_rect(x_set))
+
+
+def to_rect(x) -> jax.Array:
+    """Polar state `[va_rad, vm_pu]` to rectangular `[e, f]`."""
+    n = x.shape[-1] // 2
+    return jnp.concatenate([x[n:] * jnp.cos(x[:n]), x[n:] * jnp.sin(x[:n])])
+
+
+def to_polar(y) -> jax.Array:
+    """Rectangular `[e, f]` to polar `[va_rad, vm_pu]`."""
+    n = y.shape[-1] // 2
+    return jnp.concatenate([jnp.arctan2(y[n:], y[:n]), jnp.hypot(y[:n], y[n:])])
+
+
+def real_ybus(ybus) -> jax.Array:
+    """`[2 n_bus, 2 n_bus]` real matrix `M` with `[e, f] @ M = [Re I, Im I]`."""
+    g, b = ybus.real, ybus.imag
+    return jnp.block([[g.T, b.T], [-b.T, g.T]])
+
+
+def rect_residual(y, ybus_re, s_spec, eqs: Equations) -> jax.Array:
+    """`[2 n_bus]` residual of the rectangular equations (p.u.), see the module docstring."""
+    n = y.shape[-1] // 2
+    e, f = y[:n], y[n:]
+    current = y @ ybus_re
+    i_re, i_im = current[:n], current[n:]
+    p = e * i_re + f * i_im - s_spec.real
+    q = f * i_re - e * i_im - s_spec.imag
+    top = jnp.where(eqs.p_row, p, e - eqs.y_set[:n])
+    bottom = jnp.where(eqs.q_row, q, jnp.where(eqs.v_row, e * e + f * f - eqs.vm_set ** 2, f - eqs.y_set[n:]))
+    return jnp.concatenate([top, bottom])
+
+
+def rect_jacobian(y, ybus, eqs: Equations) -> jax.Array:
+    """`[2 n_bus, 2 n_bus]` Jacobian of `rect_residual`, dense."""
+    n = y.shape[-1] // 2
+    e, f = y[:n], y[n:]
+    g, b = ybus.real, ybus.imag
+    i_re = g @ e - b @ f
+    i_im = b @ e + g @ f
+    eye = jnp.eye(n, dtype=g.dtype)
+    zero = jnp.zeros_like(g)
+    dp = jnp.concatenate([jnp.diag(i_re) + e[:, None] * g + f[:, None] * b,
+                          jnp.diag(i_im) - e[:, None] * b + f[:, None] * g], axis=1)
+    dq = jnp.concatenate([-jnp.diag(i_im) + f[:, None] * g - e[:, None] * b,
+                          jnp.diag(i_re) - f[:, None] * b - e[:, None] * g], axis=1)
+    dv = jnp.concatenate([jnp.diag(2 * e), jnp.diag(2 * f)], axis=1)
+    top = jnp.where(eqs.p_row[:, None], dp, jnp.concatenate([eye, zero], axis=1))
+    bottom = jnp.where(eqs.q_row[:, None], dq,
+                       jnp.where(eqs.v_row[:, None], dv, jnp.concatenate([zero, eye], axis=1)))
+    return jnp.concatenate([top, bottom])
+
+
+def exact_step(ybus, ybus_re, s_spec, eqs):
     """Newton step with a fresh Jacobian."""
 
-    def step(x, res):
-        x_new = x - jnp.linalg.solve(jacobian(x, ybus, eq_mask), res)
-        return x_new, residual(x_new, ybus, s_spec, x_set, eq_mask)
+    def step(y, res):
+        y_new = y - jnp.linalg.solve(rect_jacobian(y, ybus, eqs), res)
+        return y_new, rect_residual(y_new, ybus_re, s_spec, eqs)
 
     return step
 
 
-def chord_step(ybus, s_spec, x_set, eq_mask, jac_inv):
+def chord_step(ybus_re, s_spec, eqs, jac_inv):
     """Chord step with a fixed inverse Jacobian `[2 n_bus, 2 n_bus]`."""
 
-    def step(x, res):
-        x_new = x - jac_inv @ res
-        return x_new, residual(x_new, ybus, s_spec, x_set, eq_mask)
+    def step(y, res):
+        y_new = y - res @ jac_inv.T
+        return y_new, rect_residual(y_new, ybus_re, s_spec, eqs)
 
     return step
 
 
-def solve_state(x0, ybus, s_spec, x_set, eq_mask, tol, max_iter, jac_inv=None):
-    """Newton iterations from `x0`; chord steps with `jac_inv` when given, then exact ones.
+def solve_rect(y0, ybus, s_spec, eqs, tol, max_iter, jac_inv=None):
+    """Newton iterations from `y0`; chord steps with `jac_inv` when given, then exact ones.
 
-    The exact stage only iterates if the chord stage did not converge, so a well-chosen
-    `jac_inv` costs matrix products only. Returns `(x, res, iterations)`.
+    The exact stage only iterates for members whose chord stage stalled, so a well-chosen
+    `jac_inv` costs matrix products only. Returns `(y, res, iterations)`.
     """
-    res0 = residual(x0, ybus, s_spec, x_set, eq_mask)
-    x, res, it = x0, res0, jnp.asarray(0, jnp.int32)
+    ybus_re = real_ybus(ybus)
+    res0 = rect_residual(y0, ybus_re, s_spec, eqs)
+    y, res, it = y0, res0, jnp.asarray(0, jnp.int32)
     if jac_inv is not None:
-        x, res, it = iterate(chord_step(ybus, s_spec, x_set, eq_mask, jac_inv), x, res, tol, max_iter,
+        y, res, it = iterate(chord_step(ybus_re, s_spec, eqs, jac_inv), y, res, tol, max_iter,
                              stall_ratio=CHORD_STALL_RATIO)
-    x, res, it_exact = iterate(exact_step(ybus, s_spec, x_set, eq_mask), x, res, tol, max_iter)
-    return x, res, it + it_exact
+    y, res, it_exact = iterate(exact_step(ybus, ybus_re, s_spec, eqs), y, res, tol, max_iter)
+    return y, res, it + it_exact
+
+
+def solve(grid: Grid, s_spec, x_set, x_init, tol, max_iter, jacobian: str):
+    """Newton power flow of one grid; returns polar `(x, (residual, iterations))`.
+
+    `s_spec` `[n_bus]` complex specified injections (p.u.), `x_set`/`x_init` polar setpoints
+    and initial guess `[2 n_bus]`. Differentiable in every input through
+    `jax.lax.custom_root` (implicit function theorem).
+    """
+    ybus = network.make_ybus(grid)
+    eqs = equations(grid, x_set)
+    y_init = to_rect(x_init)
+    jac_inv = None
+    if jacobian == "chord":
+        p_base, q_base = network.bus_injections(grid)
+        s_base = (p_base + 1j * q_base) / grid.sn_mva
+        va_base = network.dc_angles(grid, s_base.real, x_set[:grid.n_bus])
+        y_base_init = to_rect(x_set.at[:grid.n_bus].set(va_base))
+        y_init, _, _ = solve_rect(y_base_init, ybus, s_base, eqs, tol, max_iter)
+        jac_inv = jnp.linalg.inv(rect_jacobian(y_init, ybus, eqs))
+    ybus_re = real_ybus(ybus)
+    sg = jax.lax.stop_gradient
+    return implicit_root(
+        lambda y: rect_residual(y, ybus_re, s_spec, eqs), y_init,
+        lambda y0: solve_rect(y0, sg(ybus), sg(s_spec), sg(eqs), tol, max_iter,
+                              None if jac_inv is None else sg(jac_inv)))
+
+
+def implicit_root(residual_fn, y_init, run):
+    """Solve `residual_fn(y) = 0` with `run(y_init) -> (y, res, iterations)`.
+
+    Gradients with respect to everything `residual_fn` closes over come from the implicit
+    function theorem (`jax.lax.custom_root`), never from differentiating the iterations;
+    `run` should close over stop-gradient copies. Returns polar `(x, (res, iterations))`.
+    """
+
+    def run_aux(_, y0):
+        y, res, it = run(y0)
+        return y, (res, it.astype(res.dtype))  # aux outputs get tangents: count as float
+
+    def tangent_solve(g, rhs):
+        return jnp.linalg.solve(jax.jacfwd(g)(rhs), rhs)
+
+    y, (res, it) = jax.lax.custom_root(residual_fn, y_init, run_aux, tangent_solve, has_aux=True)
+    return to_polar(y), (jax.lax.stop_gradient(res), jax.lax.stop_gradient(it).astype(jnp.int32))

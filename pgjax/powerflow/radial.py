@@ -5,16 +5,84 @@
   complex matrix-vector product per iteration; vmapped over operating points with a shared
   grid it is one GEMM. Converges linearly (fast on distribution feeders); needs grids
   without PV buses.
+- `distflow` (Baran & Wu branch-flow model, exact AC on a tree): branch flows are the loads
+  downstream of the branch plus the downstream series losses, squared voltages drop along
+  root paths. Solved by fixed-point iteration; see below.
+- `lindistflow`: DistFlow without the loss terms. One linear solve (`iterations = 1`).
+
+Both feeder-flow methods need a radial feeder: one reference bus, no PV buses, and the
+active branches forming a tree over the energized buses (`check_applies` rejects anything
+else and names the offending bus or branch).
+
+Formulation (all static shapes, no host code, no Python loop over buses):
+- Tree ancestry comes from `Z1 = inv(L)`, `L` the unit-weight Laplacian of the active
+  branches with the reference row/column (and those of non-energized buses) replaced by
+  identity. On a tree `Z1[j, k]` is the length of the common part of the root paths of `j`
+  and `k`, so `j` is an ancestor-or-self of `k` iff `Z1[j, k] == Z1[j, j]` (the depth of
+  `j`). A branch's child is its deeper end. This gives `down[e, k]` (bus `k` lies below
+  branch `e`) and its transpose `path[k, e]` (branch `e` is on the root path of `k`).
+  Everything that depends only on the grid is built once (`_feeder`); vmapped over
+  operating points with the grid shared, each iteration is a few matrix products.
+- Flows at the sending end of branch `e` (parent side): `P = down @ p_load + down_br @ (r l)`,
+  `Q = down @ q_load + down_br @ (x l)`, `l = (P^2 + Q^2) / v_parent`; squared voltages
+  `v_child = v_parent - 2 (r P + x Q) + (r^2 + x^2) l` accumulated along root paths.
+- Bus shunts and branch charging (`g + jb` of the pi model, half at each end, plus the
+  `*_asym` part at the to end) are constant-impedance loads evaluated at the current `v`.
+- Off-nominal taps: the ideal transformer sits at the branch's from end, so the from-side
+  squared voltage seen by the series impedance (and by the from-end charging) is
+  `v_from / tap^2`; cumulative tap ratios along root paths are products (`exp(path @ log)`).
+  Phase shifts only shift angles (`-shift` from from to to end).
+- Angles: DistFlow uses the exact relation
+  `theta_child = theta_parent' - atan2(x P - r Q, v_parent' - r P - x Q)`
+  (primes: after the ideal transformer), LinDistFlow the usual linearisation
+  `theta_child = theta_parent' - (x P - r Q) / v_parent'`.
+- Not modelled: the asymmetric series impedance (`r_asym`, `x_asym`) is ignored (the from
+  end value is used); an affected grid does not satisfy the AC equations, which the
+  reported residual then shows.
+
+Residual, `converged` and `max_mismatch`: for both methods the residual returned to
+`solve` is the AC power mismatch `newton.residual` at the returned voltages, so
+`converged` always means "satisfies the AC power-flow equations to `tol`" and
+`max_mismatch` is the AC mismatch in p.u. On a tree the DistFlow equations with losses are
+the AC equations, so `distflow` iterates until the AC mismatch is below `tol` and reports
+`converged = True` like `fixed_point`. `lindistflow` is an approximation: it normally
+reports `converged = False` and its `max_mismatch` (AC mismatch of its voltages) measures
+the approximation error; use its voltages knowingly.
+
+Measured against pandapower `runpp` (float64, default operating point, max over buses):
+
+  network                      method       max |dvm| pu   max |dva| deg   max_mismatch pu
+  case33bw                     distflow     6e-12          3e-11           3e-11
+  case33bw                     lindistflow  2.8e-3         1.9e-2          3.3e-3
+  ieee13                       distflow     4e-13          4e-12           2e-11
+  ieee13                       lindistflow  9.1e-3         0.36            0.26
+  cigre_lv_der                 distflow     5e-11          8e-10           4e-11
+  cigre_lv_der                 lindistflow  1.2e-2         0.25            5.3e-3
+  create_cigre_network_mv      distflow     3e-13          3e-12           3e-11
+  create_cigre_network_mv      lindistflow  1.35e-2        0.47            1.44
+
+(pandapower at `tolerance_mva=1e-10`; distflow converged in 8-13 iterations at the default
+tolerance 1e-10, i.e. it is as exact as `newton`. lindistflow neglects losses and its
+error grows with loading. Transformer phase shifts (30 degrees in the cigre networks) enter
+both methods' angles exactly.)
+
+Gradients: `distflow` iterates on stopped-gradient inputs and attaches the implicit
+gradient of the AC residual with `jax.lax.custom_root` (exact gradients of the AC solution);
+`lindistflow` is differentiated directly (closed form, no loop).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgjax.grid import PV, Grid
+from pgjax.grid import NONE, PV, REF, Grid
 from pgjax.powerflow import network, newton
+
+FEEDER_METHODS = ("distflow", "lindistflow")
 
 
 def check_applies(grid: Grid, method: str) -> None:
@@ -26,39 +94,236 @@ def check_applies(grid: Grid, method: str) -> None:
     if len(pv):
         raise ValueError(f"method '{method}' needs a grid without PV buses; grid bus {pv[0]} is a PV bus "
                          f"(voltage-controlled gen); use method='newton'")
+    if method in FEEDER_METHODS:
+        _check_radial(grid, method)
+
+
+def _check_radial(grid: Grid, method: str) -> None:
+    """One reference bus and a tree of active branches over the energized buses (host code)."""
+    mask = np.asarray(grid.bus.mask)
+    bus_type = np.asarray(grid.bus.bus_type)
+    on = mask & (bus_type != NONE)
+    ref = np.flatnonzero(on & (bus_type == REF))
+    if len(ref) == 0:
+        raise ValueError(f"method '{method}' needs one reference (slack) bus; the grid has none")
+    if len(ref) > 1:
+        raise ValueError(f"method '{method}' needs a radial feeder with one reference (slack) bus; grid buses "
+                         f"{ref[0]} and {ref[1]} are both reference buses ({len(ref)} in all); use "
+                         "method='newton' or 'fixed_point'")
+    br = grid.branch
+    f, t = np.asarray(br.from_bus), np.asarray(br.to_bus)
+    active = np.asarray(br.in_service) & on[f] & on[t]
+    n_on, n_active = int(on.sum()), int(active.sum())
+    parent = np.arange(len(on))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for e in np.flatnonzero(active):  # host-side set-up check, not traced
+        a, b = root(f[e]), root(t[e])
+        if a == b:
+            raise ValueError(
+                f"method '{method}' needs a radial feeder (a tree); the grid is meshed: branch {e} "
+                f"(bus {f[e]} - bus {t[e]}) closes a loop ({n_active} active branches for {n_on} "
+                f"energized buses, a tree has {n_on - 1}); use method='newton' or 'fixed_point'")
+        parent[a] = b
+    r0 = root(ref[0])
+    cut = [k for k in np.flatnonzero(on) if root(k) != r0]
+    if cut:
+        raise ValueError(f"method '{method}': energized grid bus {cut[0]} is not connected to the reference "
+                         f"bus {ref[0]} by active branches")
 
 
 def _fixed_point(grid: Grid, s_spec, x_set, x_init, tol, max_iter):
     ybus = network.make_ybus(grid)
-    eq_mask = newton.equation_mask(grid)
+    ybus_re = newton.real_ybus(ybus)
+    eqs = newton.equations(grid, x_set)
     n = grid.n_bus
-    free = eq_mask[n:]  # PQ buses: voltage unknown
-    y_mod = jnp.where(free[:, None], ybus, jnp.eye(n, dtype=ybus.dtype))
-    z_mod = jnp.linalg.inv(y_mod)
-    v_set = newton.voltage(x_set)
+    free = eqs.q_row  # PQ buses: voltage unknown
+    z_mod = jnp.linalg.inv(jnp.where(free[:, None], ybus, jnp.eye(n, dtype=ybus.dtype)))
+    v_set = eqs.y_set[:n] + 1j * eqs.y_set[n:]
 
-    def step(x, _):
-        v = newton.voltage(x)
-        rhs = jnp.where(free, jnp.conj(s_spec / v), v_set)
-        v_new = z_mod @ rhs
-        x_new = jnp.concatenate([jnp.angle(v_new), jnp.abs(v_new)])
-        return x_new, newton.residual(x_new, ybus, s_spec, x_set, eq_mask)
+    def run(y0):
+        sg = jax.lax.stop_gradient
+        z, s, fixed = sg(z_mod), sg(s_spec), sg(v_set)
+
+        def step(y, _):
+            rhs = jnp.where(free, jnp.conj(s / (y[:n] + 1j * y[n:])), fixed)
+            v_new = z @ rhs
+            y_new = jnp.concatenate([v_new.real, v_new.imag])
+            return y_new, newton.rect_residual(y_new, sg(ybus_re), s, sg(eqs))
+
+        return newton.iterate(step, y0, newton.rect_residual(y0, sg(ybus_re), s, sg(eqs)), tol, max_iter)
+
+    return newton.implicit_root(
+        lambda y: newton.rect_residual(y, ybus_re, s_spec, eqs), newton.to_rect(x_init), run)
+
+
+class Feeder(NamedTuple):
+    """Grid-only matrices of a radial feeder (see the module docstring); `[m]` per branch."""
+
+    free: jax.Array  # [n] energized non-reference bus
+    v0: jax.Array  # [] squared reference voltage magnitude
+    va0: jax.Array  # [] reference angle, rad
+    down: jax.Array  # [m, n] bus k lies below branch e (in the subtree of its child)
+    down_br: jax.Array  # [m, m] branch e2 lies below (or is) branch e
+    parent: jax.Array  # [m] int, parent-side bus
+    r: jax.Array  # [m] series resistance (0 when inactive)
+    x: jax.Array  # [m] series reactance (0 when inactive)
+    a_p: jax.Array  # [m] parent-side voltage factor (1/tap^2 when the parent is the from end)
+    gain: jax.Array  # [n] cumulative squared-voltage ratio along the root path
+    drop_scale: jax.Array  # [m] 1 / (a_child * gain[child])
+    shift: jax.Array  # [m] angle added from parent to child, rad
+    w: jax.Array  # [n] complex constant-impedance consumption per unit squared voltage
+
+
+def _feeder(grid: Grid) -> Feeder:
+    """Tree ancestry and branch data; depends on the grid only (computed once per vmap)."""
+    n, m = grid.n_bus, grid.n_branch
+    dtype = grid.branch.r_pu.dtype
+    br = grid.branch
+    on = network.energized(grid)
+    is_ref, _, _ = network.bus_types(grid)
+    free = on & ~is_ref
+    active = network.branch_active(grid)
+    f, t = br.from_bus, br.to_bus
+    rows = jnp.arange(m)
+    inc = jnp.zeros((m, n), dtype).at[rows, f].add(1.0).at[rows, t].add(-1.0)
+    inc = jnp.where(active[:, None], inc, 0)
+    lap = inc.T @ inc
+    lap = jnp.where(free[:, None] & free[None, :], lap, jnp.eye(n, dtype=dtype))
+    z1 = jnp.where(free[:, None] & free[None, :], jnp.linalg.inv(lap), 0)
+    depth = jnp.diagonal(z1)
+    anc = free[:, None] & free[None, :] & (jnp.abs(z1 - depth[:, None]) < 0.5)  # j ancestor-or-self of k
+    parent_is_from = depth[f] < depth[t]
+    child = jnp.where(parent_is_from, t, f)
+    parent = jnp.where(parent_is_from, f, t)
+    down = (active[:, None] & anc[child]).astype(dtype)
+    down_br = jnp.where(active[None, :], down[:, child], 0)
+
+    tap2 = jnp.where(active, br.tap, 1.0) ** 2
+    a_p = jnp.where(parent_is_from, 1 / tap2, 1.0)
+    a_c = jnp.where(parent_is_from, 1.0, 1 / tap2)
+    log_gain = jnp.where(active, jnp.log(a_p / a_c), 0)
+    gain = jnp.exp(down.T @ log_gain)
+    shift = jnp.where(active, jnp.deg2rad(br.shift_deg), 0)
+    shift = jnp.where(parent_is_from, -shift, shift)
+
+    cdt = network.complex_dtype(grid)
+    y_cf = jnp.where(active, (br.g_pu + 1j * br.b_pu) / 2 / tap2, 0).astype(cdt)
+    y_ct = jnp.where(active, (br.g_pu + br.g_asym_pu + 1j * (br.b_pu + br.b_asym_pu)) / 2, 0).astype(cdt)
+    y_sh = network.bus_shunt(grid).at[f].add(y_cf).at[t].add(y_ct)
+    w = jnp.where(free, jnp.conj(y_sh), 0)
+
+    vm_set, va_set = network.setpoints(grid)
+    return Feeder(
+        free=free,
+        v0=jnp.sum(jnp.where(is_ref, vm_set ** 2, 0)),
+        va0=jnp.sum(jnp.where(is_ref, va_set, 0)),
+        down=down, down_br=down_br, parent=parent,
+        r=jnp.where(active, br.r_pu, 0), x=jnp.where(active, br.x_pu, 0),
+        a_p=a_p, gain=gain, drop_scale=jnp.where(active, 1 / (a_c * gain[child]), 0),
+        shift=shift, w=w)
+
+
+def _voltages(fd: Feeder, drop):
+    """Squared voltages `[n]` from the per-branch squared-voltage drops `[m]`."""
+    return fd.gain * (fd.v0 - fd.down.T @ (drop * fd.drop_scale))
+
+
+def _state(fd: Feeder, v, delta, x_set):
+    """State `[va, vm]` from squared voltages and per-branch angle drops; set values elsewhere."""
+    va = fd.va0 + fd.down.T @ (fd.shift - delta)
+    vm = jnp.sqrt(jnp.maximum(v, 0))
+    return jnp.where(jnp.concatenate([fd.free, fd.free]), jnp.concatenate([va, vm]), x_set)
+
+
+def _distflow(grid: Grid, s_spec, x_set, x_init, tol, max_iter):
+    ybus = network.make_ybus(grid)
+    eq_mask = newton.equation_mask(grid)
+    m = grid.n_branch
 
     def f(x):
         return newton.residual(x, ybus, s_spec, x_set, eq_mask)
 
-    def run(_, x0):
-        x, res, it = newton.iterate(step, x0, f(x0), tol, max_iter)
-        return x, (res, it)
+    # The iteration runs on stopped-gradient inputs (no derivative through the loop);
+    # `custom_root` then attaches the implicit-function gradient of the AC residual. The
+    # integer iteration count stays out of `custom_root`'s aux output on purpose.
+    sg = jax.lax.stop_gradient
+    fd = jax.tree.map(sg, _feeder(grid))
+    ybus_c, s_spec_c, x_set_c = sg(ybus), sg(s_spec), sg(x_set)
+    load = jnp.where(fd.free, -s_spec_c, 0)  # constant-power consumption, p.u.
+
+    def flows_and_v(y):
+        p, q, v = y[:m], y[m:2 * m], y[2 * m:]
+        v_send = fd.a_p * v[fd.parent]
+        v_send_safe = jnp.where(v_send > 0, v_send, 1.0)
+        l = (p ** 2 + q ** 2) / v_send_safe
+        s_load = load + fd.w * v
+        p_new = fd.down @ s_load.real + fd.down_br @ (fd.r * l)
+        q_new = fd.down @ s_load.imag + fd.down_br @ (fd.x * l)
+        # voltage drop with the losses of the flows just computed (Gauss-Seidel-like)
+        l_new = (p_new ** 2 + q_new ** 2) / v_send_safe
+        drop = 2 * (fd.r * p_new + fd.x * q_new) - (fd.r ** 2 + fd.x ** 2) * l_new
+        return p_new, q_new, _voltages(fd, drop)
+
+    def x_of(y):
+        p, q, v = y[:m], y[m:2 * m], y[2 * m:]
+        v_send = fd.a_p * v[fd.parent]
+        delta = jnp.arctan2(fd.x * p - fd.r * q, v_send - fd.r * p - fd.x * q)
+        return _state(fd, v, delta, x_set_c)
+
+    def step(y, _):
+        y_new = jnp.concatenate(flows_and_v(y))
+        return y_new, newton.residual(x_of(y_new), ybus_c, s_spec_c, x_set_c, eq_mask)
+
+    zeros = jnp.zeros(m, fd.v0.dtype)
+    y1, res1 = step(jnp.concatenate([zeros, zeros, fd.gain * fd.v0]), None)  # = LinDistFlow-like start
+    y, res, it = newton.iterate(step, y1, res1, tol, max_iter - 1)
+    x_solved = x_of(y)
 
     def tangent_solve(g, y):
         return jnp.linalg.solve(jax.jacfwd(g)(y), y)
 
-    return jax.lax.custom_root(f, x_init, run, tangent_solve, has_aux=True)
+    x = jax.lax.custom_root(f, x_init, lambda _, __: x_solved, tangent_solve)
+    return x, (res, it + 1)
+
+
+def _lindistflow(grid: Grid, s_spec, x_set):
+    fd = _feeder(grid)
+    ybus = network.make_ybus(grid)
+    eq_mask = newton.equation_mask(grid)
+    n = grid.n_bus
+    # v = gain v0 - B (r * down (p + wr v) + x * down (q + wi v)); grid-only matrices first
+    b_mat = fd.gain[:, None] * fd.down.T * (2 * fd.drop_scale)[None, :]  # [n, m]
+    kr = b_mat @ (fd.r[:, None] * fd.down)  # [n, n] drop per unit active consumption
+    kx = b_mat @ (fd.x[:, None] * fd.down)
+    k_inv = jnp.linalg.inv(jnp.eye(n, dtype=kr.dtype) + kr * fd.w.real[None, :] + kx * fd.w.imag[None, :])
+    v_base = k_inv @ (fd.gain * fd.v0)
+    kr, kx = k_inv @ kr, k_inv @ kx
+    load = jnp.where(fd.free, -s_spec, 0)
+    v = v_base - kr @ load.real - kx @ load.imag
+    s_load = load + fd.w * v
+    p = fd.down @ s_load.real
+    q = fd.down @ s_load.imag
+    v_send = fd.a_p * v[fd.parent]
+    delta = (fd.x * p - fd.r * q) / jnp.where(v_send > 0, v_send, 1.0)
+    x = _state(fd, v, delta, x_set)
+    return x, (newton.residual(x, ybus, s_spec, x_set, eq_mask), jnp.asarray(1, jnp.int32))
 
 
 def solve_state(method: str, grid: Grid, s_spec, x_set, x_init, tol, max_iter):
-    """Solve with a feeder method; returns `(x, (residual, iterations))` like `newton`."""
+    """Solve with a feeder method; returns `(x, (residual, iterations))` like `newton`.
+
+    The residual is always the AC power mismatch (`newton.residual`) at the returned state.
+    """
     if method == "fixed_point":
         return _fixed_point(grid, s_spec, x_set, x_init, tol, max_iter)
+    if method == "distflow":
+        return _distflow(grid, s_spec, x_set, x_init, tol, max_iter)
+    if method == "lindistflow":
+        return _lindistflow(grid, s_spec, x_set)
     raise ValueError(f"feeder method '{method}' not available")

@@ -1,0 +1,305 @@
+"""Power flows per second: pgjax (float64, batched) vs lightsim2grid (KLU, one thread) vs pandapower.
+
+For each network, one seeded set of operating points (every load and static generator P and
+Q scaled by one factor per point, uniform in [0.7, 1.3]) is solved by every engine:
+
+- pgjax: `jax.jit(jax.vmap(solve(grid, p, q, jacobian="chord")))` with the grid shared, at
+  each `--batches` size (and `jacobian="exact"` at batch 1). Compile time is reported
+  separately; rates are steady state (`block_until_ready`, repeated for `--seconds`).
+- lightsim2grid: its C++ batch computers on one thread, Newton-Raphson with KLU:
+  `TimeSeriesCPP` (each point warm-started from the previous one) and `InjectionSweepCPP`
+  (every point from the same DC start, independent like pgjax's). Total rate and solver-only
+  rate (lightsim2grid's own `solver_time()`).
+- pandapower: `runpp` (numba) plain and with `recycle`, over `--pp-points` points.
+
+Voltages are compared point by point (max |vm| difference, must be <= 1e-8 pu). Where scaling
+loads alone has no solution at the range ends (pandapower diverges; case300's single slack
+cannot take +-30 % of 23 GW), generator P is scaled by the same factor too, and the table says so.
+
+Run on an idle machine for numbers worth quoting. `pgjax bench powerflow --help`.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One thread for every native library before it is (first) imported; XLA may be limited
+# with --xla-single-thread (read when the JAX backend starts, i.e. at the first computation).
+for _k, _v in {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+               "NUMBA_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1"}.items():
+    os.environ.setdefault(_k, _v)
+
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+NETWORKS = ("case33bw", "case118", "case300", "ieee34_3x_ieee13")
+LABELS = {"ieee34_3x_ieee13": "72-bus composite (ieee34_3x_ieee13)"}
+# targets: pgjax best batch / lightsim2grid (best of its batch computers)
+LS_TARGETS = {"case33bw": 5.0, "ieee34_3x_ieee13": 3.0, "case118": 2.0}
+PP_TARGET = 1000.0
+VM_TOL = 1e-8
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="pgjax bench powerflow", description=__doc__.splitlines()[0])
+    ap.add_argument("--networks", default=",".join(NETWORKS), help="comma-separated network names")
+    ap.add_argument("--batches", default="1,64,1024,8192", help="pgjax batch sizes (chord Jacobian)")
+    ap.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    ap.add_argument("--points", type=int, default=None,
+                    help="operating points for pgjax/lightsim2grid (default: largest batch)")
+    ap.add_argument("--pp-points", type=int, default=20, help="points solved by pandapower")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scale-gen", choices=("auto", "yes", "no"), default="auto",
+                    help="also scale generator P by the point's factor (auto: only if pandapower "
+                         "diverges at the range ends with loads alone)")
+    ap.add_argument("--xla-single-thread", action="store_true",
+                    help="restrict XLA's CPU backend to one thread (like lightsim2grid)")
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run (batches 1,64; 0.1 s)")
+    ap.add_argument("--json", default=None, help="write all results to this JSON file")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.batches, args.seconds, args.pp_points = "1,64", 0.1, 3
+    args.batches = [int(b) for b in args.batches.split(",") if b]
+    args.networks = [n for n in args.networks.split(",") if n]
+    args.points = args.points or max(args.batches)
+    return args
+
+
+def _pp_converges(net, factor, base, scale_gen):
+    import pandapower as pp
+
+    from pgjax.benchmark import scaled_net
+
+    n = scaled_net(copy.deepcopy(net), factor, base, scale_gen)
+    try:
+        pp.runpp(n, numba=True)
+    except Exception:  # noqa: BLE001 - any pandapower failure means "no solution found"
+        return False
+    return bool(n.converged)
+
+
+def bench_network(name, args):
+    import jax
+    import pandapower as pp
+
+    from converters.pandapower import from_pandapower
+    from pgjax import benchmark as B
+    from pgjax.networks import load
+    from pgjax.powerflow import solve
+
+    out = {"network": name}
+    net = load(name)
+    grid, netmap = from_pandapower(net)
+    bnet = B.base_net(net, grid, netmap)
+    base = B.base_values(bnet)
+    if args.scale_gen == "auto":
+        scale_gen = len(bnet.gen) > 0 and not all(
+            _pp_converges(bnet, f, base, False) for f in (0.7, 1.3))
+    else:
+        scale_gen = args.scale_gen == "yes"
+    out["scale_gen"] = bool(scale_gen)
+    out["n_bus"] = int(grid.n_bus)
+    factors = B.load_factors(args.points, args.seed)
+    p_all, q_all = B.operating_points(grid, factors, scale_gen)
+    lookup = np.asarray(netmap.bus_lookup)
+
+    # ---------------- pgjax ----------------
+    def batched(jacobian):
+        def one(p, q):
+            r = solve(grid, p, q, jacobian=jacobian)
+            return r.vm_pu, r.va_deg, r.converged, r.iterations
+        return jax.jit(jax.vmap(one, in_axes=(0, 0)))
+
+    energized = np.asarray(solve(grid).energized)
+    rows = []
+    vm_pgjax = None
+    for jac, batches in (("chord", args.batches), ("exact", [1])):
+        fn = batched(jac)
+        for b in batches:
+            if b > args.points:
+                continue
+            p, q = jax.device_put(p_all[:b]), jax.device_put(q_all[:b])
+            t0 = time.perf_counter()
+            compiled = fn.lower(p, q).compile()
+            compile_s = time.perf_counter() - t0
+            res = jax.block_until_ready(compiled(p, q))
+            cps, n_calls, _ = B.rate(lambda: jax.block_until_ready(compiled(p, q)), args.seconds)
+            it = np.asarray(res[3])
+            rows.append({"engine": "pgjax", "variant": f"{jac} b={b}", "jacobian": jac, "batch": b,
+                         "pf_per_s": cps * b, "compile_s": compile_s, "calls": n_calls,
+                         "iter_mean": float(it.mean()), "iter_max": int(it.max()),
+                         "converged": float(np.asarray(res[2]).mean())})
+            # pgjax solution of every point, from the largest chord batch (rest filled below)
+            if jac == "chord" and b == max(x for x in args.batches if x <= args.points):
+                vm_pgjax = np.asarray(res[0])
+    if vm_pgjax is None or vm_pgjax.shape[0] < args.points:
+        fn = batched("chord")
+        vm_pgjax = np.asarray(fn(p_all, q_all)[0])
+    chord_all = [r for r in rows if r["jacobian"] == "chord"]
+    out["pgjax_converged"] = chord_all[-1]["converged"] if chord_all else None
+
+    # ---------------- lightsim2grid ----------------
+    ls_net = B.lightsim_net(bnet)
+    row_of = {idx: i for i, idx in enumerate(net.bus.index)}
+    ls_grid_bus = lookup[[row_of[o] for o in ls_net.bus.orig_index.to_numpy()]]
+    ls_on = energized[ls_grid_bus]
+    vm_ref = vm_pgjax[:, ls_grid_bus][:, ls_on]
+    out["vm_diff_lightsim"] = {}
+    for kind in ("timeseries", "sweep"):
+        lb = B.LightSimBatch(ls_net, kind, tol=1e-10, scale_gen=scale_gen)
+        lb.set_points(factors)
+        V = lb.compute()  # first call builds the base case; steady state below
+        diff = float(np.max(np.abs(np.abs(V[:, :len(ls_grid_bus)])[:, ls_on] - vm_ref)))
+        out["vm_diff_lightsim"][kind] = diff
+        solver_s = []
+
+        def run():
+            lb.compute()
+            solver_s.append(lb.times()["solver_s"])
+
+        cps, n_calls, _ = B.rate(run, args.seconds)
+        it = lb.iterations()
+        rows.append({"engine": "lightsim2grid", "variant": f"{kind} KLU 1 thread", "batch": args.points,
+                     "pf_per_s": cps * args.points, "solver_pf_per_s": args.points / float(np.median(solver_s)),
+                     "calls": n_calls, "iter_mean": float(it.mean()), "iter_max": int(it.max()),
+                     "converged": float(lb.converged().mean())})
+
+    # ---------------- pandapower ----------------
+    n_pp = min(args.pp_points, args.points)
+    pp_vm = np.zeros((n_pp, len(net.bus)))
+    pp_on = energized[lookup]
+    for variant, kwargs in (("runpp numba", {}),
+                            ("runpp numba recycle", {"recycle": dict(trafo=False, gen=False, bus_pq=True)})):
+        work = copy.deepcopy(bnet)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            kwargs.update(numba=True, tolerance_mva=1e-10, max_iteration=30)
+            pp.runpp(work, **kwargs)  # warm-up (numba JIT, recycle set-up)
+            failed = set()
+
+            def run_all():
+                for k in range(n_pp):
+                    B.scaled_net(work, factors[k], base, scale_gen)
+                    try:
+                        pp.runpp(work, **kwargs)
+                        pp_vm[k] = work.res_bus.vm_pu.to_numpy()
+                    except pp.LoadflowNotConverged:
+                        failed.add(k)
+                        pp_vm[k] = np.nan
+
+            cps, n_calls, _ = B.rate(run_all, args.seconds, min_calls=1)
+        ok_rows = [k for k in range(n_pp) if k not in failed]
+        diff = (float(np.max(np.abs(pp_vm[ok_rows][:, pp_on] - vm_pgjax[ok_rows][:, lookup][:, pp_on])))
+                if ok_rows else float("nan"))
+        out.setdefault("vm_diff_pandapower", {})[variant] = diff
+        rows.append({"engine": "pandapower", "variant": variant, "batch": n_pp,
+                     "pf_per_s": cps * n_pp, "calls": n_calls, "converged": 1 - len(failed) / n_pp})
+
+    out["rows"] = rows
+    best_pgjax = max(r["pf_per_s"] for r in rows if r["engine"] == "pgjax")
+    best_ls = max(r["pf_per_s"] for r in rows if r["engine"] == "lightsim2grid")
+    best_ls_solver = max(r["solver_pf_per_s"] for r in rows if r["engine"] == "lightsim2grid")
+    # a pandapower variant that failed on some point is not a valid reference rate
+    pp_rows = [r for r in rows if r["engine"] == "pandapower"]
+    best_pp = max(r["pf_per_s"] for r in ([r for r in pp_rows if r["converged"] == 1.0] or pp_rows))
+    out.update(best_pgjax=best_pgjax, best_lightsim=best_ls, best_lightsim_solver=best_ls_solver,
+               best_pandapower=best_pp, ratio_lightsim=best_pgjax / best_ls,
+               ratio_lightsim_solver=best_pgjax / best_ls_solver, ratio_pandapower=best_pgjax / best_pp)
+    return out
+
+
+def _fmt_rate(x):
+    return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}"
+
+
+def print_network(o):
+    title = LABELS.get(o["network"], o["network"])
+    pts = "loads+sgens x f" + (" and gen P x f" if o["scale_gen"] else "")
+    print(f"\n=== {title}: {o['n_bus']} buses; points: {pts}, f ~ U[0.7, 1.3] ===")
+    print(f"{'engine':<14}{'variant':<28}{'batch':>6}{'pf/s':>14}{'solver pf/s':>14}"
+          f"{'compile s':>11}{'iter mean/max':>15}{'conv':>7}")
+    for r in o["rows"]:
+        solver = _fmt_rate(r["solver_pf_per_s"]) if "solver_pf_per_s" in r else ""
+        comp = f"{r['compile_s']:.2f}" if "compile_s" in r else ""
+        it = f"{r['iter_mean']:.1f}/{r['iter_max']}" if "iter_mean" in r else ""
+        conv = f"{r['converged']:.3f}" if "converged" in r else ""
+        print(f"{r['engine']:<14}{r['variant']:<28}{r['batch']:>6}{_fmt_rate(r['pf_per_s']):>14}"
+              f"{solver:>14}{comp:>11}{it:>15}{conv:>7}")
+    print(f"pgjax best / lightsim2grid best: {o['ratio_lightsim']:.2f}x "
+          f"(vs lightsim2grid solver-only: {o['ratio_lightsim_solver']:.2f}x); "
+          f"pgjax best / pandapower best: {o['ratio_pandapower']:,.0f}x")
+    diffs = {**{f"lightsim2grid {k}": v for k, v in o["vm_diff_lightsim"].items()},
+             **{f"pandapower {k}": v for k, v in o["vm_diff_pandapower"].items()}}
+    finite = [v for v in diffs.values() if np.isfinite(v)]
+    worst = max(finite) if finite else float("nan")
+    print("max |vm pgjax - ref| pu: " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items())
+          + f"  [{'OK' if worst <= VM_TOL else 'FAIL'} <= {VM_TOL:g}]")
+    print(f"pgjax converged fraction (chord, all points): {o['pgjax_converged']:.4f}")
+
+
+def print_summary(results):
+    print("\n=== summary against targets ===")
+    ok_all = True
+    for o in results:
+        name = o["network"]
+        target = LS_TARGETS.get(name)
+        if target is not None:
+            ok = o["ratio_lightsim"] >= target
+            ok_all &= ok
+            print(f"{name:<18} pgjax/lightsim2grid {o['ratio_lightsim']:7.2f}x  target >= {target:g}x  "
+                  f"{'MET' if ok else 'MISSED'}")
+        ok = o["ratio_pandapower"] >= PP_TARGET
+        ok_all &= ok
+        print(f"{name:<18} pgjax/pandapower    {o['ratio_pandapower']:7,.0f}x  target >= {PP_TARGET:g}x  "
+              f"{'MET' if ok else 'MISSED'}")
+        acc = all(v <= VM_TOL for v in o["vm_diff_lightsim"].values()) and all(
+            v <= VM_TOL for v in o["vm_diff_pandapower"].values() if np.isfinite(v))
+        ok_all &= acc
+        if not acc:
+            print(f"{name:<18} accuracy above {VM_TOL:g} pu: FAIL")
+    print("all targets met" if ok_all else "some targets missed")
+    return ok_all
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.xla_single_thread:
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false "
+                                   "intra_op_parallelism_threads=1").strip()
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from pgjax.benchmark import machine_info
+
+    info = machine_info()
+    info.update(dtype="float64", xla_single_thread=args.xla_single_thread,
+                xla_flags=os.environ.get("XLA_FLAGS", ""))
+    print(f"machine: {info['cpu']}, {info['cores']} logical cores, load average {info['loadavg']}")
+    print(f"jax {info['jax']} ({info['jax_backend']}, dtype float64, XLA threads: "
+          f"{'1' if args.xla_single_thread else 'default (all cores)'}), numpy {info['numpy']}, "
+          f"pandapower {info['pandapower']} (numba {info['numba']}), lightsim2grid {info['lightsim2grid']}")
+    print(f"points: {args.points} (seed {args.seed}); pgjax batches {args.batches}; "
+          f"pandapower on the first {args.pp_points}; {args.seconds:g} s per measurement")
+    results = []
+    for name in args.networks:
+        o = bench_network(name, args)
+        print_network(o)
+        results.append(o)
+    ok = print_summary(results)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"machine": info, "args": {k: v for k, v in vars(args).items()},
+                       "results": results, "all_targets_met": ok}, fh, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
