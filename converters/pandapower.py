@@ -25,7 +25,7 @@ UNSUPPORTED_TABLES = (
     "vsc", "line_dc", "bus_dc", "source_dc", "load_dc", "b2b_vsc",
 )
 # Branch kinds in the order pandapower writes them into its branch matrix.
-BRANCH_KINDS = ("line", "trafo", "trafo3w", "impedance", "switch")
+BRANCH_KINDS = ("line", "trafo", "trafo3w", "impedance", "switch", "xward")
 # Load columns of voltage-dependent (ZIP) models; pgjax models constant power only.
 ZIP_COLUMNS = ("const_z_p_percent", "const_i_p_percent", "const_z_q_percent", "const_i_q_percent",
                "const_z_percent", "const_i_percent")
@@ -149,11 +149,15 @@ def _branches(net, ppc) -> tuple[Branches, dict]:
         f, t = lookups["trafo3w"]
         t3 = net.trafo3w
         k = len(t3)
+        # pandapower rates each winding at its own terminal: the hv row's from end (hv bus)
+        # and the mv/lv rows' to ends (mv/lv buses); the star-point ends are unrated.
         for w, side in enumerate(("hv", "mv", "lv")):
-            i_max_from[f + w * k:f + (w + 1) * k] = (
-                t3[f"sn_{side}_mva"].values / np.sqrt(3) / t3[f"vn_{side}_kv"].values)
+            rating = t3[f"sn_{side}_mva"].values / np.sqrt(3) / t3[f"vn_{side}_kv"].values
+            (i_max_from if side == "hv" else i_max_to)[f + w * k:f + (w + 1) * k] = rating
         rows["trafo3w"] = np.arange(f, t).reshape(3, k).T
-    for kind in ("impedance", "switch"):  # switch: bus-bus switches with an impedance (z_ohm > 0)
+    # switch: bus-bus switches with an impedance (z_ohm > 0); xward: only out-of-service
+    # ones reach this point (`_check_supported`), their rows are inactive.
+    for kind in ("impedance", "switch", "xward"):
         if kind in lookups:
             f, t = lookups[kind]
             rows[kind] = np.arange(f, t)

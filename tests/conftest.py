@@ -75,9 +75,8 @@ def compare(ref_net, result, netmap):
         np.array_equal(np.isnan(buses["vm_pu"]), np.isnan(ref_vm))
         and np.array_equal(np.isnan(buses["va_deg"]), np.isnan(ref_va)))
     out["vm_pu"] = float(np.nanmax(np.abs(buses["vm_pu"] - ref_vm), initial=0.0))
-    # Angles compared modulo 360 degrees: pandapower wraps into (-180, 180], pgjax reports
-    # the solver's unwrapped angle (e.g. -185.5 for 174.5 behind several 150 degree trafos).
-    dva = (buses["va_deg"] - ref_va + 180.0) % 360.0 - 180.0
+    # both wrap angles into (-180, 180]
+    dva = buses["va_deg"] - ref_va
     out["va_deg"] = float(np.nanmax(np.abs(dva), initial=0.0))
 
     pf, qf, pt, qt = (_np(result.p_from_mw), _np(result.q_from_mvar), _np(result.p_to_mw), _np(result.q_to_mvar))

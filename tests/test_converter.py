@@ -67,11 +67,6 @@ def test_xward_is_unsupported():
         from_pandapower(net)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library bug: the UnsupportedElementError for xward says 'remove it or set in_service=False', "
-    "and _check_supported skips out-of-service rows, but pandapower still allocates xward branch "
-    "rows in _pd2ppc_lookups['branch'], so _branches raises \"branch elements ['xward'] are not "
-    "supported\" for an out-of-service xward"))
 def test_out_of_service_xward_is_ignored():
     net = pn.case9()
     pp.create_xward(net, 4, ps_mw=1.0, qs_mvar=0.5, pz_mw=0.1, qz_mvar=0.1, r_ohm=1.0, x_ohm=5.0, vm_pu=1.0,

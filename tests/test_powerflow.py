@@ -74,11 +74,6 @@ def test_line_and_trafo_loading_match_pandapower(name, case, solved):
     assert checked > 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library bug: converters/pandapower.py rates every trafo3w winding row at its from end "
-    "(i_max_from_ka = sn_<side>/sqrt(3)/vn_<side>_kv, i_max_to_ka = inf), but the mv and lv "
-    "winding rows run star point -> mv/lv bus, so their from end is the star point at hv "
-    "voltage; pandapower uses the to-end current of those rows with vn_mv_kv / vn_lv_kv"))
 @pytest.mark.parametrize("name", ["trafo3w", "multivoltage"])
 def test_trafo3w_loading_matches_pandapower(name, case, solved):
     """A three-winding transformer's loading is the largest of its three winding rows."""

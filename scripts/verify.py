@@ -1,0 +1,293 @@
+"""Compare pgjax's power flow (float64) with pandapower's runpp on a zoo of networks.
+
+    python scripts/verify.py [--quick] [--methods newton,fixed_point] [--csv PATH]
+
+The zoo: every builder in `pandapower.networks` without required arguments whose net has
+at most `--max-buses` buses and converges in pandapower, plus case1354pegase, CIGRE
+networks with DER, mv_oberrhein and Dickert variants, a few SimBench grids and pgjax's
+shipped networks. `--quick` runs six small networks (for CI).
+
+Rows: one per network and method; "branches" counts the grid's branch rows (a three-winding
+transformer is three, bus-bus switches with an impedance count). newton and fixed_point (exact AC) PASS when pgjax
+converged and every difference is within `pgjax.verification.TARGETS`; distflow and
+lindistflow rows are informational ("approx"). Networks pgjax cannot convert are
+"unsupported" rows (listed exceptions). Networks that cannot be built, are too large or
+do not converge in pandapower are listed in the footer.
+
+Exit code 0 when every newton/fixed_point row passes or is unsupported, 1 otherwise.
+Building nets and running pandapower happens in one worker process (`--jobs 1`, default)
+while the main process solves with pgjax; `--jobs 0` does everything in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import csv
+import functools
+import inspect
+import multiprocessing
+import re
+import sys
+import time
+import warnings
+
+from pgjax import verification as V
+
+# Builders of pandapower.networks whose size is known to exceed 300 buses (not built, to save
+# time); case<N>... builders are judged by the bus count in their name.
+KNOWN_LARGE = {
+    "GBnetwork": 2224, "lv_schutterwald": 2940, "ieee_european_lv_asymmetric": 907,
+    "kb_extrem_vorstadtnetz_trafo_1": 384, "kb_extrem_vorstadtnetz_trafo_2": 386,
+}
+SIMBENCH_CODES = ("1-LV-rural1--0-sw", "1-LV-semiurb4--0-sw", "1-MV-rural--0-sw", "1-MV-urban--0-sw",
+                  "1-HV-mixed--0-sw")
+DICKERT_VARIANTS = (("middle", "cable", "multiple", "average"), ("long", "C&OHL", "multiple", "bad"),
+                    ("long", "cable", "multiple", "good"))
+QUICK = ("case9", "case30", "case33bw", "create_cigre_network_mv", "create_kerber_landnetz_kabel_1", "ieee13")
+TIMEOUT_S = 120.0  # per build and per pandapower run
+
+
+def _pn_builders():
+    """Public functions of pandapower.networks that take no required argument, by name."""
+    import pandapower.networks as pn
+
+    out = {}
+    for name in sorted(dir(pn)):
+        obj = getattr(pn, name)
+        if name.startswith("_") or not inspect.isfunction(obj) or not obj.__module__.startswith("pandapower.networks"):
+            continue
+        params = inspect.signature(obj).parameters.values()
+        if any(p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+            continue
+        out[name] = obj
+    return out
+
+
+def _size_by_name(name: str) -> int | None:
+    """Bus count encoded in a test-case name (case1354pegase -> 1354), or a known size."""
+    if name in KNOWN_LARGE:
+        return KNOWN_LARGE[name]
+    m = re.fullmatch(r"case_?(?:ACTIVSg|illinois)?(\d+)[a-z_]*", name)
+    return int(m.group(1)) if m else None
+
+
+def zoo(max_buses: int):
+    """`(entries, pre_skipped)`: entries are (label, picklable builder, bus limit or None)."""
+    import pandapower.networks as pn
+    import simbench
+
+    from pgjax import networks
+
+    entries, skipped = [], []
+    for name, fn in _pn_builders().items():
+        size = _size_by_name(name)
+        if name == "case1354pegase":
+            continue  # added below without a size limit
+        if size is not None and size > max_buses:
+            how = "known size" if name in KNOWN_LARGE else "by name"
+            skipped.append((name, f"{size} buses > {max_buses} ({how}, not built)"))
+            continue
+        entries.append((name, fn, max_buses))
+    entries.append(("case1354pegase", pn.case1354pegase, None))
+    for der in ("pv_wind", "all"):
+        entries.append((f"create_cigre_network_mv(with_der={der!r})",
+                        functools.partial(pn.create_cigre_network_mv, with_der=der), None))
+    entries.append(("mv_oberrhein(scenario='generation')", functools.partial(pn.mv_oberrhein, scenario="generation"), None))
+    for fr, lt, cu, ca in DICKERT_VARIANTS:
+        entries.append((f"dickert({fr},{lt},{cu},{ca})", functools.partial(
+            pn.create_dickert_lv_network, feeders_range=fr, linetype=lt, customer=cu, case=ca), None))
+    for code in SIMBENCH_CODES:
+        entries.append((f"simbench {code}", functools.partial(simbench.get_simbench_net, code), None))
+    for name in networks.names():
+        entries.append((f"pgjax {name}", functools.partial(networks.load, name), None))
+    return entries, skipped
+
+
+def quick_zoo():
+    """A handful of fast networks: meshed with PV buses, radial feeders, a shipped one."""
+    import pandapower.networks as pn
+
+    from pgjax import networks
+
+    entries = []
+    for name in QUICK:
+        fn = getattr(pn, name, None)
+        if fn is None:
+            entries.append((f"pgjax {name}", functools.partial(networks.load, name), None))
+        else:
+            entries.append((name, fn, None))
+    return entries, []
+
+
+COLUMNS = (("network", 38, "<"), ("buses", 5, ">"), ("branches", 8, ">"), ("method", 11, "<"),
+           ("conv pgjax/pp", 13, "<"), ("it", 3, ">"), ("max|dvm| pu", 11, ">"), ("max|dva| deg", 12, ">"),
+           ("max|dP_br| MW", 13, ">"), ("max|dP_sl| MW", 13, ">"), ("result", 0, "<"))
+
+
+def _fmt_row(values) -> str:
+    cells = []
+    for (_, width, align), v in zip(COLUMNS, values):
+        v = "" if v is None else str(v)
+        if width and len(v) > width:
+            v = v[:width - 1] + "~"
+        cells.append(f"{v:{align}{width}}" if width else v)
+    return "  ".join(cells)
+
+
+def _e(x) -> str:
+    return f"{x:.1e}"
+
+
+def _applicable(grid, method) -> str | None:
+    """None if `method` applies to `grid`, else the reason (check_method's ValueError)."""
+    from pgjax.powerflow import check_method
+
+    try:
+        check_method(grid, method)
+        return None
+    except ValueError as exc:
+        return str(exc)
+
+
+def run_case(label, case, methods, emit) -> list[dict]:
+    """Rows (dicts) for one prepared case; `emit(row)` prints each as it is ready."""
+    rows = []
+    n_bus = case.get("n_bus")
+    if case["status"] in ("unsupported", "error"):
+        row = {"network": label, "n_bus": n_bus, "n_branch": None, "method": "-",
+               "status": case["status"], "detail": case["reason"]}
+        rows.append(row)
+        emit(row)
+        return rows
+    grid, netmap = case["converted"]
+    for method in methods:
+        row = {"network": label, "n_bus": n_bus, "n_branch": grid.n_branch, "method": method}
+        reason = _applicable(grid, method)
+        if reason is not None:
+            if method in V.EXACT_METHODS and method != "newton":
+                continue  # e.g. fixed_point on a grid with PV buses: not run, by design
+            row.update(status="n/a", detail=reason)
+        else:
+            try:
+                with warnings.catch_warnings():
+                    V.suppress_warnings()
+                    errors = V.compare(case["net"], method, reference=case["reference"], converted=(grid, netmap))
+                row.update(errors)
+                failed = V.failures(errors, method)
+                if failed is None:
+                    row.update(status="approx", detail="")
+                else:
+                    row.update(status="PASS" if not failed else "FAIL", detail="; ".join(failed))
+            except Exception as exc:  # noqa: BLE001 - a crash is a finding, reported as a row
+                row.update(status="error", detail=f"{type(exc).__name__}: {V._short(exc, 200)}")
+        rows.append(row)
+        emit(row)
+    return rows
+
+
+def _row_text(row) -> str:
+    if "dvm_pu" in row:
+        values = (row["network"], row["n_bus"], row["n_branch"], row["method"],
+                  f"{'yes' if row['converged'] else 'NO'}/yes", row["iterations"], _e(row["dvm_pu"]),
+                  _e(row["dva_deg"]), _e(row["dp_branch_mw"]), _e(row["dp_slack_mw"]),
+                  row["status"] + (f" ({row['detail']})" if row.get("detail") else ""))
+    else:
+        text = f"{row['status']}: {row['detail']}"
+        values = (row["network"], row["n_bus"], row["n_branch"], row["method"], "", "", "", "", "", "", text)
+    return _fmt_row(values)
+
+
+def _row_ok(row) -> bool:
+    """Counts toward exit code 0: passed, unsupported (listed exception) or informational."""
+    if row["status"] in ("PASS", "unsupported", "approx"):
+        return True
+    # approximations that are not available or do not apply are informational too
+    return row["status"] in ("n/a", "error") and row["method"] in V.APPROX_METHODS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="six fast networks (CI)")
+    parser.add_argument("--methods", default="newton,fixed_point",
+                        help="comma-separated pgjax methods (default newton,fixed_point; "
+                             "fixed_point runs only where it applies)")
+    parser.add_argument("--csv", metavar="PATH", help="also write every row (with worst elements) to a CSV file")
+    parser.add_argument("--max-buses", type=int, default=300,
+                        help="size limit for pandapower.networks builders (default 300)")
+    parser.add_argument("--jobs", type=int, default=1, choices=(0, 1),
+                        help="1: build nets and run pandapower in a worker process (default); 0: in-process")
+    args = parser.parse_args(argv)
+
+    from pgjax.powerflow import METHODS
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from {METHODS}")
+
+    t_start = time.perf_counter()
+    warnings.filterwarnings("ignore", message=".*numba.*")
+    V.suppress_warnings()
+    entries, skipped = quick_zoo() if args.quick else zoo(args.max_buses)
+
+    print(f"pgjax vs pandapower runpp (tolerance_mva {V.REFERENCE_TOLERANCES_MVA[0]:g}), float64; targets for "
+          f"{'/'.join(V.EXACT_METHODS)}: |dvm| <= {V.TARGETS['dvm_pu']:g} pu, |dva| <= {V.TARGETS['dva_deg']:g} deg, "
+          f"|dP_branch| <= {V.TARGETS['dp_branch_mw']:g} MW, |dP_slack| <= {V.TARGETS['dp_slack_mw']:g} MW")
+    header = _fmt_row([c[0] for c in COLUMNS])
+    print(header)
+    print("-" * len(header))
+    sys.stdout.flush()
+
+    def emit(row):
+        print(_row_text(row), flush=True)
+
+    rows = []
+    executor = None
+    if args.jobs:
+        executor = concurrent.futures.ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        futures = [executor.submit(V.prepare_case, build, max_buses=limit, timeout_s=TIMEOUT_S)
+                   for _, build, limit in entries]
+        cases = (f.result() for f in futures)
+    else:
+        cases = (V.prepare_case(build, max_buses=limit, timeout_s=TIMEOUT_S) for _, build, limit in entries)
+    try:
+        for (label, _, _), case in zip(entries, cases):
+            if case["status"] == "skipped":
+                skipped.append((label, case["reason"]))
+                continue
+            rows += run_case(label, case, methods, emit)
+    finally:
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
+
+    bad = [r for r in rows if not _row_ok(r)]
+    if skipped:
+        print(f"\nskipped ({len(skipped)}):")
+        for label, reason in skipped:
+            print(f"  {label}: {reason}")
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("PASS", "FAIL", "error", "unsupported", "approx", "n/a")}
+    print("\n" + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + f"; {len(skipped)} skipped")
+    if bad:
+        print("rows failing targets:")
+        for r in bad:
+            where = ", ".join(f"{k}={r[k]}" for k in ("where_vm", "where_va", "where_branch", "where_slack") if r.get(k))
+            print(f"  {r['network']} [{r['method']}]: {r['status']} {r.get('detail', '')}" + (f" ({where})" if where else ""))
+    print(f"total wall time {time.perf_counter() - t_start:.1f} s")
+
+    if args.csv:
+        fields = ["network", "n_bus", "n_branch", "method", "status", "detail", "converged", "iterations",
+                  "reference_tol_mva", "dvm_pu", "where_vm", "dva_deg", "where_va", "dp_branch_mw", "where_branch",
+                  "dp_slack_mw", "where_slack", "solve_s"]
+        with open(args.csv, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+            for label, reason in skipped:
+                writer.writerow({"network": label, "status": "skipped", "detail": reason})
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
