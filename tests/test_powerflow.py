@@ -234,7 +234,8 @@ def test_chord_equals_exact_under_vmap(case):
     chord, exact = _batched("chord")(g, p, q), _batched("exact")(g, p, q)
     assert bool(jnp.all(chord.converged)) and bool(jnp.all(exact.converged))
     np.testing.assert_allclose(chord.vm_pu, exact.vm_pu, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(chord.va_deg, exact.va_deg, rtol=0, atol=1e-9)
+    # both stop at a 1e-10 p.u. mismatch; angles then agree to ~1e-9 deg (target 1e-6)
+    np.testing.assert_allclose(chord.va_deg, exact.va_deg, rtol=0, atol=1e-8)
     np.testing.assert_allclose(chord.p_from_mw, exact.p_from_mw, rtol=0, atol=1e-7)
     # the operating points really differ
     assert float(jnp.max(jnp.abs(exact.va_deg[-1] - exact.va_deg[0]))) > 1e-2
