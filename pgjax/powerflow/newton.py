@@ -29,8 +29,6 @@ from pgjax.grid import Grid
 from pgjax.powerflow import network
 
 
-# A chord step must shrink the residual at least this much, else exact Newton takes over.
-CHORD_STALL_RATIO = 0.9
 # Steps of history for Anderson acceleration of the chord iteration.
 ANDERSON_MEMORY = 3
 
@@ -247,8 +245,10 @@ def solve_rect(y0, ybus, s_spec, eqs, tol, max_iter, jac_inv=None):
     res0 = rect_residual(y0, ybus_re, s_spec, eqs)
     y, res, it = y0, res0, jnp.asarray(0, jnp.int32)
     if jac_inv is not None:
+        # Anderson steps need not decrease the residual monotonically, so no stall test:
+        # under vmap a stalled member would make the whole batch pay for exact LU steps.
         state, res, it = iterate(chord_step(ybus_re, s_spec, eqs, jac_inv), anderson_start(y), res, tol,
-                                 max_iter, stall_ratio=CHORD_STALL_RATIO)
+                                 max_iter)
         y = state.y
     y, res, it_exact = iterate(exact_step(ybus, ybus_re, s_spec, eqs), y, res, tol, max_iter)
     return y, res, it + it_exact
