@@ -1,4 +1,4 @@
-"""The `pgjax` command: `pgjax verify`, `pgjax bench powerflow`.
+"""The `pgjax` command: `pgjax verify`, `pgjax bench powerflow`, `pgjax validate FILE`.
 
 Each subcommand runs a script in `scripts/` (shipped with the repository) so that what the
 command prints is what the script computes.
@@ -15,6 +15,7 @@ SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 COMMANDS = {
     "verify": ("verify.py", "compare pgjax's power flow with pandapower on the network zoo"),
     "bench": (None, "benchmarks: 'pgjax bench powerflow'"),
+    "validate": (None, "check a scenario YAML file (or registered name) and print every problem"),
 }
 BENCHES = {"powerflow": "bench_powerflow.py"}
 
@@ -34,6 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=sorted(COMMANDS), help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
     args, rest = parser.parse_known_args(argv[:1])
     rest = argv[1:]
+    if args.command == "validate":
+        if len(rest) != 1:
+            parser.error("pgjax validate needs one scenario file (or registered scenario name)")
+        from pgjax.scenario import validate
+
+        problems = validate(rest[0])
+        for p in problems:
+            print(p)
+        print(f"{rest[0]}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+        return 1 if problems else 0
     if args.command == "bench":
         if not rest or rest[0] not in BENCHES:
             parser.error(f"pgjax bench needs one of {sorted(BENCHES)}")

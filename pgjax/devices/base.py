@@ -1,0 +1,137 @@
+"""The device-type interface: parameters, state, context, setpoints and the registry entry.
+
+A device type is a `DeviceType` record of pure functions over parameter and state
+dataclasses whose arrays are `[n]` (one row per device of that type). The environment calls
+them once per type and step, never per device:
+
+    setpoint = decode(params, state, action [n, act_dim], ctx)   # feasible by construction
+    state'   = dynamics(params, state, setpoint, ctx)
+    grid'    = apply_to_grid(params, state', grid)                 # optional (taps, shunts)
+    ... power flow ...  (ctx.pf is set from here on)
+    cost     = cost(params, state, setpoint, ctx)     -> [n] $
+    safety   = safety(params, state, setpoint, ctx)   -> [n] >= 0 (constraint violation)
+    metrics  = metrics(params, state, setpoint, ctx)  -> {name: [n]} (optional)
+    state''  = measure(params, state', ctx)                        # optional (post power flow)
+    obs      = observe(params, state'', ctx)          -> [n, obs_dim]
+
+Devices that no learned agent controls act by `rule(params, state, ctx)` if the type has
+one (e.g. voltage-band control of tap changers and capacitor banks), else by
+`default_action`.
+
+Parameters are declared once in `fields` (name -> `Field`); the scenario compiler validates
+YAML entries against it and `build` turns them into the parameter dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+REQUIRED = object()
+# Field kinds: plain numbers, or references resolved by the scenario compiler to indices.
+KINDS = ("float", "int", "bool", "bus", "branch", "series", "ext_grid")
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One device parameter: kind (see `KINDS`), default (`REQUIRED` if none), unit, doc.
+
+    `bus`, `branch`, `series` and `ext_grid` fields hold a reference in YAML (a bus name or
+    index, a branch spec, a profile column name, an external-grid index) and an int index
+    in the compiled parameters (`-1` for "none" where `default=None`).
+    """
+
+    kind: str = "float"
+    default: Any = REQUIRED
+    unit: str = ""
+    doc: str = ""
+
+
+@struct.dataclass
+class Context:
+    """What a device sees at one step (scalars `[]` unless noted)."""
+
+    dt_h: jax.Array  # step length, hours
+    hour: jax.Array  # hour of day at the start of the step, [0, 24)
+    price: jax.Array  # energy price at this step, $/MWh
+    series: jax.Array  # [n_series] profile values at this step (per unit or $/MWh)
+    vm_pu: jax.Array  # [n_bus] voltages measured at the end of the previous step
+    pf: Any = None  # PowerFlowResult of this step (set after the power flow)
+
+
+@struct.dataclass
+class Setpoint:
+    """A feasible operating point per device, all `[n]`.
+
+    `p_mw`, `q_mvar` are injections into the device's bus (generation positive); `aux` is
+    type-specific (commitment, tap position, available power, ...), documented per type.
+    """
+
+    p_mw: jax.Array
+    q_mvar: jax.Array
+    aux: jax.Array
+
+
+def _identity_state(params, state, ctx):
+    return state
+
+
+def _no_metrics(params, state, setpoint, ctx):
+    return {}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity (a static jit argument)
+class DeviceType:
+    """A registered device type (see the module docstring for the call order)."""
+
+    name: str
+    params_cls: type
+    state_cls: type
+    fields: dict  # parameter name -> Field (every field of params_cls)
+    act_dim: int
+    obs_dim: int
+    default_action: tuple  # safe action used for NaN actions and devices no agent controls
+    init: Callable  # (params, key) -> state
+    decode: Callable
+    dynamics: Callable
+    cost: Callable
+    safety: Callable
+    observe: Callable
+    apply_to_grid: Callable | None = None  # (params, state, grid) -> grid
+    measure: Callable = _identity_state
+    metrics: Callable = _no_metrics
+    rule: Callable | None = None  # (params, state, ctx) -> [n, act_dim]: fixed policy when no agent
+    doc: str = ""
+
+    def build(self, values: dict[str, list]) -> Any:
+        """Parameter dataclass from resolved per-device values (`name -> list of n values`)."""
+        arrays = {}
+        for name, f in self.fields.items():
+            dtype = {"float": np.float64, "bool": bool}.get(f.kind, np.int32)
+            arrays[name] = np.asarray(values[name], dtype=dtype)
+        return self.params_cls(**arrays)
+
+
+def unit_interval(a):
+    """Map an action in [-1, 1] to [0, 1]."""
+    return (jnp.clip(a, -1.0, 1.0) + 1.0) / 2.0
+
+
+def lerp(a, lo, hi):
+    """Map an action in [-1, 1] to [lo, hi] linearly."""
+    return lo + unit_interval(a) * (hi - lo)
+
+
+def q_capability(s_max_mva, p_mw):
+    """Reactive headroom `sqrt(max(S^2 - P^2, 0))` of an inverter or machine, Mvar."""
+    return jnp.sqrt(jnp.maximum(s_max_mva**2 - p_mw**2, 0.0))
+
+
+def take(x, idx, fill=0.0):
+    """`x[idx]` with `fill` where `idx < 0` (optional references)."""
+    return jnp.where(idx >= 0, x[jnp.maximum(idx, 0)], fill)

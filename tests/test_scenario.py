@@ -1,0 +1,116 @@
+"""Scenario files: every problem reported with its key path, expected and actual value;
+the registry and overrides. No power flow runs here (fast)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from pgjax import scenario
+from pgjax.cli import main as cli_main
+
+GOOD = {
+    "name": "tiny", "network": "case33bw",
+    "time": {"dt_h": 1.0, "episode_steps": 24},
+    "profiles": {"train": "caiso_2023", "test": "caiso_2024", "price": "price_0096WD_7_N001",
+                 "loads": [{"match": "*", "series": "load_SDGE-TAC"}]},
+    "agents": [
+        {"id": "head", "level": "system", "buses": [0], "devices": [{"type": "pcc", "ext_grid": 0}]},
+        {"id": "A", "level": "grid", "parent": "head", "buses": [1, 2, 3],
+         "devices": [{"type": "storage", "name": "ess", "bus": 3, "e_max_mwh": 1.0,
+                      "p_charge_max_mw": 0.5, "p_discharge_max_mw": 0.5},
+                     {"type": "pv", "name": "pv", "bus": 2, "p_max_mw": 1.0, "s_max_mva": 1.1,
+                      "profile": "solar_SP15"}]},
+    ],
+}
+
+
+def problems_of(raw):
+    with pytest.raises(scenario.ScenarioError) as e:
+        scenario.compile_scenario(raw)
+    return {p.path: p for p in e.value.problems}, str(e.value)
+
+
+def mutate(**changes):
+    raw = copy.deepcopy(GOOD)
+    for path, value in changes.items():
+        node = raw
+        keys = path.split("__")
+        for k in keys[:-1]:
+            node = node[int(k)] if k.isdigit() else node[k]
+        last = keys[-1]
+        if value is DELETE:
+            del node[int(last) if last.isdigit() else last]
+        else:
+            node[int(last) if last.isdigit() else last] = value
+    return raw
+
+
+DELETE = object()
+
+
+def test_good_scenario_compiles():
+    c = scenario.compile_scenario(GOOD)
+    assert [g.type for g in c.groups] == ["storage", "pv", "pcc"]
+    assert c.starts[0] == 0 and (c.starts[1:] - c.starts[:-1] == 24).all()
+    assert c.series_names[c.price_col] == "price_0096WD_7_N001"
+
+
+@pytest.mark.parametrize("changes, path, expected", [
+    ({"time__episode_steps": DELETE}, "time.episode_steps", "required key missing"),
+    ({"time__dt_h": "1h"}, "time.dt_h", "number"),
+    ({"network": DELETE}, "network", "required key missing"),
+    ({"agents__1__devices__0__type": "battery"}, "agents[1].devices[0].type", "device types"),
+    ({"agents__1__devices__0__e_max_mwh": DELETE}, "agents[1].devices[0].e_max_mwh", "required key missing"),
+    ({"agents__1__devices__0__eta_charge": 1.3}, "agents[1].devices[0].eta_charge", "efficiency"),
+    ({"agents__1__devices__0__colour": "red"}, "agents[1].devices[0].colour", "one of the keys"),
+    ({"agents__1__devices__0__bus": 400}, "agents[1].devices[0].bus", "bus index of the network"),
+    ({"agents__1__devices__1__profile": "solar_MARS"}, "agents[1].devices[1].profile", "column of the profiles"),
+    ({"profiles__loads__0__series": "load_XYZ"}, "profiles.loads[0].series", "column of the profiles"),
+    ({"agents__1__parent": "nobody"}, "agents[1].parent", "agent ids"),
+    ({"agents__1__level": "planet"}, "agents[1].level", "one of"),
+    ({"reward": {"penalty": -1}}, "reward.penalty", ">= 0"),
+    ({"limits": {"vm_min_pu": 1.1, "vm_max_pu": 1.0}}, "limits.vm_max_pu", "vm_min_pu"),
+    ({"agents__0__devices__0__ext_grid": 5}, "agents[0].devices[0].ext_grid", "external-grid index"),
+    ({"network": "no_such_network"}, "network", "loadable network"),
+])
+def test_malformed_scenarios_name_the_key_path(changes, path, expected):
+    found, message = problems_of(mutate(**changes))
+    assert path in found, f"{path} not among {list(found)}"
+    assert expected in found[path].expected
+    assert path in message
+
+
+def test_every_problem_is_reported_not_just_the_first():
+    raw = mutate(time__dt_h=-1, reward={"penalty": "high", "sharde": True},
+                 agents__1__devices__0__type="battery", agents__1__parent="nobody")
+    found, message = problems_of(raw)
+    assert {"time.dt_h", "reward.penalty", "reward.sharde", "agents[1].devices[0].type", "agents[1].parent"} <= set(found)
+    assert f"{len(found)} problem(s)" in message
+    assert found["reward.penalty"].actual == "high"
+
+
+def test_cli_validate_prints_every_problem(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(mutate(agents__1__devices__0__bus=400, agents__1__devices__1__profile="x")))
+    assert cli_main(["validate", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "bad.yaml: agents[1].devices[0].bus: expected" in out and "agents[1].devices[1].profile" in out
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(GOOD))
+    assert cli_main(["validate", str(good)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_registry_versions_and_overrides():
+    assert {"multi_microgrid-v0", "multi_microgrid_15min-v0", "voltage_control_33bw-v0"} <= set(scenario.names())
+    assert scenario.resolve_name("multi_microgrid") == "multi_microgrid-v0"
+    with pytest.raises(KeyError, match="registered"):
+        scenario.resolve_name("no_such_scenario")
+    c = scenario.compile_scenario(GOOD, dt_h=0.25, episode_steps=96, split="test", centralized=True)
+    assert c.dt_h == 0.25 and c.episode_steps == 96 and c.centralized
+    assert c.profiles.shape[0] == 4 * 8784  # 2024 test year, resampled to 15 minutes
+    with pytest.raises(TypeError, match="unknown override"):
+        scenario.compile_scenario(GOOD, colour="red")
