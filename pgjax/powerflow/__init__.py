@@ -33,9 +33,15 @@ JACOBIANS = ("exact", "chord")
 __all__ = ["solve", "bus_injections", "make_ybus", "check_method", "PowerFlowResult", "METHODS"]
 
 
-def default_tol(dtype) -> float:
-    """Mismatch tolerance in p.u.: 1e-10 in float64, 1e-5 in float32."""
-    return 1e-10 if jnp.dtype(dtype) == jnp.float64 else 1e-5
+def default_tol(grid: Grid):
+    """Mismatch tolerance in p.u.: 1e-10 in float64; in float32 1e-5, or more where the
+    largest branch admittance makes float32 rounding of `V conj(Y V)` larger than that
+    (`200 eps max|y|`, about 1e-4 p.u. on feeders with 1e3 p.u. admittances)."""
+    dtype = grid.bus.gs_mw.dtype
+    if jnp.dtype(dtype) == jnp.float64:
+        return 1e-10
+    y_max = jnp.max(jnp.abs(network.branch_admittances(grid)[0]), initial=0.0)
+    return jnp.maximum(1e-5, 200 * jnp.finfo(dtype).eps * y_max)
 
 
 def check_method(grid: Grid, method: str) -> None:
@@ -64,7 +70,7 @@ def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str = "newton", max_ite
         `bus_injections(grid)`; PV-generator active power is part of `p_mw`.
       method: one of `METHODS`.
       max_iter: iteration limit (per stage for `newton` with `jacobian="chord"`).
-      tol: largest acceptable |power mismatch| in p.u. (default `default_tol(dtype)`).
+      tol: largest acceptable |power mismatch| in p.u. (default `default_tol(grid)`).
       jacobian: `"exact"` or `"chord"` (newton only).
 
     Returns a `PowerFlowResult`; values are always finite and `converged` is False when the
@@ -77,7 +83,7 @@ def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str = "newton", max_ite
     if _is_concrete(grid):
         check_method(grid, method)
     dtype = grid.bus.gs_mw.dtype
-    tol = default_tol(dtype) if tol is None else tol
+    tol = default_tol(grid) if tol is None else tol
     p_default, q_default = bus_injections(grid)
     p_mw = p_default if p_mw is None else jnp.asarray(p_mw, dtype)
     q_mvar = q_default if q_mvar is None else jnp.asarray(q_mvar, dtype)
