@@ -148,8 +148,9 @@ def test_float32_runs_and_is_finite(case33bw, method):
     for leaf in jax.tree.leaves(result):
         if jnp.issubdtype(leaf.dtype, jnp.floating):
             assert bool(jnp.all(jnp.isfinite(leaf)))
-    np.testing.assert_allclose(result.vm_pu, reference.vm_pu, rtol=0, atol=1e-5)
-    np.testing.assert_allclose(result.va_deg, reference.va_deg, rtol=0, atol=1e-4)
+    # the float32 target of the power-flow issue: within 1e-4 pu of float64
+    np.testing.assert_allclose(result.vm_pu, reference.vm_pu, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(result.va_deg, reference.va_deg, rtol=0, atol=1e-3)
     if method == "distflow":
         assert bool(result.converged)
 
