@@ -1,0 +1,201 @@
+"""`MAPPOConfig`: the typed, validated configuration of `baselines.mappo`.
+
+    cfg = MAPPOConfig.from_yaml("run.yaml")          # or from_dict({...}), or MAPPOConfig(...)
+    cfg = cfg.replace(num_envs=64)                    # validated again
+
+Every field has a type and a range; `from_dict` / `from_yaml` reject unknown keys and bad
+values with a `ValueError` that names the key and what was expected. Derived sizes
+(`num_updates`, `minibatch_size`) are properties, so they can never disagree with the fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+# name -> (kind, lower, upper, lower_inclusive); kinds: int, float, bool, str, ints, mapping
+_RULES: dict[str, tuple] = {
+    "env": ("str", None, None, True),
+    "env_kwargs": ("mapping", None, None, True),
+    "seed": ("int", 0, None, True),
+    "num_seeds": ("int", 1, None, True),
+    "num_envs": ("int", 1, None, True),
+    "num_steps": ("int", 1, None, True),
+    "total_timesteps": ("int", 1, None, True),
+    "update_epochs": ("int", 1, None, True),
+    "num_minibatches": ("int", 1, None, True),
+    "lr_actor": ("float", 0.0, None, False),
+    "lr_critic": ("float", 0.0, None, False),
+    "anneal_lr": ("bool", None, None, True),
+    "gamma": ("float", 0.0, 1.0, True),
+    "gae_lambda": ("float", 0.0, 1.0, True),
+    "clip_eps": ("float", 0.0, None, False),
+    "clip_value": ("bool", None, None, True),
+    "value_clip_eps": ("float", 0.0, None, False),
+    "ent_coef": ("float", 0.0, None, True),
+    "vf_coef": ("float", 0.0, None, False),
+    "max_grad_norm": ("float", 0.0, None, False),
+    "actor_hidden": ("ints", 1, None, True),
+    "critic_hidden": ("ints", 1, None, True),
+    "activation": ("str", None, None, True),
+    "log_std_init": ("float", -20.0, 2.0, True),
+    "share_params": ("bool", None, None, True),
+    "agent_id": ("bool", None, None, True),
+    "ippo": ("bool", None, None, True),
+    "normalize_obs": ("bool", None, None, True),
+    "normalize_reward": ("bool", None, None, True),
+    "obs_clip": ("float", 0.0, None, False),
+    "reward_clip": ("float", 0.0, None, False),
+}
+ACTIVATIONS = ("tanh", "relu", "gelu")
+
+
+@dataclasses.dataclass(frozen=True)
+class MAPPOConfig:
+    """MAPPO / IPPO hyper-parameters (lower-case keys, the same in YAML)."""
+
+    env: str = "multi_microgrid"  # scenario name or YAML path for `pgjax.make`, or a toy env ("setpoint")
+    env_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # overrides for `pgjax.make`
+    seed: int = 0
+    num_seeds: int = 1  # independent runs, vmapped
+    num_envs: int = 16  # environments stepped in parallel per run
+    num_steps: int = 24  # environment steps per rollout (per environment)
+    total_timesteps: int = 200_000  # environment steps per run, counting every environment
+    update_epochs: int = 4
+    num_minibatches: int = 4  # must divide num_envs * num_steps
+    lr_actor: float = 3e-4
+    lr_critic: float = 1e-3
+    anneal_lr: bool = False  # linear decay to 0 over `num_updates`
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2  # PPO ratio clip
+    clip_value: bool = True
+    value_clip_eps: float = 0.2  # value clip, in (normalized) return units
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5  # scales the critic loss (the critic has its own optimizer)
+    max_grad_norm: float = 0.5
+    actor_hidden: tuple[int, ...] = (64, 64)
+    critic_hidden: tuple[int, ...] = (128, 128)
+    activation: str = "tanh"  # one of ACTIVATIONS
+    log_std_init: float = -0.5  # state-independent log standard deviation at start
+    share_params: bool = True  # one actor / critic for all agents (else one per agent, vmapped)
+    agent_id: bool = True  # append an agent one-hot to actor and critic inputs
+    ippo: bool = False  # critic on local observations instead of `world_state`
+    normalize_obs: bool = True  # running mean / std (Welford) of observations and world state
+    normalize_reward: bool = True  # divide rewards by the running std of the discounted return
+    obs_clip: float = 10.0  # clip normalized observations to [-obs_clip, obs_clip]
+    reward_clip: float = 10.0  # clip scaled rewards to [-reward_clip, reward_clip]
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _check(f.name, getattr(self, f.name)))
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {self.activation!r}")
+        batch = self.num_envs * self.num_steps
+        if batch % self.num_minibatches:
+            raise ValueError(f"num_minibatches: must divide num_envs * num_steps = {batch}, "
+                             f"got {self.num_minibatches}")
+        if self.total_timesteps < batch:
+            raise ValueError(f"total_timesteps: must be at least num_envs * num_steps = {batch}, "
+                             f"got {self.total_timesteps}")
+
+    # ------------------------------------------------------------------ derived sizes
+
+    @property
+    def batch_size(self) -> int:
+        """Environment steps per update (per run): `num_envs * num_steps`."""
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        """Updates per run: `total_timesteps // batch_size`."""
+        return self.total_timesteps // self.batch_size
+
+    @property
+    def minibatch_size(self) -> int:
+        """Samples (env steps, all agents together) per minibatch."""
+        return self.batch_size // self.num_minibatches
+
+    # ---------------------------------------------------------------------- loading
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MAPPOConfig:
+        """A config from a flat mapping; unknown keys and bad values raise `ValueError`."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"config: expected a mapping of keys to values, got {type(d).__name__}")  # noqa: TRY004
+        unknown = sorted(set(d) - set(_RULES))
+        if unknown:
+            raise ValueError(f"unknown config key(s) {unknown}; known keys: {sorted(_RULES)}")
+        return cls(**d)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> MAPPOConfig:
+        """A config from a YAML file holding one flat mapping (missing keys take defaults)."""
+        import yaml
+
+        with open(path) as f:
+            d = yaml.safe_load(f) or {}
+        try:
+            return cls.from_dict(d)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types (lists, dicts) for YAML / JSON; `from_dict(to_dict())` round-trips."""
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else (dict(v) if isinstance(v, Mapping) else v)
+                for k, v in d.items()}
+
+    def replace(self, **changes) -> MAPPOConfig:
+        unknown = sorted(set(changes) - set(_RULES))
+        if unknown:
+            raise ValueError(f"unknown config key(s) {unknown}; known keys: {sorted(_RULES)}")
+        return dataclasses.replace(self, **changes)
+
+
+def _check(name: str, value: Any) -> Any:
+    """`value` converted to the field's type, or a `ValueError` naming `name`."""
+    kind, lo, hi, lo_inclusive = _RULES[name]
+
+    def bad(expected):
+        return ValueError(f"{name}: expected {expected}, got {value!r}")
+
+    def in_range(v):
+        if lo is not None and (v < lo or (v == lo and not lo_inclusive)):
+            return False
+        return hi is None or v <= hi
+
+    span = (f"{'>=' if lo_inclusive else '>'} {lo}" if lo is not None else "") + \
+           (f" and <= {hi}" if hi is not None else "")
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise bad("a bool (true / false)")
+        return value
+    if kind == "str":
+        if not isinstance(value, str) or not value:
+            raise bad("a non-empty string")
+        return value
+    if kind == "mapping":
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise bad("a mapping with string keys")
+        return dict(value)
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int) or not in_range(value):
+            raise bad(f"an int {span}".strip())
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not in_range(float(value)):
+            raise bad(f"a finite number {span}".strip())
+        return float(value)
+    if kind == "ints":
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise bad(f"a non-empty list of ints {span}".strip())
+        items = tuple(value)
+        if not items or not all(isinstance(v, int) and not isinstance(v, bool) and in_range(v) for v in items):
+            raise bad(f"a non-empty list of ints {span}".strip())
+        return items
+    raise AssertionError(kind)

@@ -1,0 +1,534 @@
+"""MAPPO / IPPO trained end-to-end in JAX (structure of JaxMARL's MAPPO, one file, no dict configs).
+
+    cfg = MAPPOConfig(num_envs=16, total_timesteps=100_000)
+    train = make_train(cfg)                           # env = pgjax.make(cfg.env, **cfg.env_kwargs)
+                                                      # (or a toy env: cfg.env = "setpoint")
+    state, metrics = jax.jit(train)(key)              # the whole run: one jitted function
+    states, metrics = train_seeds(cfg, key)           # cfg.num_seeds runs at once (vmap)
+
+    # or in chunks (progress, checkpoints, resume):
+    state = jax.jit(train.init)(key)
+    chunk = jax.jit(train.update_chunk, static_argnums=1)
+    state, metrics = chunk(state, 10)                 # metrics: dict of [10] arrays
+    save_checkpoint("ckpt.msgpack", state, int(state.update_step))
+
+One update: `lax.scan` over `num_steps` steps of `num_envs` vmapped environments (with
+auto-reset), GAE, then `update_epochs` epochs of `num_minibatches` minibatches (both by
+`lax.scan`) of the PPO clipped objective with value clipping, an entropy bonus and
+global-norm gradient clipping; actor and critic have their own optimizers.
+
+- Actor: decentralized, on the agent's normalized local observation (plus an agent one-hot
+  when `agent_id`); diagonal Gaussian with a state-independent log-std; the sample is
+  clipped to [-1, 1] for the env, the log-probability is of the unclipped sample; padded
+  action columns (`env.action_mask`) are left out of log-probabilities and entropy.
+- Critic: centralized on `env.world_state(state)` (plus the agent one-hot), one value per
+  agent since rewards are per agent; `ippo=True`: on the agent's local observation instead.
+- Parameters: shared by all agents (`share_params`), else one set per agent (leading
+  `[n_agents]` axis, applied with `vmap`).
+- Normalization: running mean / variance (Welford, parallel form) of observations and of
+  the world state, updated with every new batch of observations; rewards divided by the
+  running std of the discounted return. The statistics live in `TrainState` and are
+  checkpointed with it, so a restored policy acts identically.
+- Episode ends (`terminated | truncated`, any agent) cut bootstrapping; pgjax observations
+  hold the episode progress, so time-limit ends are predictable to the critic.
+
+Metrics per update (a dict of scalars; `[num_updates]` arrays from a run): `update_step`,
+`env_steps`, `episode_return` (mean over episodes completed in the rollout of the per-agent
+mean undiscounted return, NaN if none ended), `episodes`, `reward` (raw, per agent per step),
+`actor_loss`, `critic_loss`, `entropy`, `approx_kl`, `clip_frac`, `explained_variance`, and
+every scalar `info` metric of the env as `info/<name>` (mean per step; `[n_agents]` infos
+summed over agents).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import serialization, struct
+from flax.training.train_state import TrainState as NetState
+
+from baselines.common import MARLEnv, Policy, make_env
+from baselines.config import MAPPOConfig
+from baselines.networks import Actor, Critic, gaussian_entropy, gaussian_log_prob, sample_action
+
+F32 = jnp.float32
+EPS = 1e-8
+
+__all__ = ["MAPPO", "MAPPOConfig", "RunningStats", "TrainState", "gae", "load_checkpoint", "make_train", "run",
+           "save_checkpoint", "train_seeds"]
+
+
+# ---------------------------------------------------------------------------- normalization
+
+@struct.dataclass
+class RunningStats:
+    """Running mean and (population) variance over a leading batch axis (Chan et al.'s parallel Welford)."""
+
+    mean: jax.Array  # [*shape]
+    var: jax.Array  # [*shape]
+    count: jax.Array  # [] float, starts at a tiny epsilon so the first update takes over
+
+    @classmethod
+    def create(cls, shape: tuple = ()) -> RunningStats:
+        return cls(jnp.zeros(shape, F32), jnp.ones(shape, F32), jnp.asarray(1e-4, F32))
+
+    def update(self, x: jax.Array) -> RunningStats:
+        """Fold in a batch `x [n, *shape]`."""
+        x = x.astype(F32)
+        n = jnp.asarray(x.shape[0], F32)
+        b_mean, b_var = jnp.mean(x, 0), jnp.var(x, 0)
+        total = self.count + n
+        delta = b_mean - self.mean
+        mean = self.mean + delta * n / total
+        m2 = self.var * self.count + b_var * n + delta ** 2 * self.count * n / total
+        return RunningStats(mean, m2 / total, total)
+
+    def normalize(self, x: jax.Array, clip: float) -> jax.Array:
+        return jnp.clip((x - self.mean) / jnp.sqrt(self.var + EPS), -clip, clip)
+
+
+# ------------------------------------------------------------------------------ train state
+
+@struct.dataclass
+class TrainState:
+    """Everything a run carries between updates; a pytree (jit / vmap / checkpoint as a whole)."""
+
+    actor: NetState
+    critic: NetState
+    obs_stats: RunningStats  # [obs_dim]
+    ws_stats: RunningStats  # [world_state_dim]
+    ret_stats: RunningStats  # [] discounted return, for reward scaling
+    env_state: Any  # batched env state, leading [num_envs]
+    obs: jax.Array  # [num_envs, n_agents, obs_dim] raw observations
+    ws: jax.Array  # [num_envs, world_state_dim] raw world state
+    disc_return: jax.Array  # [num_envs, n_agents] running discounted return (reward scaling)
+    ep_return: jax.Array  # [num_envs] undiscounted return of the running episode (mean over agents)
+    key: jax.Array
+    update_step: jax.Array  # [] int32, updates done
+
+
+class Transition(struct.PyTreeNode):
+    obs: jax.Array  # [n_agents, obs_dim] normalized
+    ws: jax.Array  # [world_state_dim] normalized
+    action: jax.Array  # [n_agents, act_dim] raw Gaussian sample
+    log_prob: jax.Array  # [n_agents]
+    value: jax.Array  # [n_agents]
+    reward: jax.Array  # [n_agents] scaled
+    done: jax.Array  # []
+
+
+# ---------------------------------------------------------------------------------- GAE
+
+def gae(values, rewards, dones, last_value, gamma: float, lam: float):
+    """Generalized advantage estimation by a reverse `lax.scan`.
+
+    `values`, `rewards [T, ...]`; `dones [T, ...]` (1 where the episode ended *after* step
+    t, so V of the next observation, a reset one, is not bootstrapped); `last_value [...]`
+    the value of the observation after step T-1. Returns `(advantages, targets) [T, ...]`
+    with `A_t = d_t + gamma lam (1 - done_t) A_{t+1}`, `d_t = r_t + gamma (1 - done_t) V_{t+1} - V_t`.
+    """
+    def body(carry, x):
+        next_adv, next_value = carry
+        value, reward, done = x
+        nonterminal = 1.0 - done
+        delta = reward + gamma * next_value * nonterminal - value
+        adv = delta + gamma * lam * nonterminal * next_adv
+        return (adv, value), adv
+
+    dones = jnp.broadcast_to(dones.astype(values.dtype), values.shape)
+    _, adv = jax.lax.scan(body, (jnp.zeros_like(last_value), last_value), (values, rewards, dones), reverse=True)
+    return adv, adv + values
+
+
+# ---------------------------------------------------------------------------------- MAPPO
+
+class MAPPO:
+    """A MAPPO / IPPO trainer for one config and one environment; call it like `train(key)`.
+
+    Pure, jittable, vmappable pieces: `init(key) -> TrainState`, `update(state) -> (state,
+    metrics)`, `update_chunk(state, n)` (n static) and `__call__(key, init_state=None)`
+    (`config.num_updates` updates). Sizes come from the env (`MARLEnv.wrap`).
+    """
+
+    def __init__(self, config: MAPPOConfig, env=None, params=None):
+        env = make_env(config.env, **config.env_kwargs) if env is None else env
+        self.config = config
+        self.env = MARLEnv.wrap(env, params)
+        e = self.env
+        n_id = e.num_agents if config.agent_id else 0
+        self.actor_in_dim = e.obs_dim + n_id
+        self.critic_in_dim = (e.obs_dim if config.ippo else e.world_state_dim) + n_id
+        self.actor_net = Actor(e.act_dim, config.actor_hidden, config.activation, config.log_std_init)
+        self.critic_net = Critic(config.critic_hidden, config.activation)
+        self.action_mask = jnp.asarray(e.action_mask, F32)  # [n_agents, act_dim]
+        self._jitted: dict = {}
+
+    # -------------------------------------------------------------- network application
+
+    def _apply(self, net: nn.Module, params, x):
+        """`net` on `x [..., n_agents, in]`: shared params, or per-agent params (leading axis) by vmap."""
+        if self.config.share_params:
+            return net.apply(params, x)
+        lead = x.shape[:-2]
+        flat = x.reshape((-1,) + x.shape[-2:])
+        if isinstance(net, Actor):  # mean [B, A, act_dim], log_std [A, act_dim]
+            mean, log_std = jax.vmap(net.apply, in_axes=(0, 1), out_axes=(1, 0))(params, flat)
+            return mean.reshape(lead + mean.shape[1:]), log_std
+        return jax.vmap(net.apply, in_axes=(0, 1), out_axes=1)(params, flat).reshape(lead + x.shape[-2:-1])
+
+    def _with_id(self, x):
+        """Append the agent one-hot to `x [..., n_agents, d]` when `config.agent_id`."""
+        if not self.config.agent_id:
+            return x
+        n = self.env.num_agents
+        onehot = jnp.broadcast_to(jnp.eye(n, dtype=F32), x.shape[:-2] + (n, n))
+        return jnp.concatenate([x, onehot], -1)
+
+    def policy_dist(self, actor_params, obs_n):
+        """`(mean [..., n_agents, act_dim], log_std)` for normalized observations `[..., n_agents, obs_dim]`."""
+        return self._apply(self.actor_net, actor_params, self._with_id(obs_n))
+
+    def value(self, critic_params, obs_n, ws_n):
+        """Values `[..., n_agents]` from normalized observations and world state `[..., ws_dim]`."""
+        if self.config.ippo:
+            x = obs_n
+        else:
+            x = jnp.broadcast_to(ws_n[..., None, :], obs_n.shape[:-1] + ws_n.shape[-1:])
+        return self._apply(self.critic_net, critic_params, self._with_id(x))
+
+    # ---------------------------------------------------------------------------- init
+
+    def _optimizer(self, lr: float):
+        c = self.config
+        steps = c.num_updates * c.update_epochs * c.num_minibatches
+        sched = optax.linear_schedule(lr, 0.0, steps) if c.anneal_lr else lr
+        return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(sched, eps=1e-5))
+
+    def _init_params(self, net, key, in_dim):
+        n = self.env.num_agents
+        x = jnp.zeros((1, n, in_dim), F32)
+        if self.config.share_params:
+            return net.init(key, x)
+        return jax.vmap(lambda k: net.init(k, x[:, 0]))(jax.random.split(key, n))
+
+    def init(self, key) -> TrainState:
+        """A fresh run: networks, optimizers, reset environments, statistics seeded with the first observations."""
+        c, e = self.config, self.env
+        k_actor, k_critic, k_env, key = jax.random.split(key, 4)
+        step0 = jnp.zeros((), jnp.int32)  # not a weakly typed Python 0: restored checkpoints must not retrace
+        actor = NetState.create(apply_fn=self.actor_net.apply, tx=self._optimizer(c.lr_actor),
+                                params=self._init_params(self.actor_net, k_actor, self.actor_in_dim)).replace(step=step0)
+        critic = NetState.create(apply_fn=self.critic_net.apply, tx=self._optimizer(c.lr_critic),
+                                 params=self._init_params(self.critic_net, k_critic, self.critic_in_dim)).replace(step=step0)
+        obs, env_state = jax.vmap(e.reset)(jax.random.split(k_env, c.num_envs))
+        ws = jax.vmap(e.world_state)(env_state, obs)
+        return TrainState(
+            actor=actor, critic=critic,
+            obs_stats=RunningStats.create((e.obs_dim,)).update(obs.reshape(-1, e.obs_dim)),
+            ws_stats=RunningStats.create((e.world_state_dim,)).update(ws),
+            ret_stats=RunningStats.create(),
+            env_state=env_state, obs=obs, ws=ws,
+            disc_return=jnp.zeros((c.num_envs, e.num_agents), F32),
+            ep_return=jnp.zeros((c.num_envs,), F32),
+            key=key, update_step=jnp.zeros((), jnp.int32))
+
+    # ------------------------------------------------------------------------- rollout
+
+    def _normalized(self, ts: TrainState):
+        c = self.config
+        if not c.normalize_obs:
+            return ts.obs, ts.ws
+        return ts.obs_stats.normalize(ts.obs, c.obs_clip), ts.ws_stats.normalize(ts.ws, c.obs_clip)
+
+    def _env_step(self, ts: TrainState, _):
+        c, e = self.config, self.env
+        key, k_act, k_step = jax.random.split(ts.key, 3)
+        obs_n, ws_n = self._normalized(ts)
+        mean, log_std = self.policy_dist(ts.actor.params, obs_n)
+        action = sample_action(k_act, mean, log_std)
+        log_prob = gaussian_log_prob(action, mean, log_std, self.action_mask)
+        value = self.value(ts.critic.params, obs_n, ws_n)
+        env_action = jnp.clip(action, -1.0, 1.0) * self.action_mask
+        obs, env_state, reward, done, info = jax.vmap(e.step)(
+            jax.random.split(k_step, c.num_envs), ts.env_state, env_action)
+        ws = jax.vmap(e.world_state)(env_state, obs)
+
+        obs_stats, ws_stats = ts.obs_stats, ts.ws_stats
+        if c.normalize_obs:
+            obs_stats = obs_stats.update(obs.reshape(-1, e.obs_dim))
+            ws_stats = ws_stats.update(ws)
+        disc_return = ts.disc_return * c.gamma + reward
+        ret_stats, scaled = ts.ret_stats, reward
+        if c.normalize_reward:
+            ret_stats = ret_stats.update(disc_return.reshape(-1))
+            scaled = jnp.clip(reward / jnp.sqrt(ret_stats.var + EPS), -c.reward_clip, c.reward_clip)
+        ep_return = ts.ep_return + jnp.mean(reward, -1)
+        finished = jnp.where(done, ep_return, 0.0)
+
+        ts = ts.replace(
+            obs_stats=obs_stats, ws_stats=ws_stats, ret_stats=ret_stats, env_state=env_state, obs=obs, ws=ws,
+            disc_return=jnp.where(done[:, None], 0.0, disc_return), ep_return=jnp.where(done, 0.0, ep_return),
+            key=key)
+        tr = Transition(obs_n, ws_n, action, log_prob, value, scaled, done)
+        return ts, (tr, finished, reward, info)
+
+    # -------------------------------------------------------------------------- losses
+
+    def _actor_loss(self, params, mb: Transition, adv):
+        c = self.config
+        mean, log_std = self.policy_dist(params, mb.obs)
+        log_prob = gaussian_log_prob(mb.action, mean, log_std, self.action_mask)
+        log_ratio = log_prob - mb.log_prob
+        ratio = jnp.exp(log_ratio)
+        adv = (adv - adv.mean()) / (adv.std() + EPS)
+        pg = -jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - c.clip_eps, 1 + c.clip_eps) * adv).mean()
+        entropy = jnp.mean(gaussian_entropy(jnp.broadcast_to(log_std, mean.shape), self.action_mask))
+        aux = {"actor_loss": pg, "entropy": entropy,
+               "approx_kl": jnp.mean(ratio - 1 - log_ratio),
+               "clip_frac": jnp.mean((jnp.abs(ratio - 1) > c.clip_eps).astype(F32))}
+        return pg - c.ent_coef * entropy, aux
+
+    def _critic_loss(self, params, mb: Transition, targets):
+        c = self.config
+        value = self.value(params, mb.obs, mb.ws)
+        loss = (value - targets) ** 2
+        if c.clip_value:
+            clipped = mb.value + jnp.clip(value - mb.value, -c.value_clip_eps, c.value_clip_eps)
+            loss = jnp.maximum(loss, (clipped - targets) ** 2)
+        loss = 0.5 * loss.mean()
+        return c.vf_coef * loss, {"critic_loss": loss}
+
+    def _minibatch_step(self, nets, batch):
+        actor, critic = nets
+        mb, adv, targets = batch
+        a_grad, a_aux = jax.grad(self._actor_loss, has_aux=True)(actor.params, mb, adv)
+        c_grad, c_aux = jax.grad(self._critic_loss, has_aux=True)(critic.params, mb, targets)
+        return (actor.apply_gradients(grads=a_grad), critic.apply_gradients(grads=c_grad)), {**a_aux, **c_aux}
+
+    def _epoch(self, carry, _):
+        nets, key, batch = carry
+        c = self.config
+        key, k_perm = jax.random.split(key)
+        perm = jax.random.permutation(k_perm, c.batch_size)
+        shuffled = jax.tree.map(lambda x: x[perm].reshape((c.num_minibatches, c.minibatch_size) + x.shape[1:]), batch)
+        nets, aux = jax.lax.scan(self._minibatch_step, nets, shuffled)
+        return (nets, key, batch), aux
+
+    # -------------------------------------------------------------------------- update
+
+    def update(self, ts: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+        """One rollout and one PPO update; returns the new state and scalar metrics."""
+        c = self.config
+        ts, (traj, finished, raw_reward, info) = jax.lax.scan(self._env_step, ts, None, c.num_steps)
+        obs_n, ws_n = self._normalized(ts)
+        last_value = self.value(ts.critic.params, obs_n, ws_n)
+        adv, targets = gae(traj.value, traj.reward, traj.done[..., None], last_value, c.gamma, c.gae_lambda)
+
+        flat = jax.tree.map(lambda x: x.reshape((c.batch_size,) + x.shape[2:]), (traj, adv, targets))
+        key, k_epochs = jax.random.split(ts.key)
+        (nets, _, _), aux = jax.lax.scan(self._epoch, ((ts.actor, ts.critic), k_epochs, flat), None,
+                                         c.update_epochs)
+        ts = ts.replace(actor=nets[0], critic=nets[1], key=key, update_step=ts.update_step + 1)
+
+        n_done = jnp.sum(traj.done)
+        explained = 1.0 - jnp.var(targets - traj.value) / (jnp.var(targets) + EPS)
+        metrics = {
+            "update_step": ts.update_step, "env_steps": ts.update_step * c.batch_size,
+            "episode_return": jnp.where(n_done > 0, jnp.sum(finished) / jnp.maximum(n_done, 1), jnp.nan),
+            "episodes": n_done, "reward": jnp.mean(raw_reward), "explained_variance": explained,
+            **{k: jnp.mean(v) for k, v in aux.items()},
+            **{f"info/{k}": jnp.mean(v) for k, v in info.items()},
+        }
+        return ts, metrics
+
+    def update_chunk(self, ts: TrainState, num_updates: int):
+        """`num_updates` (static) updates by `lax.scan`; metrics as `[num_updates]` arrays."""
+        return jax.lax.scan(lambda s, _: self.update(s), ts, None, num_updates)
+
+    def seed_init(self, key) -> TrainState:
+        """`config.num_seeds` fresh runs from `key` (jitted, vmapped; leading seed axis)."""
+        if "init" not in self._jitted:
+            self._jitted["init"] = jax.jit(jax.vmap(self.init))
+        return self._jitted["init"](jax.random.split(key, self.config.num_seeds))
+
+    def seed_chunk(self, state: TrainState, num_updates: int):
+        """`update_chunk` on seed-batched states (jitted and cached per `num_updates`)."""
+        if num_updates not in self._jitted:
+            self._jitted[num_updates] = jax.jit(jax.vmap(lambda s: self.update_chunk(s, num_updates)))
+        return self._jitted[num_updates](state)
+
+    def __call__(self, key, init_state: TrainState | None = None):
+        """A whole run: `config.num_updates` updates from `init_state` (default: `init(key)`)."""
+        ts = self.init(key) if init_state is None else init_state
+        return self.update_chunk(ts, self.config.num_updates)
+
+    # -------------------------------------------------------------------------- acting
+
+    def act(self, ts: TrainState, key, obs, deterministic: bool = True):
+        """Actions `[..., n_agents, act_dim]` in [-1, 1] for raw observations `[..., n_agents, obs_dim]`."""
+        obs = jnp.asarray(obs, F32)
+        if self.config.normalize_obs:
+            obs = ts.obs_stats.normalize(obs, self.config.obs_clip)
+        mean, log_std = self.policy_dist(ts.actor.params, obs)
+        action = mean if deterministic else sample_action(key, mean, log_std)
+        return jnp.clip(action, -1.0, 1.0) * self.action_mask
+
+    def policy(self, ts: TrainState, deterministic: bool = True) -> Policy:
+        """`policy(key, obs)` for `baselines.common.evaluate` (one run's state, no seed axis)."""
+        return lambda key, obs: self.act(ts, key, obs, deterministic)
+
+
+def make_train(config: MAPPOConfig, env=None, params=None) -> MAPPO:
+    """The trainer: `make_train(config)(key) -> (TrainState, metrics)`; jit it, vmap it over keys."""
+    return MAPPO(config, env, params)
+
+
+def train_seeds(config: MAPPOConfig, key, env=None, params=None):
+    """`config.num_seeds` independent runs at once (`jit(vmap(train))`); outputs have a leading seed axis."""
+    train = make_train(config, env, params)
+    return jax.jit(jax.vmap(train))(jax.random.split(key, config.num_seeds))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path, train_state, step: int) -> None:
+    """Write `{step, state}` as msgpack atomically (temp file in the same folder, fsync, `os.replace`)."""
+    path = os.fspath(path)
+    payload = {"step": int(step), "state": serialization.to_state_dict(jax.device_get(train_state))}
+    data = serialization.msgpack_serialize(payload)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_checkpoint(path, template):
+    """`(train_state, step)` from `path`; `template` gives the structure (e.g. `init(key)`, same config)."""
+    with open(path, "rb") as f:
+        payload = serialization.msgpack_restore(f.read())
+    state = serialization.from_state_dict(template, payload["state"])
+    leaves_t, tree_t = jax.tree.flatten(template)
+    leaves_s, tree_s = jax.tree.flatten(state)
+    if tree_t != tree_s or [np.shape(x) for x in leaves_t] != [np.shape(x) for x in leaves_s]:
+        raise ValueError(f"{path}: checkpoint does not match the template (different config or env?)")
+    return jax.tree.map(lambda t, x: jnp.asarray(x, dtype=jnp.result_type(t)), template, state), int(payload["step"])
+
+
+# ------------------------------------------------------------------------------ run driver
+
+CHECKPOINT, METRICS, CONFIG = "checkpoint.msgpack", "metrics.jsonl", "config.yaml"
+
+
+def run(config: MAPPOConfig, out_dir, resume: bool = False, chunk_updates: int = 10, env=None,
+        log: Callable[[str], None] = print, until_update: int | None = None,
+        train: MAPPO | None = None) -> TrainState:
+    """Train `config.num_seeds` vmapped runs in jitted chunks of `chunk_updates` updates.
+
+    Writes `out_dir/config.yaml`, appends one JSON line per update and seed to
+    `metrics.jsonl`, and checkpoints (atomically) after every chunk; `resume=True` continues
+    from `checkpoint.msgpack` (step counter, optimizer, statistics and env states included;
+    only `total_timesteps` may differ from the saved config). Stops at `until_update`
+    (default `config.num_updates`). Ctrl-C saves the last completed chunk and returns.
+    Compile time is logged apart from steps/s. `train` reuses a trainer (and its compiled
+    chunks) built for `config`. Returns the final seed-batched `TrainState`.
+    """
+    import yaml
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train = make_train(config, env) if train is None else train
+    state = train.seed_init(jax.random.PRNGKey(config.seed))
+    if resume:
+        saved = MAPPOConfig.from_yaml(out / CONFIG)
+        if saved.replace(total_timesteps=config.total_timesteps) != config:
+            raise ValueError(f"{out / CONFIG}: the run was started with a different config (only "
+                             f"total_timesteps may change on resume)")
+        state, step = load_checkpoint(out / CHECKPOINT, state)
+        log(f"resumed {out} at update {step}")
+    else:
+        (out / METRICS).write_text("")
+    (out / CONFIG).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+    step = int(np.asarray(state.update_step).reshape(-1)[0])
+    stop = config.num_updates if until_update is None else min(until_update, config.num_updates)
+    try:
+        while step < stop:
+            n = min(chunk_updates, stop - step)
+            first = n not in train._jitted
+            t0 = time.perf_counter()
+            new_state, metrics = train.seed_chunk(state, n)
+            metrics = jax.device_get(metrics)
+            seconds = time.perf_counter() - t0
+            if first:
+                log(f"compiled a chunk of {n} updates ({seconds:.1f} s with its first run)")
+            state, step = new_state, step + n
+            with open(out / METRICS, "a") as f:
+                for i in range(n):
+                    for seed in range(config.num_seeds):
+                        row = {k: float(v[seed, i]) for k, v in metrics.items()}
+                        f.write(json.dumps({"seed": seed, **row}) + "\n")
+            save_checkpoint(out / CHECKPOINT, state, step)
+            last = metrics["episode_return"][:, -1]
+            ret = float(np.nanmean(last)) if np.isfinite(last).any() else float("nan")
+            log(f"update {step}/{config.num_updates}  env steps {step * config.batch_size}/seed  "
+                f"{n * config.batch_size * config.num_seeds / seconds:,.0f} steps/s"
+                f"{' (incl. compile)' if first else ''}  return {ret:.3f}")
+    except KeyboardInterrupt:
+        save_checkpoint(out / CHECKPOINT, state, step)
+        log(f"interrupted: checkpoint of update {step} saved to {out / CHECKPOINT}")
+    return state
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m baselines.mappo [--config FILE] [--seeds N] [--out DIR] [--resume] [--chunk N] [key=value ...]`."""
+    import argparse
+
+    import yaml
+
+    parser = argparse.ArgumentParser(prog="python -m baselines.mappo", description=main.__doc__)
+    parser.add_argument("--config", help="YAML file of MAPPOConfig keys")
+    parser.add_argument("--seeds", type=int, help="number of seeds (overrides num_seeds)")
+    parser.add_argument("--out", default="runs/mappo", help="run folder")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.msgpack")
+    parser.add_argument("--chunk", type=int, default=10, help="updates per jitted chunk (and checkpoint)")
+    parser.add_argument("overrides", nargs="*", help="config overrides as key=value (YAML values)")
+    args = parser.parse_args(argv)
+    cfg = MAPPOConfig.from_yaml(args.config) if args.config else MAPPOConfig()
+    changes = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"override {item!r} is not key=value")
+        changes[key] = yaml.safe_load(value)
+    if args.seeds is not None:
+        changes["num_seeds"] = args.seeds
+    try:
+        cfg = cfg.replace(**changes)
+    except ValueError as e:
+        parser.error(str(e))
+    run(cfg, args.out, resume=args.resume, chunk_updates=args.chunk)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""`SetpointEnv`: a tiny multi-agent "reach your setpoint" task with a closed-form optimum.
+
+Same functional API as `pgjax.make(...)` environments, so baselines can be tested in
+seconds without power flows.
+
+Each agent `a` moves a point `x_a` in `[-x_max, x_max]^dim` towards its target `g_a`
+(both uniform in [-1, 1]^dim at reset): `x' = clip(x + step_size * action)`, reward
+`-sum((x' - g)^2)` per agent. Observation `[x_a, g_a, t / episode_steps]`, world state all
+agents' `x` and `g` plus time. Optimum: `action* = clip((g - x) / step_size, -1, 1)`
+(`optimal_policy`). Episodes last `episode_steps` steps; `truncated` comes as one flag per
+agent (the real env gives a scalar; baselines must handle both).
+
+    env = SetpointEnv(num_agents=2)
+    obs, state = env.reset(key, env.default_params)                    # [2, 3]
+    obs, state, reward, terminated, truncated, info = env.step(key, state, actions, env.default_params)
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+F32 = jnp.float32
+
+
+@struct.dataclass
+class SetpointParams:
+    step_size: float = 1.0  # distance per unit action
+    x_max: float = 2.0
+
+
+@struct.dataclass
+class SetpointState:
+    x: jax.Array  # [n_agents, dim]
+    target: jax.Array  # [n_agents, dim]
+    t: jax.Array  # [] int32
+
+
+class SetpointEnv:
+    """Agents steer points to targets (see the module docstring)."""
+
+    def __init__(self, num_agents: int = 2, dim: int = 1, episode_steps: int = 8):
+        self.num_agents, self.dim, self.episode_steps = num_agents, dim, episode_steps
+        self.agents = tuple(f"agent_{i}" for i in range(num_agents))
+        self.obs_dim = 2 * dim + 1
+        self.act_dim = dim
+        self.default_params = SetpointParams()
+
+    def reset(self, key, params: SetpointParams | None = None):
+        k_x, k_g = jax.random.split(key)
+        shape = (self.num_agents, self.dim)
+        state = SetpointState(jax.random.uniform(k_x, shape, F32, -1.0, 1.0),
+                              jax.random.uniform(k_g, shape, F32, -1.0, 1.0), jnp.zeros((), jnp.int32))
+        return self.get_obs(state), state
+
+    def get_obs(self, state: SetpointState) -> jax.Array:
+        """`[n_agents, 2 dim + 1]`: own position, own target, episode progress."""
+        time = jnp.full((self.num_agents, 1), state.t / self.episode_steps, F32)
+        return jnp.concatenate([state.x, state.target, time], -1)
+
+    def world_state(self, state: SetpointState, params: SetpointParams | None = None) -> jax.Array:
+        """`[2 n_agents dim + 1]`."""
+        return jnp.concatenate([state.x.reshape(-1), state.target.reshape(-1),
+                                jnp.asarray([state.t / self.episode_steps], F32)])
+
+    def step_env(self, key, state: SetpointState, actions, params: SetpointParams):
+        actions = jnp.clip(jnp.asarray(actions, F32), -1.0, 1.0)
+        x = jnp.clip(state.x + params.step_size * actions, -params.x_max, params.x_max)
+        err = jnp.sum((x - state.target) ** 2, -1)  # [n_agents]
+        state = state.replace(x=x, t=state.t + 1)
+        truncated = jnp.full((self.num_agents,), state.t >= self.episode_steps)
+        info = {"cost": err, "distance": jnp.mean(jnp.abs(x - state.target))}
+        return self.get_obs(state), state, -err, jnp.zeros((), bool), truncated, info
+
+    def step(self, key, state: SetpointState, actions, params: SetpointParams | None = None):
+        """`step_env`, then auto-reset where the episode ended."""
+        params = self.default_params if params is None else params
+        k_step, k_reset = jax.random.split(key)
+        obs, new_state, reward, terminated, truncated, info = self.step_env(k_step, state, actions, params)
+        obs_re, state_re = self.reset(k_reset, params)
+        done = jnp.any(terminated) | jnp.any(truncated)
+        new_state = jax.tree.map(lambda a, b: jax.lax.select(done, a, b), state_re, new_state)
+        info["final_observation"] = obs
+        return jax.lax.select(done, obs_re, obs), new_state, reward, terminated, truncated, info
+
+    def optimal_policy(self, key, obs) -> jax.Array:
+        """The closed-form optimum for default params: `clip(g - x, -1, 1)` from the observation."""
+        x, g = obs[..., :self.dim], obs[..., self.dim:2 * self.dim]
+        return jnp.clip((g - x) / self.default_params.step_size, -1.0, 1.0)
+
+
+TOY_ENVS = {"setpoint": SetpointEnv}  # name -> class, for `MAPPOConfig.env`
