@@ -12,7 +12,8 @@ Two linear-step kinds share one loop:
   iteration and every operating point of a batch, starting from the base-case solution
   (so the first step is the linear sensitivity prediction). With the grid shared across a
   vmapped batch the inverse is computed once and each iteration is two matrix products.
-  A member whose chord stops contracting falls back to exact steps; iterations stop at
+  Anderson acceleration keeps the chord converging far from the base case; a member still
+  unconverged after `max_iter` chord steps continues with exact steps. Iterations stop at
   the same tolerance either way.
 
 The polar helpers (`voltage`, `residual`, `equation_mask`, state `x = [va_rad, vm_pu]`)
@@ -65,31 +66,26 @@ def residual(x, ybus, s_spec, x_set, eq_mask) -> jax.Array:
     return jnp.where(eq_mask, jnp.concatenate([p - s_spec.real, q - s_spec.imag]), x - x_set)
 
 
-def iterate(step, x0, res0, tol, max_iter, stall_ratio=None):
+def iterate(step, x0, res0, tol, max_iter):
     """Run `x <- step(x, res)` until `max |res| <= tol` or `max_iter`; stop on non-finite state.
 
     `x` may be any pytree (a solver state with history). `step(x, res) -> (x_new, res_new)`.
-    With `stall_ratio`, also stop once an iteration
-    shrinks `max |res|` by less than that factor (a chord that no longer contracts).
     Returns `(x, res, iterations)`; `x` is always the last finite iterate.
     """
-    ratio = jnp.inf if stall_ratio is None else stall_ratio
 
     def keep_going(carry):
-        x, res, it, contracting = carry
-        return (it < max_iter) & (jnp.max(jnp.abs(res)) > tol) & jnp.all(jnp.isfinite(res)) & contracting
+        x, res, it, finite = carry
+        return (it < max_iter) & (jnp.max(jnp.abs(res)) > tol) & finite
 
     def body(carry):
         x, res, it, _ = carry
         x_new, res_new = step(x, res)
         finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves((x_new, res_new))]))
-        contracting = jnp.max(jnp.abs(res_new)) < ratio * jnp.max(jnp.abs(res))
-        keep = finite & (contracting | (stall_ratio is None))
-        x_kept = jax.tree.map(lambda new, old: jnp.where(keep, new, old), x_new, x)
-        return x_kept, jnp.where(keep, res_new, res), it + 1, contracting & finite
+        x_kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), x_new, x)
+        return x_kept, jnp.where(finite, res_new, res), it + 1, finite
 
     x, res, it, _ = jax.lax.while_loop(
-        keep_going, body, (x0, res0, jnp.asarray(0, jnp.int32), jnp.asarray(True)))
+        keep_going, body, (x0, res0, jnp.asarray(0, jnp.int32), jnp.all(jnp.isfinite(res0))))
     return x, res, it
 
 
@@ -238,15 +234,15 @@ def chord_step(ybus_re, s_spec, eqs, jac_inv):
 def solve_rect(y0, ybus, s_spec, eqs, tol, max_iter, jac_inv=None):
     """Newton iterations from `y0`; chord steps with `jac_inv` when given, then exact ones.
 
-    The exact stage only iterates for members whose chord stage stalled, so a well-chosen
+    The exact stage only iterates for members the chord stage left unconverged, so a good
     `jac_inv` costs matrix products only. Returns `(y, res, iterations)`.
     """
     ybus_re = real_ybus(ybus)
     res0 = rect_residual(y0, ybus_re, s_spec, eqs)
     y, res, it = y0, res0, jnp.asarray(0, jnp.int32)
     if jac_inv is not None:
-        # Anderson steps need not decrease the residual monotonically, so no stall test:
-        # under vmap a stalled member would make the whole batch pay for exact LU steps.
+        # No stall test: Anderson steps need not decrease the residual monotonically, and
+        # under vmap one member falling back would make the whole batch take exact LU steps.
         state, res, it = iterate(chord_step(ybus_re, s_spec, eqs, jac_inv), anderson_start(y), res, tol,
                                  max_iter)
         y = state.y
