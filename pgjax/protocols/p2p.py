@@ -1,0 +1,116 @@
+"""`p2p_trading` (horizontal): a double auction among peers, cleared every step.
+
+Inputs (`agent_outputs`): `net_mw [n]` surplus (> 0, offered for sale) or deficit (< 0,
+wanted), and `price [n]` $/MWh: a seller's offer (its marginal cost, lowest acceptable
+price) or a buyer's bid (its marginal value, e.g. the grid import price it avoids, highest
+acceptable price). Agents with `params.participate` False do not trade.
+
+Clearing (static shapes, no loops): sellers sorted by offer ascending and buyers by bid
+descending (`jnp.argsort`) give stepwise supply and demand curves (`cumsum`). The traded
+volume `Q*` is the largest curve breakpoint at which the marginal offer does not exceed
+the marginal bid (found with `searchsorted`); sellers and buyers are filled in merit order
+up to `Q*`, and the bilateral trade matrix is the overlap of their intervals on `[0, Q*]`.
+Every matched pair therefore has `offer <= bid`. Prices:
+- `uniform`: all trades at `p* = o_m + k (b_m - o_m)` between the marginal matched offer
+  `o_m` and bid `b_m` (`k = params.k`, 0.5 by default); `o_m <= p* <= b_m`, hence no seller
+  sells below its offer and no buyer pays above its bid;
+- `pay_as_bid`: each pair trades at its buyer's bid (buyers pay what they bid; sellers
+  receive it, which is >= their offer).
+Nothing trades when no bid crosses an offer. Energy and money only move between agents:
+`sum(p2p_mw) = 0` and `sum(payment) = 0` (up to float rounding of the row/column sums).
+
+Sends: seller -> buyer trade confirmations `data [n, n, 2] = (MW, $/MWh)`, mask = trades > 0.
+commands: `trades_mw [n, n]` (seller row -> buyer column), `trade_price [n, n]`,
+`p2p_mw [n]` (bought - sold: MW each agent now gets from peers, i.e. its grid import
+drops by this much), `payment [n]` ($ per step paid - received, `price * MW * dt_h`),
+`volume_mw []`, `clearing_price []` (the uniform price `p*`, also reported under pay-as-bid;
+NaN when nothing trades).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from pgjax.protocols import Messages, Protocol, register
+
+
+@struct.dataclass
+class Params:
+    participate: jax.Array  # [n] bool
+    dt_h: jax.Array  # [] hours per step (payments in $ per step)
+    k: jax.Array  # [] uniform price position between marginal offer (0) and bid (1)
+    mechanism: str = struct.field(pytree_node=False, default="uniform")  # or "pay_as_bid"
+
+
+def make_params(n, mechanism="uniform", dt_h=1.0, k=0.5, participate=None):
+    if mechanism not in ("uniform", "pay_as_bid"):
+        raise ValueError(f"p2p_trading mechanism must be 'uniform' or 'pay_as_bid', got {mechanism!r}")
+    part = jnp.ones(n, bool) if participate is None else jnp.asarray(participate, bool)
+    return Params(participate=part, dt_h=jnp.asarray(dt_h, jnp.float64), k=jnp.asarray(k, jnp.float64),
+                  mechanism=mechanism)
+
+
+def clear(net_mw, price, participate, mechanism="uniform", k=0.5):
+    """Double-auction clearing. Returns `(trades [n, n], trade_price [n, n], clearing_price [])`."""
+    net = jnp.where(participate, net_mw, 0.0)
+    sell_q, buy_q = jnp.maximum(net, 0.0), jnp.maximum(-net, 0.0)
+    big = jnp.asarray(jnp.finfo(jnp.result_type(price)).max / 4, price.dtype)
+    so = jnp.argsort(jnp.where(sell_q > 0, price, big))  # sellers: cheapest first
+    bo = jnp.argsort(jnp.where(buy_q > 0, -price, big))  # buyers: highest bid first
+    s_q, b_q = sell_q[so], buy_q[bo]
+    s_p, b_p = price[so], price[bo]
+    s_hi, b_hi = jnp.cumsum(s_q), jnp.cumsum(b_q)
+    # exclusive cumsums (not `hi - q`, which rounds): intervals are contiguous and disjoint
+    s_lo = jnp.concatenate([jnp.zeros(1, s_hi.dtype), s_hi[:-1]])
+    b_lo = jnp.concatenate([jnp.zeros(1, b_hi.dtype), b_hi[:-1]])
+    # candidate volumes: every breakpoint of either curve; a candidate q is feasible if both
+    # sides hold q and the marginal offer at q- does not exceed the marginal bid at q-
+    q = jnp.concatenate([s_hi, b_hi])
+    n = s_q.shape[0]
+    i_s = jnp.minimum(jnp.searchsorted(s_hi, q, side="left"), n - 1)
+    i_b = jnp.minimum(jnp.searchsorted(b_hi, q, side="left"), n - 1)
+    ok = (q > 0) & (q <= s_hi[-1]) & (q <= b_hi[-1]) & (s_p[i_s] <= b_p[i_b])
+    q_star = jnp.max(jnp.where(ok, q, 0.0))
+    # bilateral matrix in sorted order: overlap of seller and buyer intervals within [0, Q*]
+    lo = jnp.maximum(s_lo[:, None], b_lo[None, :])
+    hi = jnp.minimum(jnp.minimum(s_hi[:, None], b_hi[None, :]), q_star)
+    t_sorted = jnp.maximum(hi - lo, 0.0)
+    traded = q_star > 0
+    j_s = jnp.minimum(jnp.searchsorted(s_hi, q_star, side="left"), n - 1)
+    j_b = jnp.minimum(jnp.searchsorted(b_hi, q_star, side="left"), n - 1)
+    p_uniform = jnp.where(traded, s_p[j_s] + k * (b_p[j_b] - s_p[j_s]), jnp.nan)
+    if mechanism == "uniform":
+        p_sorted = jnp.broadcast_to(jnp.where(traded, p_uniform, 0.0), t_sorted.shape)
+    else:
+        p_sorted = jnp.broadcast_to(b_p[None, :], t_sorted.shape)
+    p_sorted = jnp.where(t_sorted > 0, p_sorted, 0.0)
+    # back to agent order: row so[i] sells to column bo[j]
+    trades = jnp.zeros_like(t_sorted).at[so[:, None], bo[None, :]].set(t_sorted)
+    tprice = jnp.zeros_like(t_sorted).at[so[:, None], bo[None, :]].set(p_sorted)
+    return trades, tprice, p_uniform
+
+
+def init(params: Params):
+    return {"volume_mw": jnp.zeros(()), "trades": jnp.zeros((), jnp.int32)}
+
+
+def apply(params: Params, state, agent_outputs, messages_in):
+    net = jnp.asarray(agent_outputs["net_mw"])
+    price = jnp.asarray(agent_outputs["price"], net.dtype)
+    trades, tprice, p_clear = clear(net, price, params.participate, params.mechanism, params.k)
+    money = trades * tprice * params.dt_h  # [seller, buyer] $ paid by buyer to seller
+    p2p = jnp.sum(trades, axis=0) - jnp.sum(trades, axis=1)
+    payment = jnp.sum(money, axis=0) - jnp.sum(money, axis=1)
+    mask = trades > 0
+    msgs = Messages(jnp.stack([trades, tprice], axis=-1), mask)
+    volume = jnp.sum(trades)
+    commands = {"trades_mw": trades, "trade_price": tprice, "p2p_mw": p2p, "payment": payment,
+                "volume_mw": volume, "clearing_price": p_clear}
+    new_state = {"volume_mw": state["volume_mw"] + volume,
+                 "trades": state["trades"] + jnp.sum(mask, dtype=jnp.int32)}
+    return commands, msgs, new_state
+
+
+P2P_TRADING = register(Protocol("p2p_trading", "horizontal", Params, init, apply, __doc__))
