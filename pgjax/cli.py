@@ -1,4 +1,5 @@
-"""The `pgjax` command: `pgjax verify`, `pgjax bench powerflow`, `pgjax validate FILE`.
+"""The `pgjax` command: `pgjax verify`, `pgjax bench powerflow`, `pgjax validate FILE`,
+`pgjax train [...]`, `pgjax eval RUN_DIR [...]` (`pgjax train -h` for the options).
 
 Each subcommand runs a script in `scripts/` (shipped with the repository) so that what the
 command prints is what the script computes.
@@ -16,6 +17,8 @@ COMMANDS = {
     "verify": ("verify.py", "compare pgjax's power flow with pandapower on the network zoo"),
     "bench": (None, "benchmarks: 'pgjax bench powerflow'"),
     "validate": (None, "check a scenario YAML file (or registered name) and print every problem"),
+    "train": ("train.py", "train MAPPO on a scenario into a run folder (progress, checkpoints, curves)"),
+    "eval": ("eval.py", "evaluate a run on the test split against random, do-nothing and rule-based"),
 }
 BENCHES = {"powerflow": "bench_powerflow.py"}
 

@@ -1,0 +1,245 @@
+"""`pgjax eval RUN_DIR`: a trained MAPPO run against random, do-nothing and rule-based on the test split.
+
+    pgjax eval runs/multi_microgrid                    # 32 test episodes (days) per controller
+    pgjax eval runs/multi_microgrid --episodes 64 --seed 1
+
+Loads `RUN_DIR/config.yaml` and `checkpoint.msgpack`, builds the scenario with
+`split="test"` (CAISO 2024 for `multi_microgrid`), and rolls out every controller on the
+same episodes (same days and initial states: the same key for all, one compiled program
+for all controllers): `mappo` (the deterministic mean action of each trained seed; metrics
+are the mean over seeds, per-seed costs listed), `random`, `do_nothing` and `rule_based`
+(`baselines.rule_based`). No optimization oracle is evaluated (not implemented).
+
+Writes into RUN_DIR:
+- `eval.json`: controller -> metrics. `cost` and `safety` are totals over all evaluated
+  episodes; `*_per_episode` are means per episode; `losses_mw`, `voltage_violation_rate`,
+  `controllable`, `vm_min_pu`, `vm_max_pu` (and other MW / price metrics) are means per
+  step; energy metrics
+  (`curtailment_mwh`, `import_mwh`, `export_mwh`, ...) are means per episode.
+- `eval.csv`: the same, one row per controller; `eval_meta.json`: split, data, episodes, seed.
+- `eval_day.png`: one test day (the first episode) under the trained policy: price, device
+  dispatch per type and grid import, storage SOC, min / max bus voltage with the limits
+  (and inverter reactive power when the scenario has PV / wind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+PER_STEP = ("losses_mw", "voltage_violation_rate", "controllable", "vm_min_pu", "vm_max_pu", "price", "nonconverged",
+            "p_injected_mw", "slack_p_mw", "net_load_variance_mw2")
+TABLE = [("cost", "cost $", "{:,.0f}"), ("safety", "safety", "{:,.2f}"), ("return_per_episode", "return/ep", "{:.3f}"),
+         ("losses_mw", "losses MW", "{:.3f}"), ("voltage_violation_rate", "V viol rate", "{:.4f}"),
+         ("controllable", "controllable", "{:.3f}"), ("curtailment_mwh", "curtail MWh/ep", "{:.3f}"),
+         ("import_mwh", "import MWh/ep", "{:.2f}"), ("export_mwh", "export MWh/ep", "{:.2f}")]
+BASELINES = ("random", "do_nothing", "rule_based")
+
+
+def summarize(totals: dict, steps: int) -> dict:
+    """Per-episode totals `[n]` -> the metrics of `eval.json` (see the module docstring)."""
+    n = len(totals["cost"]) if "cost" in totals else len(totals["return"])
+    out = {"episodes": n, "cost": float(np.sum(totals.get("cost", np.nan))),
+           "safety": float(np.sum(totals.get("safety", np.nan)))}
+    for k, v in totals.items():
+        v = np.asarray(v, np.float64)
+        if k in PER_STEP:
+            out[k] = float(np.mean(v) / steps)
+        elif k in ("cost", "safety", "return", "cost_total"):
+            out[f"{k}_per_episode"] = float(np.mean(v))
+        else:
+            out[k] = float(np.mean(v))
+    return out
+
+
+def test_env(cfg):
+    """The run's environment on its test split (toy envs as they are)."""
+    from baselines.common import make_env
+    from baselines.toy_env import TOY_ENVS
+
+    if cfg.env in TOY_ENVS:
+        return make_env(cfg.env, **cfg.env_kwargs), "n/a"
+    env = make_env(cfg.env, **{**cfg.env_kwargs, "split": "test"})
+    pr = env.compiled.raw.get("profiles", {})
+    data = pr.get("test") or f"{pr.get('train')} (no test profiles: the training data)"
+    return env, data
+
+
+def mappo_controller(train):
+    import jax.numpy as jnp
+
+    from baselines.rule_based import Controller
+
+    return Controller(lambda: jnp.zeros((), jnp.float32),
+                      lambda carry, key, obs, ts: (train.act(ts, key, obs, deterministic=True), carry))
+
+
+def plot_day(env, trace, png_path, title: str) -> None:
+    """One episode of a traced rollout: price, dispatch, SOC, voltages (what the env exposes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    info, st = trace["info"], trace["state"]
+    dt = float(env.compiled.dt_h) if hasattr(env, "compiled") else 1.0
+    steps = np.asarray(info["price"]).shape[-1] if "price" in info else np.asarray(info["cost"]).shape[-1]
+    hours = np.arange(steps) * dt
+    panels = ["price", "dispatch", "soc", "voltage"] + (["q"] if st.get("q") else [])
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.3 * len(panels)), sharex=True)
+    for ax, panel in zip(axes, panels):
+        if panel == "price":
+            ax.step(hours, info["price"][0], where="post", color="k")
+            ax.set_ylabel("price $/MWh")
+        elif panel == "dispatch":
+            for name, p in st["p"].items():
+                ax.step(hours, np.asarray(p[0]).sum(-1), where="post", label=f"{name} (sum)")
+            if "slack_p_mw" in info:
+                ax.step(hours, info["slack_p_mw"][0], where="post", color="k", ls="--", label="grid import (slack)")
+            ax.axhline(0, color="grey", lw=0.5)
+            ax.set_ylabel("injection MW")
+            ax.legend(fontsize=7, ncol=3, loc="upper left")
+        elif panel == "soc":
+            if st.get("soc"):
+                for name, soc in st["soc"].items():
+                    soc = np.asarray(soc[0])
+                    for k in range(soc.shape[-1]):
+                        ax.plot(hours, soc[:, k], label=f"{name} {k}")
+                ax.set_ylim(0, 1)
+                ax.legend(fontsize=7, ncol=3, loc="upper left")
+            ax.set_ylabel("SOC")
+        elif panel == "voltage":
+            ax.plot(hours, info["vm_min_pu"][0], label="min V")
+            ax.plot(hours, info["vm_max_pu"][0], label="max V")
+            if hasattr(env, "compiled"):
+                for lim in (env.compiled.vm_min_pu, env.compiled.vm_max_pu):
+                    ax.axhline(lim, color="r", ls=":", lw=1)
+            ax.set_ylabel("bus voltage pu")
+            ax.legend(fontsize=7, loc="upper left")
+        elif panel == "q":
+            for name, q in st["q"].items():
+                q = np.asarray(q[0])
+                for k in range(q.shape[-1]):
+                    ax.step(hours, q[:, k], where="post", label=f"{name} {k}")
+            ax.set_ylabel("Q Mvar")
+            ax.legend(fontsize=7, ncol=3, loc="upper left")
+    axes[-1].set_xlabel("hour of the episode")
+    axes[0].set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+
+
+def state_features(env):
+    """`state_fn` for the trace: per device type, p_mw (and q_mvar of PV / wind) and storage SOC."""
+    if not hasattr(env, "groups"):
+        return None
+    e_max = {g.type: np.asarray(env.default_params.devices[g.type].e_max_mwh) for g in env.groups
+             if g.type == "storage"}
+
+    def fn(state):
+        p, soc, q = {}, {}, {}
+        for t, s in state.devices.items():
+            if hasattr(s, "p_mw"):
+                p[t] = s.p_mw
+            if t in ("pv", "wind"):
+                q[t] = s.q_mvar
+            if t in e_max:
+                soc[t] = s.e_mwh / e_max[t]
+        return {"p": p, "soc": soc, "q": q}
+
+    return fn
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pgjax eval", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("run_dir", help="run folder written by `pgjax train`")
+    parser.add_argument("--episodes", type=int, default=32, help="test episodes per controller (default 32)")
+    parser.add_argument("--seed", type=int, default=0, help="key of the episode draws (the same for all controllers)")
+    parser.add_argument("--no-plot", action="store_true", help="skip eval_day.png")
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        parser.error("--episodes must be >= 1")
+
+    import jax
+
+    from baselines.config import MAPPOConfig
+    from baselines.mappo import CHECKPOINT, CONFIG, load_checkpoint, make_train
+    from baselines.rule_based import controller, make_rollout
+
+    run_dir = Path(args.run_dir)
+    for f in (CONFIG, CHECKPOINT):
+        if not (run_dir / f).exists():
+            parser.error(f"{run_dir / f} not found (train first: pgjax train --out {run_dir})")
+    t0 = time.perf_counter()
+    cfg = MAPPOConfig.from_yaml(run_dir / CONFIG)
+    env, data = test_env(cfg)
+    train = make_train(cfg, env)
+    template = train.seed_init(jax.random.PRNGKey(cfg.seed))
+    states, step = load_checkpoint(run_dir / CHECKPOINT, template)
+    steps = int(env.episode_steps)
+    print(f"pgjax eval: {run_dir} ({cfg.env}, update {step}, {cfg.num_seeds} seed(s)) on the test split "
+          f"[{data}], {args.episodes} episodes x {steps} steps per controller")
+
+    names = ["mappo", *BASELINES]
+    ctrls = [mappo_controller(train)] + [controller(n, env) for n in BASELINES]
+    state_fn = state_features(env)
+    run = make_rollout(env, ctrls, args.episodes, trace=not args.no_plot and state_fn is not None,
+                       state_fn=state_fn)
+    key = jax.random.PRNGKey(args.seed)
+    seed_state = lambda i: jax.tree.map(lambda x: x[i], states)
+    results, trace = {}, None
+    per_seed = []
+    for i in range(cfg.num_seeds):
+        totals, tr = run(key, 0, seed_state(i))
+        per_seed.append(summarize(totals, steps))
+        if i == 0:
+            trace = tr
+    mappo = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
+    mappo["episodes"] = args.episodes
+    mappo["cost_per_seed"] = [m["cost"] for m in per_seed]
+    mappo["safety_per_seed"] = [m["safety"] for m in per_seed]
+    results["mappo"] = mappo
+    for idx, name in enumerate(BASELINES, start=1):
+        totals, _ = run(key, idx, seed_state(0))
+        results[name] = summarize(totals, steps)
+    seconds = time.perf_counter() - t0
+
+    # table
+    head = f"{'controller':<12}" + "".join(f"{label:>16}" for _, label, _ in TABLE)
+    print(head)
+    print("-" * len(head))
+    for name in names:
+        m = results[name]
+        print(f"{name:<12}" + "".join(f"{fmt.format(m[k]) if k in m else 'n/a':>16}" for k, _, fmt in TABLE))
+    print(f"cost, safety: totals over {args.episodes} episodes; losses, V viol rate, controllable: means per step; "
+          f"MWh: means per episode. oracle: not implemented. ({seconds:.1f} s)")
+    if cfg.num_seeds > 1:
+        print("mappo cost per seed: " + ", ".join(f"{c:,.0f}" for c in mappo["cost_per_seed"]))
+
+    meta = {"run_dir": str(run_dir), "env": cfg.env, "split": "test", "profiles": data, "update": step,
+            "episodes": args.episodes, "episode_steps": steps, "seed": args.seed, "num_seeds": cfg.num_seeds}
+    (run_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    (run_dir / "eval_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    keys = sorted({k for m in results.values() for k, v in m.items() if not isinstance(v, list)})
+    with open(run_dir / "eval.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["controller", *keys])
+        for name in names:
+            w.writerow([name, *(results[name].get(k, "") for k in keys)])
+    if trace is not None:
+        plot_day(env, trace, run_dir / "eval_day.png",
+                 f"{cfg.env}: trained MAPPO (seed 0) on test episode 0 [{data}]")
+    print(f"wrote {run_dir / 'eval.json'}, {run_dir / 'eval.csv'}"
+          + ("" if trace is None else f", {run_dir / 'eval_day.png'}"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
