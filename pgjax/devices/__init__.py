@@ -30,28 +30,19 @@ from pgjax.devices.renewable import PV, WIND
 from pgjax.devices.shunt import SHUNT
 from pgjax.devices.storage import STORAGE
 from pgjax.devices.tap_changer import TAP_CHANGER
+from pgjax.registry import Registry
 
-REGISTRY: dict[str, DeviceType] = {}
-
-
-def register(device_type: DeviceType, overwrite: bool = False) -> DeviceType:
-    """Add a device type to the registry under `device_type.name`."""
-    if device_type.name in REGISTRY and not overwrite:
-        raise ValueError(f"device type '{device_type.name}' is already registered")
+def _check(device_type: DeviceType) -> None:
     missing = set(device_type.params_cls.__dataclass_fields__) ^ set(device_type.fields)
     if missing:
         raise ValueError(f"device type '{device_type.name}': fields and params_cls differ in {sorted(missing)}")
     if len(device_type.default_action) != device_type.act_dim:
         raise ValueError(f"device type '{device_type.name}': default_action needs {device_type.act_dim} values")
-    REGISTRY[device_type.name] = device_type
-    return device_type
 
 
-def get(name: str) -> DeviceType:
-    """The registered device type `name`."""
-    if name not in REGISTRY:
-        raise KeyError(f"device type '{name}' unknown; registered: {sorted(REGISTRY)}")
-    return REGISTRY[name]
+REGISTRY = Registry("device type", _check)
+register = REGISTRY.register
+get = REGISTRY.lookup
 
 
 for _t in (GENERATOR, STORAGE, PV, WIND, PCC, SHUNT, TAP_CHANGER, CURTAILABLE_LOAD, SHIFTABLE_LOAD):

@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from pgjax.registry import Registry
+
 
 @struct.dataclass
 class Messages:
@@ -89,24 +91,14 @@ class Protocol:
         return self.apply(params, proto_state, agent_outputs, messages_in)
 
 
-REGISTRY: dict[str, Protocol] = {}
-
-
-def register(protocol: Protocol, overwrite: bool = False) -> Protocol:
-    """Add `protocol` to the registry under `protocol.name`."""
+def _check(protocol: Protocol) -> None:
     if protocol.kind not in ("vertical", "horizontal"):
         raise ValueError(f"protocol '{protocol.name}': kind must be 'vertical' or 'horizontal', got {protocol.kind!r}")
-    if protocol.name in REGISTRY and not overwrite:
-        raise ValueError(f"protocol '{protocol.name}' is already registered")
-    REGISTRY[protocol.name] = protocol
-    return protocol
 
 
-def get(name: str) -> Protocol:
-    """The registered protocol `name`."""
-    if name not in REGISTRY:
-        raise KeyError(f"protocol '{name}' unknown; registered: {sorted(REGISTRY)}")
-    return REGISTRY[name]
+REGISTRY = Registry("protocol", _check)
+register = REGISTRY.register
+get = REGISTRY.lookup
 
 
 def names(kind: str | None = None) -> list[str]:
