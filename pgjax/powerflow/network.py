@@ -113,11 +113,6 @@ def setpoints(grid: Grid):
     return vm, va
 
 
-def power_mismatch(ybus, v, s_spec) -> jax.Array:
-    """`[n_bus]` complex mismatch `V conj(Y V) - S_spec`, p.u."""
-    return v * jnp.conj(ybus @ v) - s_spec
-
-
 def dc_angles(grid: Grid, p_spec_pu, va_set) -> jax.Array:
     """Initial angles `[n_bus]` (rad) from a DC power flow, as pandapower's `init="dc"`.
 
