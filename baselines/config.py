@@ -4,7 +4,10 @@
     cfg = cfg.replace(num_envs=64)                    # validated again
 
 Every field has a type and a range; `from_dict` / `from_yaml` reject unknown keys and bad
-values with a `ValueError` that names the key and what was expected. Derived sizes
+values with a `ValueError` that names the key, what was expected and what was given.
+Numbers may come as strings (YAML 1.1 reads `1e-3` as a string): float fields take any
+finite number or numeric string (`"1e-3"`, `"10"`), int fields take ints and integral
+floats or strings (`1000.0`, `"1e3"`, `"1000"`) but not `1.5`. Derived sizes
 (`num_updates`, `minibatch_size`) are properties, so they can never disagree with the fields.
 """
 
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 # name -> (kind, lower, upper, lower_inclusive); kinds: int, float, bool, str, ints, mapping
+# (str-keyed), labels (str-keyed mapping of str labels)
 _RULES: dict[str, tuple] = {
     "env": ("str", None, None, True),
     "env_kwargs": ("mapping", None, None, True),
@@ -42,7 +46,8 @@ _RULES: dict[str, tuple] = {
     "critic_hidden": ("ints", 1, None, True),
     "activation": ("str", None, None, True),
     "log_std_init": ("float", -20.0, 2.0, True),
-    "share_params": ("bool", None, None, True),
+    "param_sharing": ("str", None, None, True),
+    "agent_types": ("labels", None, None, True),
     "agent_id": ("bool", None, None, True),
     "ippo": ("bool", None, None, True),
     "normalize_obs": ("bool", None, None, True),
@@ -51,6 +56,7 @@ _RULES: dict[str, tuple] = {
     "reward_clip": ("float", 0.0, None, False),
 }
 ACTIVATIONS = ("tanh", "relu", "gelu")
+PARAM_SHARING = ("all", "type", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +87,9 @@ class MAPPOConfig:
     critic_hidden: tuple[int, ...] = (128, 128)
     activation: str = "tanh"  # one of ACTIVATIONS
     log_std_init: float = -0.5  # state-independent log standard deviation at start
-    share_params: bool = True  # one actor / critic for all agents (else one per agent, vmapped)
+    param_sharing: str = "all"  # one actor / critic for "all" agents, one per agent "type", or per agent ("none")
+    agent_types: Mapping[str, str] = dataclasses.field(default_factory=dict)  # agent name -> type label
+    # ("type" only; empty: agents of equal obs / action sizes and device composition share a type)
     agent_id: bool = True  # append an agent one-hot to actor and critic inputs
     ippo: bool = False  # critic on local observations instead of `world_state`
     normalize_obs: bool = True  # running mean / std (Welford) of observations and world state
@@ -94,6 +102,11 @@ class MAPPOConfig:
             object.__setattr__(self, f.name, _check(f.name, getattr(self, f.name)))
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.param_sharing not in PARAM_SHARING:
+            raise ValueError(f"param_sharing: expected one of {PARAM_SHARING}, got {self.param_sharing!r}")
+        if self.agent_types and self.param_sharing != "type":
+            raise ValueError(f"agent_types: only used with param_sharing: type, got param_sharing: "
+                             f"{self.param_sharing!r}")
         batch = self.num_envs * self.num_steps
         if batch % self.num_minibatches:
             raise ValueError(f"num_minibatches: must divide num_envs * num_steps = {batch}, "
@@ -126,6 +139,12 @@ class MAPPOConfig:
         """A config from a flat mapping; unknown keys and bad values raise `ValueError`."""
         if not isinstance(d, Mapping):
             raise ValueError(f"config: expected a mapping of keys to values, got {type(d).__name__}")  # noqa: TRY004
+        if "share_params" in d:  # the boolean that `param_sharing` replaced, in older run folders
+            share = d["share_params"]
+            if not isinstance(share, bool) or "param_sharing" in d:
+                raise ValueError(f"share_params: replaced by param_sharing ({PARAM_SHARING}); got share_params: "
+                                 f"{share!r}" + (" and param_sharing" if "param_sharing" in d else ""))
+            d = {**{k: v for k, v in d.items() if k != "share_params"}, "param_sharing": "all" if share else "none"}
         unknown = sorted(set(d) - set(_RULES))
         if unknown:
             raise ValueError(f"unknown config key(s) {unknown}; known keys: {sorted(_RULES)}")
@@ -156,8 +175,30 @@ class MAPPOConfig:
         return dataclasses.replace(self, **changes)
 
 
+def _as_number(value: Any) -> float | None:
+    """`value` as a finite float (numbers and numeric strings, not bools), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _as_int(value: Any) -> int | None:
+    """`value` as an int (ints, integral floats, integral numeric strings such as "1e3"), else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    number = _as_number(value)
+    return int(number) if number is not None and number.is_integer() else None
+
+
 def _check(name: str, value: Any) -> Any:
-    """`value` converted to the field's type, or a `ValueError` naming `name`."""
+    """`value` converted to the field's type, or a `ValueError` naming `name`, the expectation and `value`."""
     kind, lo, hi, lo_inclusive = _RULES[name]
 
     def bad(expected):
@@ -178,24 +219,26 @@ def _check(name: str, value: Any) -> Any:
         if not isinstance(value, str) or not value:
             raise bad("a non-empty string")
         return value
-    if kind == "mapping":
+    if kind in ("mapping", "labels"):
         if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
             raise bad("a mapping with string keys")
+        if kind == "labels" and not all(isinstance(v, str) and v for v in value.values()):
+            raise bad("a mapping of names to non-empty string labels")
         return dict(value)
     if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int) or not in_range(value):
+        v = _as_int(value)
+        if v is None or not in_range(v):
             raise bad(f"an int {span}".strip())
-        return value
+        return v
     if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or not in_range(float(value)):
+        v = _as_number(value)
+        if v is None or not in_range(v):
             raise bad(f"a finite number {span}".strip())
-        return float(value)
+        return v
     if kind == "ints":
-        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        items = () if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") else tuple(value)
+        ints = tuple(_as_int(v) for v in items)
+        if not ints or not all(v is not None and in_range(v) for v in ints):
             raise bad(f"a non-empty list of ints {span}".strip())
-        items = tuple(value)
-        if not items or not all(isinstance(v, int) and not isinstance(v, bool) and in_range(v) for v in items):
-            raise bad(f"a non-empty list of ints {span}".strip())
-        return items
+        return ints
     raise AssertionError(kind)

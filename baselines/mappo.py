@@ -23,8 +23,14 @@ global-norm gradient clipping; actor and critic have their own optimizers.
   action columns (`env.action_mask`) are left out of log-probabilities and entropy.
 - Critic: centralized on `env.world_state(state)` (plus the agent one-hot), one value per
   agent since rewards are per agent; `ippo=True`: on the agent's local observation instead.
-- Parameters: shared by all agents (`share_params`), else one set per agent (leading
-  `[n_agents]` axis, applied with `vmap`).
+- Parameters (`param_sharing`, for actor and critic alike): one set for all agents ("all",
+  no extra axis), one per agent type ("type") or one per agent ("none"). The last two stack
+  the sets on a leading `[n_sets]` axis; each agent's set is gathered by its index
+  (`MAPPO.param_index [n_agents]`) and the network applied by `vmap` over agents, so
+  agents of one type share parameters (and their gradients add up) with no Python loop
+  over agents. Types come from `config.agent_types` (agent name -> label), else agents
+  with equal observation size, action size and device composition share one
+  (`agent_type_keys`).
 - Normalization: running mean / variance (Welford, parallel form) of observations and of
   the world state, updated with every new batch of observations; rewards divided by the
   running std of the discounted return. The statistics live in `TrainState` and are
@@ -46,7 +52,8 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +72,8 @@ from baselines.networks import Actor, Critic, gaussian_entropy, gaussian_log_pro
 F32 = jnp.float32
 EPS = 1e-8
 
-__all__ = ["MAPPO", "MAPPOConfig", "RunningStats", "TrainState", "gae", "load_checkpoint", "make_train", "run",
-           "save_checkpoint", "train_seeds"]
+__all__ = ["MAPPO", "MAPPOConfig", "RunningStats", "TrainState", "agent_type_keys", "gae", "load_checkpoint",
+           "make_train", "param_index", "run", "save_checkpoint", "train_seeds"]
 
 
 # ---------------------------------------------------------------------------- normalization
@@ -104,8 +111,8 @@ class RunningStats:
 class TrainState:
     """Everything a run carries between updates; a pytree (jit / vmap / checkpoint as a whole)."""
 
-    actor: NetState
-    critic: NetState
+    actor: NetState  # params: one set, or `[n_sets, ...]` stacked (see `MAPPO.param_index`)
+    critic: NetState  # likewise
     obs_stats: RunningStats  # [obs_dim]
     ws_stats: RunningStats  # [world_state_dim]
     ret_stats: RunningStats  # [] discounted return, for reward scaling
@@ -151,6 +158,51 @@ def gae(values, rewards, dones, last_value, gamma: float, lam: float):
     return adv, adv + values
 
 
+# ------------------------------------------------------------------------ parameter sharing
+
+def agent_type_keys(env: MARLEnv) -> list[tuple]:
+    """Per agent, what makes its type: `(obs_size, act_size, device composition)`.
+
+    Sizes from `env.obs_sizes` / `env.act_sizes` when the env has them (pgjax scenarios and
+    the toy env do), else the padded `obs_dim` and the action mask; the composition is the
+    sorted `(device type, count)` pairs the agent controls, read from `pgjax.Env.groups`
+    (empty for envs without devices).
+    """
+    raw, n = env.env, env.num_agents
+    obs_sizes = tuple(getattr(raw, "obs_sizes", (env.obs_dim,) * n))
+    act_sizes = tuple(getattr(raw, "act_sizes", env.action_mask.sum(1)))
+    devices = [Counter() for _ in range(n)]
+    for group in getattr(raw, "groups", ()):
+        for a in np.asarray(group.controller):
+            if a >= 0:
+                devices[a][group.type] += 1
+    return [(int(obs_sizes[a]), int(act_sizes[a]), tuple(sorted(devices[a].items()))) for a in range(n)]
+
+
+def param_index(env: MARLEnv, sharing: str, agent_types: Mapping[str, str]) -> np.ndarray | None:
+    """Which parameter set each agent uses: `[n_agents]` ints in `[0, n_sets)` in order of first
+    appearance, or None for one set shared by all agents (`sharing == "all"`).
+
+    "none": one set per agent; "type": one per label of `agent_types` (agent name -> label,
+    every agent named) or, when empty, per distinct `agent_type_keys`.
+    """
+    if sharing == "all":
+        return None
+    names = [str(a) for a in env.agents]
+    if sharing == "none":
+        keys: list = names
+    elif agent_types:
+        missing, unknown = sorted(set(names) - set(agent_types)), sorted(set(agent_types) - set(names))
+        if missing or unknown:
+            raise ValueError(f"agent_types: expected a label for every agent of {names}, "
+                             f"got none for {missing} and labels for unknown agents {unknown}")
+        keys = [agent_types[a] for a in names]
+    else:
+        keys = agent_type_keys(env)
+    ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    return np.asarray([ids[k] for k in keys], np.int32)
+
+
 # ---------------------------------------------------------------------------------- MAPPO
 
 class MAPPO:
@@ -169,6 +221,8 @@ class MAPPO:
         n_id = e.num_agents if config.agent_id else 0
         self.actor_in_dim = e.obs_dim + n_id
         self.critic_in_dim = (e.obs_dim if config.ippo else e.world_state_dim) + n_id
+        self.param_index = param_index(e, config.param_sharing, config.agent_types)  # [n_agents] or None
+        self.num_param_sets = 1 if self.param_index is None else int(self.param_index.max()) + 1
         self.actor_net = Actor(e.act_dim, config.actor_hidden, config.activation, config.log_std_init)
         self.critic_net = Critic(config.critic_hidden, config.activation)
         self.action_mask = jnp.asarray(e.action_mask, F32)  # [n_agents, act_dim]
@@ -176,10 +230,21 @@ class MAPPO:
 
     # -------------------------------------------------------------- network application
 
+    def agent_params(self, params):
+        """Each agent's parameters: leaves `[n_agents, ...]`, gathered from the `[n_sets, ...]` stack
+        by `param_index` (or broadcast from the single set of "all")."""
+        n = self.env.num_agents
+        if self.param_index is None:
+            return jax.tree.map(lambda p: jnp.broadcast_to(p, (n,) + p.shape), params)
+        if np.array_equal(self.param_index, np.arange(n)):  # one set per agent, in order: nothing to gather
+            return params
+        return jax.tree.map(lambda p: p[self.param_index], params)
+
     def _apply(self, net: nn.Module, params, x):
-        """`net` on `x [..., n_agents, in]`: shared params, or per-agent params (leading axis) by vmap."""
-        if self.config.share_params:
+        """`net` on `x [..., n_agents, in]`: one shared set, or each agent's set (`agent_params`) by vmap."""
+        if self.param_index is None:
             return net.apply(params, x)
+        params = self.agent_params(params)
         lead = x.shape[:-2]
         flat = x.reshape((-1,) + x.shape[-2:])
         if isinstance(net, Actor):  # mean [B, A, act_dim], log_std [A, act_dim]
@@ -216,11 +281,11 @@ class MAPPO:
         return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(sched, eps=1e-5))
 
     def _init_params(self, net, key, in_dim):
-        n = self.env.num_agents
-        x = jnp.zeros((1, n, in_dim), F32)
-        if self.config.share_params:
+        """One parameter set, or `num_param_sets` independent ones stacked on a leading axis."""
+        x = jnp.zeros((1, in_dim), F32)
+        if self.param_index is None:
             return net.init(key, x)
-        return jax.vmap(lambda k: net.init(k, x[:, 0]))(jax.random.split(key, n))
+        return jax.vmap(lambda k: net.init(k, x))(jax.random.split(key, self.num_param_sets))
 
     def init(self, key) -> TrainState:
         """A fresh run: networks, optimizers, reset environments, statistics seeded with the first observations."""

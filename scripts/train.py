@@ -3,7 +3,8 @@
     pgjax train                                        # laptop preset on multi_microgrid -> runs/multi_microgrid
     pgjax train --scenario voltage_control_33bw --seeds 3 --out runs/vc
     pgjax train --preset gpu --out runs/mm_gpu         # large batches for an accelerator
-    pgjax train --config my.yaml num_envs=32 lr_actor=0.001
+    pgjax train --config my.yaml num_envs=32 lr_actor=1e-3
+    pgjax train --scenario ieee123_der param_sharing=type     # one actor / critic per agent type
     pgjax train --out runs/mm --resume total_timesteps=800000   # continue a run (Ctrl-C saves)
 
 Config precedence: preset < --config FILE < --scenario / --seeds < key=value overrides. On
@@ -43,21 +44,10 @@ PRESETS: dict[str, dict] = {
 CHUNK_UPDATES = {"laptop": 10, "gpu": 10}
 
 
-def parse_value(text: str):
-    """A `key=value` override value: YAML, with numbers such as `1e-3` read as floats."""
-    import yaml
-
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value) if any(c in value for c in ".eE") else int(value)
-        except ValueError:
-            return value
-    return value
-
-
 def build_config(args, parser):
     """The `MAPPOConfig` from preset, file, flags and overrides (see the module docstring)."""
+    import yaml
+
     from baselines.config import MAPPOConfig
     from baselines.mappo import CONFIG
 
@@ -71,8 +61,6 @@ def build_config(args, parser):
             parser.error(f"--resume: {out / CONFIG} not found")
         base = dict(PRESETS[args.preset])
         if args.config:
-            import yaml
-
             with open(args.config) as f:
                 base.update(yaml.safe_load(f) or {})
     changes = {}
@@ -84,7 +72,7 @@ def build_config(args, parser):
         key, sep, value = item.partition("=")
         if not sep:
             parser.error(f"override {item!r} is not key=value")
-        changes[key] = parse_value(value)
+        changes[key] = yaml.safe_load(value)  # numeric strings ("1e-3"): MAPPOConfig parses them
     merged = {**base, **changes}
     if args.resume and set(changes) - {"total_timesteps"}:
         parser.error(f"--resume: only total_timesteps may change, got {sorted(set(changes) - {'total_timesteps'})}")

@@ -1,4 +1,5 @@
-"""MAPPO / IPPO (`baselines/`): GAE, config validation, learning on a toy task, checkpoints, resume.
+"""MAPPO / IPPO (`baselines/`): GAE, config validation, learning on a toy task, parameter
+sharing by agent type, checkpoints, resume.
 
 Everything trains on `baselines.toy_env.SetpointEnv` (agents steer points to targets; the
 optimum is closed-form) with tiny networks, so the file runs in well under a minute; one
@@ -15,7 +16,8 @@ import numpy as np
 import pytest
 
 from baselines.common import MARLEnv, evaluate
-from baselines.mappo import MAPPOConfig, RunningStats, gae, load_checkpoint, make_train, run, save_checkpoint
+from baselines.mappo import (MAPPOConfig, RunningStats, gae, load_checkpoint, main, make_train, param_index, run,
+                             save_checkpoint)
 from baselines.rule_based import do_nothing_policy, random_policy
 from baselines.toy_env import SetpointEnv
 
@@ -86,6 +88,15 @@ def test_running_stats_match_numpy():
 @pytest.mark.parametrize("key, value, words", [
     ("num_envs", 0, ["num_envs", "int", ">= 1"]),
     ("num_envs", 2.5, ["num_envs", "int"]),
+    ("num_envs", "1.5", ["num_envs", "int", "'1.5'"]),
+    ("total_timesteps", "lots", ["total_timesteps", "int", "'lots'"]),
+    ("lr_actor", "nan", ["lr_actor", "finite number", "'nan'"]),
+    ("lr_actor", True, ["lr_actor", "number"]),
+    ("lr_critic", "-1e-3", ["lr_critic", "> 0", "'-1e-3'"]),
+    ("actor_hidden", ["64", "6.5"], ["actor_hidden", "list of ints"]),
+    ("param_sharing", "agent", ["param_sharing", "'type'", "'agent'"]),
+    ("agent_types", {"agent_0": 1}, ["agent_types", "string labels"]),
+    ("agent_types", {"agent_0": "a"}, ["agent_types", "param_sharing: type", "'all'"]),
     ("gamma", 1.5, ["gamma", "<= 1"]),
     ("lr_actor", "fast", ["lr_actor", "number"]),
     ("clip_eps", 0.0, ["clip_eps", "> 0"]),
@@ -101,10 +112,50 @@ def test_config_errors_name_the_key(key, value, words):
         assert w in str(err.value)
 
 
+def test_config_parses_numeric_strings_as_yaml_1_1_gives_them(tmp_path):
+    """PyYAML (YAML 1.1) reads `1e-3` and `1e5` as strings; float and int fields parse them."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text("lr_actor: 1e-3\nlr_critic: 3E-4\ngamma: '0.5'\nmax_grad_norm: 10\ntotal_timesteps: 1e5\n"
+                    "num_envs: '16'\nupdate_epochs: 4.0\nactor_hidden: ['32', 3.2e1]\n")
+    import yaml
+
+    assert isinstance(yaml.safe_load(path.read_text())["lr_actor"], str)  # the YAML 1.1 behaviour at issue
+    cfg = MAPPOConfig.from_yaml(path)
+    assert (cfg.lr_actor, cfg.lr_critic, cfg.gamma, cfg.max_grad_norm) == (1e-3, 3e-4, 0.5, 10.0)
+    assert all(type(v) is float for v in (cfg.lr_actor, cfg.gamma, cfg.max_grad_norm))
+    assert (cfg.total_timesteps, cfg.num_envs, cfg.update_epochs, cfg.actor_hidden) == (100_000, 16, 4, (32, 32))
+    assert all(type(v) is int for v in (cfg.total_timesteps, cfg.num_envs, cfg.update_epochs, *cfg.actor_hidden))
+    assert MAPPOConfig.from_dict(cfg.to_dict()) == cfg
+    path.write_text("num_steps: 2.5e1\nnum_envs: 1.5\n")
+    with pytest.raises(ValueError, match=r"cfg.yaml: num_envs: expected an int >= 1, got 1.5"):
+        MAPPOConfig.from_yaml(path)
+
+
+def test_mappo_command_line_takes_numeric_string_overrides(tmp_path):
+    """`python -m baselines.mappo key=value ...`: overrides are YAML values, so `1e-3` arrives as a string."""
+    out = tmp_path / "run"
+    assert main(["--out", str(out), "env=setpoint", "num_envs=2", "num_steps=4", "num_minibatches=1",
+                 "update_epochs=1", "total_timesteps=8e0", "lr_actor=1e-3", "lr_critic=5E-4",
+                 "actor_hidden=[8]", "critic_hidden=[8]"]) == 0
+    saved = MAPPOConfig.from_yaml(out / "config.yaml")
+    assert (saved.lr_actor, saved.lr_critic, saved.total_timesteps) == (1e-3, 5e-4, 8)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    with pytest.raises(SystemExit):
+        main(["--out", str(out), "env=setpoint", "num_envs=1.5"])
+
+
+def test_config_reads_the_legacy_share_params_flag():
+    assert MAPPOConfig.from_dict({"share_params": True}).param_sharing == "all"
+    assert MAPPOConfig.from_dict({"share_params": False}).param_sharing == "none"
+    with pytest.raises(ValueError, match="share_params: replaced by param_sharing"):
+        MAPPOConfig.from_dict({"share_params": False, "param_sharing": "type"})
+
+
 def test_config_rejects_unknown_keys_and_round_trips_yaml(tmp_path):
     with pytest.raises(ValueError, match="LR"):
         MAPPOConfig.from_dict({"LR": 1e-3})
-    cfg = MAPPOConfig(num_envs=4, num_steps=8, total_timesteps=64, actor_hidden=[16, 16], env_kwargs={"dt_h": 0.5})
+    cfg = MAPPOConfig(num_envs=4, num_steps=8, total_timesteps=64, actor_hidden=[16, 16], env_kwargs={"dt_h": 0.5},
+                      param_sharing="type", agent_types={"MG1": "a", "MG2": "a", "MG3": "b"})
     assert cfg.actor_hidden == (16, 16) and cfg.num_updates == 2 and cfg.minibatch_size == 8
     import yaml
 
@@ -192,7 +243,7 @@ def test_training_improves_return_on_two_seeds(env, trained):
 def test_whole_run_is_one_jitted_function_with_every_variant_flag(env):
     """`jit(make_train(cfg))(key)`, here with per-agent parameters (leading agent axis), IPPO,
     no agent id, no normalization and an annealed learning rate."""
-    cfg = tiny(2, share_params=False, ippo=True, agent_id=False, normalize_obs=False, normalize_reward=False,
+    cfg = tiny(2, param_sharing="none", ippo=True, agent_id=False, normalize_obs=False, normalize_reward=False,
                anneal_lr=True)
     train = make_train(cfg, env)
     state, metrics = jax.jit(train)(jax.random.PRNGKey(1))
@@ -202,6 +253,74 @@ def test_whole_run_is_one_jitted_function_with_every_variant_flag(env):
     assert train.critic_in_dim == 3  # local observation only
     obs, _ = env.reset(jax.random.PRNGKey(2))
     assert train.act(state, None, obs).shape == (2, 1)
+
+
+# ---------------------------------------------------------------------- parameter sharing
+
+MIXED_DIMS = (1, 2, 1, 2)  # agents 0 and 2 steer 1-D points, agents 1 and 3 2-D ones: two types by action size
+
+
+@pytest.fixture(scope="module")
+def typed():
+    """One run with one actor / critic per agent type on agents of two kinds, and its initial state."""
+    env = SetpointEnv(num_agents=4, dim=MIXED_DIMS)
+    cfg = tiny(15, param_sharing="type")
+    train = make_train(cfg, env)
+    initial = train.init(jax.random.PRNGKey(3))
+    final, metrics = jax.jit(train)(jax.random.PRNGKey(3), initial)
+    return {"env": env, "train": train, "initial": initial, "final": final, "metrics": jax.device_get(metrics)}
+
+
+def leaves_of_agent(train, params, a):
+    return [np.asarray(x[a]) for x in jax.tree.leaves(train.agent_params(params))]
+
+
+def test_type_sharing_gives_one_parameter_set_per_type(typed):
+    """Agents of one type keep identical actor and critic parameters through training, types differ,
+    and both sets were trained (gradients of all agents of a type add up in their set)."""
+    train, initial, final = typed["train"], typed["initial"], typed["final"]
+    np.testing.assert_array_equal(train.param_index, [0, 1, 0, 1])
+    assert final.actor.params["params"]["log_std"].shape == (2, 2)  # [n_types, act_dim]
+    for net in ("actor", "critic"):
+        params = getattr(final, net).params
+        for a, b in ((0, 2), (1, 3)):
+            for x, y in zip(leaves_of_agent(train, params, a), leaves_of_agent(train, params, b)):
+                np.testing.assert_array_equal(x, y)
+        assert not all(np.allclose(x, y) for x, y in zip(leaves_of_agent(train, params, 0),
+                                                         leaves_of_agent(train, params, 1)))
+        before = getattr(initial, net).params
+        for t in (0, 1):
+            assert not all(np.allclose(x, y) for x, y in zip(leaves_of_agent(train, before, t),
+                                                             leaves_of_agent(train, params, t)))
+
+
+def test_type_sharing_trains(typed):
+    """Finite losses, a critic that fits, a return that improves and a trained policy that beats
+    the initial one on agents of both types."""
+    env, train, m = typed["env"], typed["train"], typed["metrics"]
+    assert all(np.isfinite(m[k]).all() for k in ("actor_loss", "critic_loss", "entropy", "approx_kl"))
+    assert m["critic_loss"][-3:].mean() < 0.5 * m["critic_loss"][:3].mean()
+    assert m["episode_return"][-3:].mean() > m["episode_return"][:3].mean() + 1.0
+    before, after = (evaluate(env, train.act, jax.random.PRNGKey(9), num_episodes=64, policy_state=s)["return"]
+                     for s in (typed["initial"], typed["final"]))
+    assert after > before + 1.0, (before, after)
+
+
+def test_sharing_modes_and_explicit_types():
+    """"none": one independent set per agent; `agent_types` overrides the size-based types; every
+    agent must be labelled."""
+    env = SetpointEnv(num_agents=4, dim=MIXED_DIMS)
+    train = make_train(tiny(1, param_sharing="none"), env)
+    kernel = np.asarray(train.init(jax.random.PRNGKey(0)).actor.params["params"]["MLP_0"]["Dense_0"]["kernel"])
+    assert kernel.shape == (4, 5 + 4, 32)  # [n_agents, obs_dim + agent one-hot, hidden]
+    assert all(not np.allclose(kernel[a], kernel[b]) for a in range(4) for b in range(a))  # independent inits
+    menv = MARLEnv.wrap(env)
+    labels = {"agent_0": "x", "agent_1": "x", "agent_2": "y", "agent_3": "x"}
+    np.testing.assert_array_equal(param_index(menv, "type", labels), [0, 0, 1, 0])
+    np.testing.assert_array_equal(param_index(MARLEnv.wrap(SetpointEnv(num_agents=3)), "type", {}), [0, 0, 0])
+    assert param_index(menv, "all", {}) is None
+    with pytest.raises(ValueError, match=r"agent_types: .*none for \['agent_3'\].*unknown agents \['agent_9'\]"):
+        param_index(menv, "type", {"agent_0": "x", "agent_1": "x", "agent_2": "y", "agent_9": "x"})
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -221,6 +340,22 @@ def test_checkpoint_round_trip_restores_identical_actions(trained, tmp_path):
                                           train.act(seed(restored, s), jax.random.PRNGKey(6), obs, deterministic))
     with pytest.raises(ValueError, match="does not match"):
         load_checkpoint(path, seed(restored, 0))  # no seed axis: other shapes
+
+
+def test_checkpoint_round_trip_with_per_type_parameters(typed, tmp_path):
+    """The stacked `[n_types, ...]` layout restores exactly; a layout of another sharing mode is refused."""
+    train, final = typed["train"], typed["final"]
+    path = tmp_path / "typed.msgpack"
+    save_checkpoint(path, final, 15)
+    restored, step = load_checkpoint(path, typed["initial"])
+    assert step == 15 and int(restored.update_step) == 15
+    for x, y in zip(jax.tree.leaves(final), jax.tree.leaves(restored)):
+        np.testing.assert_array_equal(x, y)
+    obs = jax.random.normal(jax.random.PRNGKey(5), (10, 4, 5))
+    np.testing.assert_array_equal(train.act(final, None, obs), train.act(restored, None, obs))
+    other = make_train(tiny(15, param_sharing="none"), typed["env"]).init(jax.random.PRNGKey(3))
+    with pytest.raises(ValueError, match="does not match"):
+        load_checkpoint(path, other)
 
 
 def test_resume_continues_the_step_counter_and_reproduces_the_run(trained):
