@@ -38,7 +38,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from pgjax import coordination, dispatch
 from pgjax import devices as dev
+from pgjax.devices import pcc as pcc_device
 from pgjax.devices.base import Context
 from pgjax.grid import Grid, astype
 from pgjax.powerflow import bus_injections, check_method, network, solve
@@ -74,6 +76,7 @@ class EnvState:
     start: jax.Array  # [] int, profile step of the episode's first step
     devices: dict  # type name -> that type's State
     vm_pu: jax.Array  # [n_bus] voltages of the last power flow
+    coord: coordination.CoordState  # channels, timing and message features
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,9 +160,17 @@ class Env:
         self.num_agents = len(agents)
         w_tree = _accounts(c, learned_tree, node_of_agent)
 
+        self.grid_nodes = [i for i, lv in enumerate(c.tree_level) if lv == "grid"]
+        proto = c.raw.get("protocol", {})
+        vertical = proto.get("vertical", "none")
+        # fixed grid agents under a learned parent follow the vertical protocol's messages
+        tracked = [vertical != "none" and c.tree_parent[k] >= 0 and c.tree_parent[k] in learned_tree
+                   and k not in learned_tree for k in self.grid_nodes]
+        tracked_nodes = {k for k, tr in zip(self.grid_nodes, tracked) if tr}
+
         def controller_of(node):
             k = node
-            while k >= 0:
+            while k >= 0 and k not in tracked_nodes:
                 if k in learned_tree:
                     return learned_tree.index(k)
                 k = c.tree_parent[k]
@@ -183,6 +194,19 @@ class Env:
                     used[a] += t.act_dim
             self.groups.append(_Group(g.type, g.names, len(g.names), ctrl, off, account, obs_pos))
             obs_pos += len(g.names) * t.obs_dim
+        parent_agent = np.full(len(self.grid_nodes), -1, np.int64)
+        parent_col = np.zeros(len(self.grid_nodes), np.int64)
+        for i, k in enumerate(self.grid_nodes):
+            if tracked[i]:
+                parent_agent[i] = learned_tree.index(int(c.tree_parent[k]))
+                parent_col[i] = used[parent_agent[i]]
+                used[parent_agent[i]] += 1
+        grid_index = {k: i for i, k in enumerate(self.grid_nodes)}
+        self.tracked_of = {g.type: np.array([grid_index.get(int(o), -1) if int(o) in tracked_nodes else -1
+                                             for o in cg.owner], np.int64)
+                           for g, cg in zip(self.groups, c.groups)}
+        self.dispatch_types = [self.groups[i].type for i in dispatch.dispatchable([g.type for g in self.groups])
+                               if (self.tracked_of[self.groups[i].type] >= 0).any()]
         self.act_sizes = tuple(int(u) for u in used)
         self.act_dim = max(1, max(self.act_sizes))
         self.action_mask = np.arange(self.act_dim)[None, :] < np.asarray(used)[:, None]
@@ -196,25 +220,33 @@ class Env:
 
         # cost / safety attribution of buses and branches
         self.bus_account = w_tree[c.bus_owner]  # [n_bus, n_agents]
+        self.grid_account = w_tree[self.grid_nodes].reshape(len(self.grid_nodes), self.num_agents)
         to_bus = np.asarray(c.grid.branch.to_bus)
         self.branch_account = self.bus_account[to_bus]
-        self.grid_nodes = [i for i, lv in enumerate(c.tree_level) if lv == "grid"]
         self.bus_grid_onehot = (c.bus_owner[:, None] == np.asarray(self.grid_nodes)[None, :]).astype(float)
 
-        # observation layout: [device features | (vm - 1) / 0.05 per bus | time | profiles]
+        self.coordinator = coordination.Coordinator(
+            coordination.build_layout(c, self.grid_nodes, tracked, parent_agent, parent_col, self.agents), self.dtype)
+        self.pcc_grid = self._pcc_grid()
+
+        # observation layout:
+        # [device features | (vm - 1) / 0.05 per bus | time | profiles | message features per grid agent]
         self.n_series = c.profiles.shape[1]
         vm_start = obs_pos
         time_start = vm_start + n_bus
-        self.n_features = time_start + N_TIME_FEATURES + self.n_series
-        global_idx = list(range(time_start, self.n_features))
+        msg_start = time_start + N_TIME_FEATURES + self.n_series
+        n_msg = self.coordinator.n_features
+        self.n_features = msg_start + len(self.grid_nodes) * n_msg
+        global_idx = list(range(time_start, msg_start))
         local = []
         for a in range(self.num_agents):
             idx = []
             for grp in self.groups:
                 t = dev.get(grp.type)
                 for k in range(grp.n):
-                    mine = grp.controller[k] == a or (
-                        c.learned != "device" and c.groups[self.groups.index(grp)].owner[k] == node_of_agent[a])
+                    owner = int(c.groups[self.groups.index(grp)].owner[k])
+                    mine = grp.controller[k] == a or (c.learned != "device" and (
+                        owner == node_of_agent[a] or (owner in tracked_nodes and c.tree_parent[owner] == node_of_agent[a])))
                     if mine:
                         idx += list(range(grp.obs_start + k * t.obs_dim, grp.obs_start + (k + 1) * t.obs_dim))
             if c.learned == "device":
@@ -223,6 +255,10 @@ class Env:
             else:
                 buses = list(np.flatnonzero(c.bus_owner == node_of_agent[a]))
             idx += [vm_start + b for b in buses] + global_idx
+            my_grids = [i for i, k in enumerate(self.grid_nodes)
+                        if k == node_of_agent[a] or (tracked[i] and c.tree_parent[k] == node_of_agent[a])]
+            for i in my_grids:
+                idx += list(range(msg_start + i * n_msg, msg_start + (i + 1) * n_msg))
             local.append(idx)
         if self.centralized:
             local = [list(range(self.n_features))] * self.num_agents
@@ -232,6 +268,22 @@ class Env:
         for a, ix in enumerate(local):
             self.obs_index[a, :len(ix)] = ix
         self.default_params = self._make_params()
+
+    def _pcc_grid(self) -> np.ndarray:
+        """`[n_pcc]` grid-agent index owning each PCC device (-1: none)."""
+        cg = next((g for g in self.compiled.groups if g.type == "pcc"), None)
+        if cg is None:
+            return np.zeros(0, np.int64)
+        pos = {k: i for i, k in enumerate(self.grid_nodes)}
+        return np.array([pos.get(int(o), -1) for o in cg.owner], np.int64)
+
+    def _grid_imports(self, import_mw) -> jax.Array:
+        """Import per grid agent `[n_grid]` (MW) from the PCC devices' imports `[n_pcc]`."""
+        n = len(self.grid_nodes)
+        if not len(self.pcc_grid):
+            return jnp.zeros(n, self.dtype)
+        seg = jnp.asarray(np.where(self.pcc_grid >= 0, self.pcc_grid, n))
+        return jax.ops.segment_sum(import_mw, seg, n + 1)[:n]
 
     # ------------------------------------------------------------------ params / spaces
 
@@ -278,7 +330,7 @@ class Env:
         hour_angle = 2 * jnp.pi * ctx.hour / 24.0
         time = jnp.stack([ctx.price / 100.0, jnp.sin(hour_angle), jnp.cos(hour_angle),
                           state.t / self.episode_steps]).astype(self.dtype)
-        parts += [(state.vm_pu - 1.0) / 0.05, time, ctx.series]
+        parts += [(state.vm_pu - 1.0) / 0.05, time, ctx.series, state.coord.features.reshape(-1)]
         return jnp.concatenate([p.astype(self.dtype) for p in parts])
 
     def world_state(self, state: EnvState, params: EnvParams | None = None) -> jax.Array:
@@ -312,9 +364,13 @@ class Env:
         keys = jax.random.split(k_dev, max(len(self.groups), 1))
         states = {g.type: dev.get(g.type).init(params.devices[g.type], keys[i]) for i, g in enumerate(self.groups)}
         vm, _ = network.setpoints(params.grid)
+        dummy_obs = jnp.zeros((self.num_agents, self.obs_dim), self.dtype)
+        coord = self.coordinator.init(self.default_actions, dummy_obs)
         state = EnvState(t=jnp.asarray(0, jnp.int32), start=start.astype(jnp.int32), devices=states,
-                         vm_pu=jnp.where(network.energized(params.grid), vm, 0.0).astype(self.dtype))
-        return self.get_obs(state, params), state
+                         vm_pu=jnp.where(network.energized(params.grid), vm, 0.0).astype(self.dtype), coord=coord)
+        obs = self.get_obs(state, params)
+        state = state.replace(coord=self.coordinator.init(self.default_actions, obs))
+        return obs, state
 
     def reset(self, key, params: EnvParams | None = None):
         return self.reset_env(key, self.default_params if params is None else params)
@@ -327,6 +383,9 @@ class Env:
         is_nan = jnp.isnan(actions)
         nan_actions = jnp.sum(is_nan & mask)
         actions = jnp.clip(jnp.where(is_nan, jnp.asarray(self.default_actions, dt), actions), -1.0, 1.0)
+        coord_ = self.coordinator
+        actions, cs = coord_.act_timing(state.coord, actions)
+        k_vertical, k_horizontal = jax.random.split(key)
 
         ctx = self._context(state.start + state.t, params, state.vm_pu)
         grid = params.grid
@@ -337,12 +396,30 @@ class Env:
                                    q_mvar=grid.load.q_mvar * load_f * params.load_scale),
             sgen=grid.sgen.replace(p_mw=grid.sgen.p_mw * sgen_f, q_mvar=grid.sgen.q_mvar * sgen_f))
         p_bus, q_bus = bus_injections(grid)
-        n_bus = grid.n_bus
+        n_bus, n_grid = grid.n_bus, len(self.grid_nodes)
+        pcc_params = params.devices.get("pcc")
+        received, h_out, n_sent = jnp.zeros(n_grid, dt), {}, jnp.zeros((), jnp.int32)
+        if coord_.layout.vertical != "none":
+            received, sent, cs = coord_.vertical(cs, k_vertical, actions, ctx.price)
+            n_sent = n_sent + sent
+        if coord_.layout.horizontal != "none":
+            import_last = self._grid_imports(state.devices["pcc"].import_mw) if pcc_params is not None else \
+                jnp.zeros(n_grid, dt)
+            h_out, sent, cs = coord_.horizontal(cs, k_horizontal, import_last, ctx.price, pcc_params)
+            n_sent = n_sent + sent
+        tracked = {}
+        if self.dispatch_types:
+            net_load = -(p_bus @ jnp.asarray(self.bus_grid_onehot, dt))
+            tracked = coord_.grid_actions(received, net_load, self.dispatch_types, params.devices, state.devices,
+                                          ctx, {t: jnp.asarray(self.tracked_of[t]) for t in self.dispatch_types})
         setpoints, new_states = {}, {}
         for g in self.groups:
             t = dev.get(g.type)
             prm, st = params.devices[g.type], state.devices[g.type]
-            sp = t.decode(prm, st, self._device_actions(g, actions, params, state, ctx), ctx)
+            act = self._device_actions(g, actions, params, state, ctx)
+            if g.type in tracked:
+                act = jnp.where(jnp.asarray(self.tracked_of[g.type] >= 0)[:, None], tracked[g.type].astype(dt), act)
+            sp = t.decode(prm, st, act, ctx)
             ns = t.dynamics(prm, st, sp, ctx)
             if t.apply_to_grid is not None:
                 grid = t.apply_to_grid(prm, ns, grid)
@@ -369,6 +446,13 @@ class Env:
             for k, v in t.metrics(prm, st, sp, ctx).items():
                 totals[k] = totals.get(k, 0.0) + jnp.sum(v)
             new_states[g.type] = t.measure(prm, new_states[g.type], ctx)
+
+        if coord_.layout.horizontal == "p2p_trading" and pcc_params is not None:
+            import_now = self._grid_imports(pcc_device.exchange(pcc_params, pf))
+            adjust = coord_.settle(h_out, import_now, ctx.price, params.dt_h, pcc_params)
+            cost = cost + adjust @ jnp.asarray(self.grid_account, dt)
+            cost_total = cost_total + jnp.sum(adjust)
+        cs = cs.replace(features=coord_.features(received, h_out))
 
         on = network.energized(grid)
         vm = pf.vm_pu
@@ -399,11 +483,14 @@ class Env:
             "net_load_variance_mw2": jnp.var(net_load),
             "nan_actions": nan_actions, "price": ctx.price,
             "p_injected_mw": jnp.sum(jnp.where(on, p_bus, 0)), "slack_p_mw": slack,
+            "messages_sent": n_sent,
+            "p2p_volume_mw": jnp.sum(jnp.maximum(h_out["p2p_mw"], 0)) if "p2p_mw" in h_out else jnp.zeros((), dt),
         }
-        new_state = EnvState(t=state.t + 1, start=state.start, devices=new_states, vm_pu=vm.astype(dt))
+        new_state = EnvState(t=state.t + 1, start=state.start, devices=new_states, vm_pu=vm.astype(dt), coord=cs)
         truncated = new_state.t >= self.episode_steps
         terminated = jnp.zeros((), bool)
-        return self.get_obs(new_state, params), new_state, reward, terminated, truncated, info
+        obs, cs = coord_.obs_timing(cs, self.get_obs(new_state, params))
+        return obs, new_state.replace(coord=cs), reward, terminated, truncated, info
 
     def step(self, key, state: EnvState, actions, params: EnvParams | None = None):
         """`step_env`, then reset where the episode ended (JaxMARL-style auto-reset)."""

@@ -23,6 +23,8 @@ A scenario file (see `pgjax/scenarios/*.yaml` for complete examples)::
     reward: {penalty: 100.0, shared: false, scale: 1.0}
     observation: {centralized: false}
     hierarchy: {learned: grid}       # system | grid | device
+    protocol: {vertical: none, horizontal: none}   # see pgjax.coordination
+    communication: {msg_delay: 0, loss_prob: 0.0, tick_interval: 1}
     agents:
       - id: DSO
         level: system
@@ -196,7 +198,42 @@ class _Checker:
 
 
 TOP_KEYS = {"name", "version", "description", "variants", "network", "dtype", "powerflow", "time", "profiles",
-            "limits", "reward", "observation", "hierarchy", "agents"}
+            "limits", "reward", "observation", "hierarchy", "protocol", "communication", "agents"}
+PER_AGENT_TIMING = {"tick_interval": 1, "tick_offset": 0, "act_delay": 0, "obs_delay": 0}
+
+
+def _check_coordination(c: _Checker, raw: dict, ids: list) -> None:
+    """The `protocol` and `communication` sections (see `pgjax.coordination`)."""
+    from pgjax.coordination import GRAPHS, HORIZONTAL, VERTICAL
+    from pgjax.comms import JITTER_KINDS
+
+    pr = c.section(raw, "protocol")
+    c.keys(pr, {"vertical", "horizontal", "graph", "price_min", "price_max", "iterations", "mechanism"}, "protocol")
+    c.value(pr, "vertical", "string", "protocol", choices=VERTICAL)
+    c.value(pr, "horizontal", "string", "protocol", choices=HORIZONTAL)
+    c.value(pr, "graph", "string", "protocol", choices=GRAPHS)
+    c.value(pr, "iterations", "int", "protocol", minimum=1)
+    c.value(pr, "mechanism", "string", "protocol", choices=("uniform", "pay_as_bid"))
+    lo, hi = c.value(pr, "price_min", "number", "protocol"), c.value(pr, "price_max", "number", "protocol")
+    if lo is not None and hi is not None and lo >= hi:
+        c.add("protocol.price_max", f"a number > protocol.price_min ({lo})", hi)
+    com = c.section(raw, "communication")
+    c.keys(com, {"msg_delay", "loss_prob", "jitter", "jitter_kind", *PER_AGENT_TIMING}, "communication")
+    p = c.value(com, "loss_prob", "number", "communication", minimum=0)
+    if p is not None and p > 1:
+        c.add("communication.loss_prob", "a probability in [0, 1]", p)
+    c.value(com, "jitter", "number", "communication", minimum=0)
+    c.value(com, "jitter_kind", "string", "communication", choices=JITTER_KINDS)
+    for key in ("msg_delay", *PER_AGENT_TIMING):
+        low = 1 if key == "tick_interval" else 0
+        spec = com.get(key)
+        items = spec.items() if isinstance(spec, dict) else [(None, spec)] if key in com else []
+        for aid, v in items:
+            path = f"communication.{key}" + (f".{aid}" if aid is not None else "")
+            if aid is not None and aid not in ids:
+                c.add(path, f"one of the agent ids {ids}", aid)
+            elif isinstance(v, bool) or not isinstance(v, int) or v < low:
+                c.add(path, f"an integer >= {low} (steps), or a mapping agent id -> integer", v)
 
 
 def validate_structure(raw: dict) -> list[Problem]:
@@ -311,6 +348,7 @@ def validate_structure(raw: dict) -> list[Problem]:
     for i, a in enumerate(agents):
         if isinstance(a, dict) and a.get("parent") is not None and a["parent"] not in ids:
             c.add(f"agents[{i}].parent", f"one of the agent ids {ids}", a["parent"])
+    _check_coordination(c, raw, ids)
     return c.problems
 
 
@@ -362,6 +400,8 @@ OVERRIDE_PATHS = {
     "learned": ("hierarchy", "learned"), "method": ("powerflow", "method"),
     "jacobian": ("powerflow", "jacobian"), "max_iter": ("powerflow", "max_iter"), "dtype": ("dtype",),
     "network": ("network",), "vm_min_pu": ("limits", "vm_min_pu"), "vm_max_pu": ("limits", "vm_max_pu"),
+    "vertical": ("protocol", "vertical"), "horizontal": ("protocol", "horizontal"),
+    "msg_delay": ("communication", "msg_delay"), "loss_prob": ("communication", "loss_prob"),
 }
 
 

@@ -22,7 +22,7 @@ Built-in types: `generator`, `storage`, `pv`, `wind`, `pcc`, `shunt`, `tap_chang
 
 from __future__ import annotations
 
-from pgjax.devices.base import Context, DeviceType, Field, Setpoint
+from pgjax.devices.base import Context, DeviceType, Dispatch, Field, Setpoint
 from pgjax.devices.flexible_load import CURTAILABLE_LOAD, SHIFTABLE_LOAD
 from pgjax.devices.generator import GENERATOR
 from pgjax.devices.pcc import PCC
@@ -48,4 +48,4 @@ get = REGISTRY.lookup
 for _t in (GENERATOR, STORAGE, PV, WIND, PCC, SHUNT, TAP_CHANGER, CURTAILABLE_LOAD, SHIFTABLE_LOAD):
     register(_t)
 
-__all__ = ["Context", "DeviceType", "Field", "Setpoint", "REGISTRY", "register", "get"]
+__all__ = ["Context", "DeviceType", "Dispatch", "Field", "Setpoint", "REGISTRY", "register", "get"]

@@ -18,6 +18,11 @@ Devices that no learned agent controls act by `rule(params, state, ctx)` if the 
 one (e.g. voltage-band control of tap changers and capacitor banks), else by
 `default_action`.
 
+Types whose active power can be dispatched (generator, storage, PV, wind) also carry a
+`Dispatch` record: the feasible injection range this step, the action that realizes a
+target injection, a merit tier and cost coefficients. Fixed grid controllers
+(`pgjax.dispatch`) use it to track a setpoint or respond to a price sent from above.
+
 Parameters are declared once in `fields` (name -> `Field`); the scenario compiler validates
 YAML entries against it and `build` turns them into the parameter dataclass.
 """
@@ -85,6 +90,25 @@ def _no_metrics(params, state, setpoint, ctx):
     return {}
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dispatch:
+    """How a fixed controller dispatches a type's active power (all arrays `[n]`, MW).
+
+    - `p_range(params, state, ctx) -> (lo, hi)`: injections reachable this step;
+    - `p_action(params, state, ctx, p_mw) -> action [n, act_dim]`: the action whose decoded
+      setpoint is `p_mw` clipped to the feasible set (reactive power at its default);
+    - `merit`: order in which a tracking controller raises output (0 first; it lowers in
+      reverse order): 0 renewables, 1 storage, 2 fuel-burning units;
+    - `price_terms(params, state) -> (a, b, is_storage, soc)`: cost `a p^2 + b p` ($/h) seen
+      by a price response (storage: `b` is its degradation cost per MWh, `soc` in [0, 1]).
+    """
+
+    p_range: Callable
+    p_action: Callable
+    merit: int
+    price_terms: Callable
+
+
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity (a static jit argument)
 class DeviceType:
     """A registered device type (see the module docstring for the call order)."""
@@ -106,6 +130,7 @@ class DeviceType:
     measure: Callable = _identity_state
     metrics: Callable = _no_metrics
     rule: Callable | None = None  # (params, state, ctx) -> [n, act_dim]: fixed policy when no agent
+    dispatch: Dispatch | None = None  # active-power dispatch by fixed grid controllers
     doc: str = ""
 
     def build(self, values: dict[str, list]) -> Any:
@@ -115,6 +140,12 @@ class DeviceType:
             dtype = {"float": np.float64, "bool": bool}.get(f.kind, np.int32)
             arrays[name] = np.asarray(values[name], dtype=dtype)
         return self.params_cls(**arrays)
+
+
+def to_action(p, lo, hi):
+    """Inverse of `lerp`: the action in [-1, 1] that maps to `p` in `[lo, hi]` (0 if `hi == lo`)."""
+    span = hi - lo
+    return jnp.where(span > 0, jnp.clip(2.0 * (p - lo) / jnp.where(span > 0, span, 1.0) - 1.0, -1.0, 1.0), 0.0)
 
 
 def unit_interval(a):

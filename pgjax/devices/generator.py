@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from pgjax.devices.base import DeviceType, Field, Setpoint, lerp, q_capability
+from pgjax.devices.base import DeviceType, Dispatch, Field, Setpoint, lerp, q_capability, to_action
 
 EPS = 1e-6
 
@@ -77,18 +77,28 @@ def init(params: Params, key) -> State:
                  on=on, hours_in_state=jnp.full_like(params.p_min_mw, 1e3))
 
 
-def decode(params: Params, state: State, action, ctx) -> Setpoint:
-    dt = ctx.dt_h
-    want_on = (action[:, 0] > 0) | ~params.commitment
+def can_switch(params: Params, state: State, dt):
+    """`(can_start, can_stop)` `[n]` bool: minimum up/down times and the shutdown ramp."""
     can_start = state.hours_in_state >= params.min_down_h - EPS
     can_stop = ((state.hours_in_state >= params.min_up_h - EPS)
                 & (state.p_mw <= params.p_min_mw + params.ramp_down_mw_per_h * dt + EPS))
-    on = jnp.where(state.on, want_on | ~can_stop, want_on & can_start)
+    return can_start, can_stop
+
+
+def window(params: Params, state: State, dt):
+    """`(lo, hi)` MW `[n]`: output range if the unit is on after this step (ramps, limits)."""
     lo = jnp.where(state.on, jnp.maximum(params.p_min_mw, state.p_mw - params.ramp_down_mw_per_h * dt),
                    params.p_min_mw)
     hi_start = jnp.maximum(params.p_min_mw, jnp.minimum(params.p_max_mw, params.ramp_up_mw_per_h * dt))
     hi = jnp.where(state.on, jnp.minimum(params.p_max_mw, state.p_mw + params.ramp_up_mw_per_h * dt), hi_start)
-    hi = jnp.maximum(hi, lo)
+    return lo, jnp.maximum(hi, lo)
+
+
+def decode(params: Params, state: State, action, ctx) -> Setpoint:
+    want_on = (action[:, 0] > 0) | ~params.commitment
+    can_start, can_stop = can_switch(params, state, ctx.dt_h)
+    on = jnp.where(state.on, want_on | ~can_stop, want_on & can_start)
+    lo, hi = window(params, state, ctx.dt_h)
     p = jnp.where(on, lerp(action[:, 1], lo, hi), 0.0)
     q_cap = q_capability(params.s_max_mva, p)
     q_lo = jnp.maximum(params.q_min_mvar, -q_cap)
@@ -124,7 +134,29 @@ def observe(params: Params, state: State, ctx):
                       state.on.astype(scale.dtype), jnp.minimum(state.hours_in_state, 24.0) / 24.0], axis=-1)
 
 
+def p_range(params: Params, state: State, ctx):
+    """Lowest and highest reachable output; the lowest is 0 where the unit can be (or stay) off."""
+    can_start, can_stop = can_switch(params, state, ctx.dt_h)
+    lo, hi = window(params, state, ctx.dt_h)
+    may_be_off = jnp.where(state.on, can_stop, True) & params.commitment
+    may_be_on = state.on | can_start | ~params.commitment
+    return jnp.where(may_be_off, 0.0, lo), jnp.where(may_be_on, hi, 0.0)
+
+
+def p_action(params: Params, state: State, ctx, p_mw):
+    """On when the target reaches half the minimum output, then the target within the window."""
+    lo, hi = window(params, state, ctx.dt_h)
+    on = p_mw >= 0.5 * jnp.maximum(lo, EPS)
+    return jnp.stack([jnp.where(on, 1.0, -1.0), to_action(p_mw, lo, hi), jnp.zeros_like(p_mw)], axis=-1)
+
+
+def price_terms(params: Params, state: State):
+    z = jnp.zeros_like(params.p_max_mw)
+    return params.cost_c_per_mw2h, params.cost_b_per_mwh, jnp.zeros(z.shape, bool), z
+
+
 GENERATOR = DeviceType(
     name="generator", params_cls=Params, state_cls=State, fields=FIELDS, act_dim=3, obs_dim=4,
     default_action=(1.0, -1.0, 0.0), init=init, decode=decode, dynamics=dynamics, cost=cost,
-    safety=safety, observe=observe, doc=__doc__)
+    safety=safety, observe=observe, doc=__doc__,
+    dispatch=Dispatch(p_range=p_range, p_action=p_action, merit=2, price_terms=price_terms))

@@ -66,10 +66,14 @@ def dynamics(params, state, sp, ctx):
     return state
 
 
+def bill(params: Params, price, import_mw, dt_h):
+    """$ per step for importing `import_mw` (negative: export) at `price` $/MWh, `[n]`."""
+    price = price * params.price_scale
+    return dt_h * price * (jnp.maximum(import_mw, 0) - (1 - params.sell_discount) * jnp.maximum(-import_mw, 0))
+
+
 def cost(params: Params, state: State, sp: Setpoint, ctx):
-    p = exchange(params, ctx.pf)
-    price = ctx.price * params.price_scale
-    return ctx.dt_h * price * (jnp.maximum(p, 0) - (1 - params.sell_discount) * jnp.maximum(-p, 0))
+    return bill(params, ctx.price, exchange(params, ctx.pf), ctx.dt_h)
 
 
 def safety(params: Params, state: State, sp: Setpoint, ctx):

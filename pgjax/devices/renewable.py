@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from pgjax.devices.base import DeviceType, Field, Setpoint, q_capability, take, unit_interval
+from pgjax.devices.base import DeviceType, Dispatch, Field, Setpoint, q_capability, take, to_action, unit_interval
 
 
 @struct.dataclass
@@ -51,8 +51,13 @@ def available(params: Params, ctx):
     return params.p_max_mw * jnp.clip(take(ctx.series, params.profile, 1.0), 0.0, 1.0)
 
 
+def usable(params: Params, ctx):
+    """Available power the inverter can deliver, MW `[n]`."""
+    return jnp.minimum(available(params, ctx), params.s_max_mva)
+
+
 def decode(params: Params, state: State, action, ctx) -> Setpoint:
-    avail = jnp.minimum(available(params, ctx), params.s_max_mva)
+    avail = usable(params, ctx)
     share = jnp.where(params.curtailable, unit_interval(action[:, 0]), 1.0)
     p = avail * share
     q = jnp.clip(action[:, 1], -1.0, 1.0) * q_capability(params.s_max_mva, p)
@@ -83,11 +88,27 @@ def metrics(params, state, sp, ctx):
     return {"curtailment_mwh": (sp.aux - sp.p_mw) * ctx.dt_h, "renewable_mwh": sp.p_mw * ctx.dt_h}
 
 
+def p_range(params: Params, state: State, ctx):
+    avail = usable(params, ctx)
+    return jnp.where(params.curtailable, 0.0, avail), avail
+
+
+def p_action(params: Params, state: State, ctx, p_mw):
+    a = to_action(p_mw, 0.0, usable(params, ctx))
+    return jnp.stack([jnp.where(params.curtailable, a, 1.0), jnp.zeros_like(a)], axis=-1)
+
+
+def price_terms(params: Params, state: State):
+    z = jnp.zeros_like(params.p_max_mw)
+    return z, -params.curtailment_cost_per_mwh, jnp.zeros(z.shape, bool), z
+
+
 def _make(name):
     return DeviceType(
         name=name, params_cls=Params, state_cls=State, fields=FIELDS, act_dim=2, obs_dim=3,
         default_action=(1.0, 0.0), init=init, decode=decode, dynamics=dynamics, cost=cost,
-        safety=safety, observe=observe, metrics=metrics, doc=__doc__)
+        safety=safety, observe=observe, metrics=metrics, doc=__doc__,
+        dispatch=Dispatch(p_range=p_range, p_action=p_action, merit=0, price_terms=price_terms))
 
 
 PV = _make("pv")

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from pgjax.devices.base import DeviceType, Field, Setpoint, q_capability
+from pgjax.devices.base import DeviceType, Dispatch, Field, Setpoint, q_capability
 
 
 @struct.dataclass
@@ -111,7 +111,24 @@ def metrics(params, state, sp, ctx):
     return {"storage_throughput_mwh": jnp.abs(sp.p_mw) * ctx.dt_h}
 
 
+def p_range(params: Params, state: State, ctx):
+    dis, ch = limits(params, state, ctx.dt_h)
+    return -ch, dis
+
+
+def p_action(params: Params, state: State, ctx, p_mw):
+    dis, ch = limits(params, state, ctx.dt_h)
+    a = jnp.where(p_mw >= 0, p_mw / jnp.maximum(dis, 1e-12), p_mw / jnp.maximum(ch, 1e-12))
+    return jnp.stack([jnp.clip(a, -1.0, 1.0), jnp.zeros_like(a)], axis=-1)
+
+
+def price_terms(params: Params, state: State):
+    soc = state.e_mwh / jnp.maximum(params.e_max_mwh, 1e-12)
+    return jnp.zeros_like(soc), params.degradation_cost_per_mwh, jnp.ones(soc.shape, bool), soc
+
+
 STORAGE = DeviceType(
     name="storage", params_cls=Params, state_cls=State, fields=FIELDS, act_dim=2, obs_dim=2,
     default_action=(0.0, 0.0), init=init, decode=decode, dynamics=dynamics, cost=cost,
-    safety=safety, observe=observe, metrics=metrics, doc=__doc__)
+    safety=safety, observe=observe, metrics=metrics, doc=__doc__,
+    dispatch=Dispatch(p_range=p_range, p_action=p_action, merit=1, price_terms=price_terms))
