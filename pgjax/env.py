@@ -447,8 +447,9 @@ class Env:
                 totals[k] = totals.get(k, 0.0) + jnp.sum(v)
             new_states[g.type] = t.measure(prm, new_states[g.type], ctx)
 
+        import_now = self._grid_imports(pcc_device.exchange(pcc_params, pf)) if pcc_params is not None else \
+            jnp.zeros(n_grid, dt)
         if coord_.layout.horizontal == "p2p_trading" and pcc_params is not None:
-            import_now = self._grid_imports(pcc_device.exchange(pcc_params, pf))
             adjust = coord_.settle(h_out, import_now, ctx.price, params.dt_h, pcc_params)
             cost = cost + adjust @ jnp.asarray(self.grid_account, dt)
             cost_total = cost_total + jnp.sum(adjust)
@@ -483,8 +484,9 @@ class Env:
             "net_load_variance_mw2": jnp.var(net_load),
             "nan_actions": nan_actions, "price": ctx.price,
             "p_injected_mw": jnp.sum(jnp.where(on, p_bus, 0)), "slack_p_mw": slack,
-            "messages_sent": n_sent,
-            "p2p_volume_mw": jnp.sum(jnp.maximum(h_out["p2p_mw"], 0)) if "p2p_mw" in h_out else jnp.zeros((), dt),
+            "messages_sent": n_sent, "grid_import_mw": import_now, "message_received": received,
+            "p2p_mw": h_out.get("p2p_mw", jnp.zeros(n_grid, dt)).astype(dt),
+            "p2p_volume_mw": jnp.sum(jnp.maximum(h_out.get("p2p_mw", jnp.zeros(n_grid, dt)), 0)).astype(dt),
         }
         new_state = EnvState(t=state.t + 1, start=state.start, devices=new_states, vm_pu=vm.astype(dt), coord=cs)
         truncated = new_state.t >= self.episode_steps
