@@ -48,6 +48,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import fnmatch
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,11 @@ REGISTRY: dict[str, dict] = {}
 
 
 def register(name: str, path_or_raw, **overrides) -> None:
-    """Register a scenario `name` (`family-vN`) from a YAML path or a raw mapping, plus overrides."""
+    """Register a scenario `name` (`family-vN`) from a YAML path, a raw mapping or a builder, plus overrides.
+
+    A builder is a callable returning a raw mapping; `make(name, **kwargs)` passes it the
+    keyword arguments its signature names (e.g. `n_microgrids`), the rest are overrides.
+    """
     if "-v" not in name:
         raise ValueError(f"scenario name '{name}' must carry a version: '<family>-v<N>'")
     REGISTRY[name] = {"source": path_or_raw, "overrides": overrides}
@@ -112,7 +117,15 @@ def resolve_name(name: str) -> str:
     return max(versions, key=lambda k: int(k.rsplit("-v", 1)[1]))
 
 
-def load(name_or_path) -> tuple[dict, str, dict]:
+def builder_of(name_or_path):
+    """The builder callable of a registered generated scenario, else None."""
+    if isinstance(name_or_path, dict) or str(name_or_path).endswith((".yaml", ".yml")):
+        return None
+    source = REGISTRY[resolve_name(str(name_or_path))]["source"]
+    return source if callable(source) else None
+
+
+def load(name_or_path, **builder_kwargs) -> tuple[dict, str, dict]:
     """`(raw mapping, source, registry overrides)` for a registered name, YAML path or mapping."""
     if isinstance(name_or_path, dict):
         return copy.deepcopy(name_or_path), "<dict>", {}
@@ -121,6 +134,11 @@ def load(name_or_path) -> tuple[dict, str, dict]:
     if not text.endswith((".yaml", ".yml")):
         entry = REGISTRY[resolve_name(text)]
         overrides = dict(entry["overrides"])
+        if callable(entry["source"]):
+            try:
+                return entry["source"](**builder_kwargs), text, overrides
+            except (TypeError, ValueError) as e:
+                raise ScenarioError(text, [Problem("<builder>", "valid builder arguments", str(e))]) from None
         if isinstance(entry["source"], dict):
             return copy.deepcopy(entry["source"]), text, overrides
         text = str(entry["source"])
@@ -481,10 +499,9 @@ def _resolve_network(spec):
     if isinstance(spec, dict):
         import pandapower.networks as pn
 
-        builder = getattr(pn, spec["builder"], None)
-        if builder is None:
-            import pgjax.scenario_builders as sb  # noqa: F401  (optional user builders)
-            builder = getattr(sb, spec["builder"])
+        import pgjax.scenario_builders as sb
+
+        builder = getattr(sb, spec["builder"], None) or getattr(pn, spec["builder"])
         return builder(**spec.get("kwargs", {}))
     return networks.load(spec)
 
@@ -514,7 +531,9 @@ def compile_scenario(name_or_raw, **overrides) -> Compiled:
     """Validate and resolve a scenario; raise `ScenarioError` listing every problem."""
     from converters.pandapower import from_pandapower
 
-    raw, source, reg_overrides = load(name_or_raw)
+    builder = builder_of(name_or_raw)
+    accepted = inspect.signature(builder).parameters if builder else {}
+    raw, source, reg_overrides = load(name_or_raw, **{k: overrides.pop(k) for k in list(overrides) if k in accepted})
     raw = apply_overrides(raw, {**reg_overrides, **overrides})
     problems = validate_structure(raw)
     if problems:
@@ -765,3 +784,7 @@ for _path in sorted(SCENARIO_DIR.glob("*.yaml")):
     register(f"{_raw['name']}-v{_raw.get('version', 0)}", _path)
     for _variant, _over in (_raw.get("variants") or {}).items():
         register(f"{_variant}-v{_raw.get('version', 0)}", _path, **_over)
+
+from pgjax import scenario_builders  # noqa: E402  (after the registry exists)
+
+register("multi_microgrid_large-v0", scenario_builders.multi_microgrid)
