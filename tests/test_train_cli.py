@@ -72,11 +72,11 @@ def test_resume_continues_the_step_counter(run_dir):
 def test_eval_writes_every_controller_with_finite_cost_and_safety(run_dir):
     out, _ = run_dir
     results = json.loads((out / "eval.json").read_text())
-    assert set(results) == {"mappo", "random", "do_nothing", "rule_based"}
+    assert set(results) == {"mappo", "random", "do_nothing", "rule_based", "oracle"}
     for name, m in results.items():
         assert math.isfinite(m["cost"]) and math.isfinite(m["safety"]), name
         assert m["episodes"] == 4
-    assert (out / "eval.csv").read_text().count("\n") == 5  # header + 4 controllers
+    assert (out / "eval.csv").read_text().count("\n") == 6  # header + 5 controllers
     assert (out / "eval_day.png").stat().st_size > 0
 
 
