@@ -101,10 +101,7 @@ def _local_pos(env, agent: int, feature: int) -> int:
 
 def _time_positions(env, agent: int) -> tuple[int, int, int]:
     """Local positions of price / 100, sin(hour) and cos(hour) (the env's time features)."""
-    from pgjax.env import N_TIME_FEATURES
-
-    time_start = env.n_features - N_TIME_FEATURES - env.n_series
-    pos = tuple(_local_pos(env, agent, time_start + j) for j in range(3))
+    pos = tuple(_local_pos(env, agent, env.time_start + j) for j in range(3))
     if min(pos) < 0:
         raise ValueError(f"agent {env.agents[agent]} does not observe the price and time of day")
     return pos
@@ -138,7 +135,7 @@ def rule_based_controller(env, params=None, band: float = 0.1, droop_gain: float
     prm = menv.params
     n_agents = menv.num_agents
     default = np.asarray(menv.default_actions, np.float32)
-    vm_start = e.n_features - e.n_series - 4 - e.compiled.grid.n_bus
+    vm_start = e.vm_start
     dt_h = float(e.compiled.dt_h)
     n_slots = max(round(24 / dt_h), 1)
 

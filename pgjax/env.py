@@ -235,6 +235,7 @@ class Env:
         vm_start = obs_pos
         time_start = vm_start + n_bus
         msg_start = time_start + N_TIME_FEATURES + self.n_series
+        self.vm_start, self.time_start, self.msg_start = vm_start, time_start, msg_start  # global feature offsets
         n_msg = self.coordinator.n_features
         self.n_features = msg_start + len(self.grid_nodes) * n_msg
         global_idx = list(range(time_start, msg_start))
@@ -427,6 +428,12 @@ class Env:
             q_bus = q_bus + jax.ops.segment_sum(sp.q_mvar, prm.bus, n_bus)
             setpoints[g.type], new_states[g.type] = sp, ns
         pf = solve(grid, p_bus, q_bus, method=self.method, max_iter=self.max_iter, jacobian=self.jacobian)
+        # a power flow that did not converge keeps the last voltages and zero flows: it is
+        # reported (`info["nonconverged"]`) and penalized, never passed on as inf / NaN
+        ok = jnp.all(jnp.isfinite(pf.vm_pu)) & (pf.converged | (self.method == "lindistflow"))
+        pf = jax.tree.map(lambda x: jnp.where(ok, x, jnp.zeros_like(x))
+                          if jnp.issubdtype(x.dtype, jnp.floating) else x, pf)
+        pf = pf.replace(vm_pu=jnp.where(ok, pf.vm_pu, state.vm_pu.astype(pf.vm_pu.dtype)))
         ctx = ctx.replace(pf=pf)
 
         n_agents = self.num_agents

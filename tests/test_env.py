@@ -199,3 +199,21 @@ def test_every_registered_scenario_makes_and_steps(name):
         obs, state, reward, term, trunc, info = step(jax.random.PRNGKey(t), state, random_actions(jax.random.PRNGKey(t), env), env.default_params)
     assert obs.shape == (env.num_agents, env.obs_dim) and bool(jnp.all(jnp.isfinite(obs)))
     assert bool(jnp.all(jnp.isfinite(reward))) and float(info["nonconverged"]) == 0.0
+
+
+def test_bang_bang_actions_never_give_inf_or_nan():
+    """Extreme (+-1) actions make some DistFlow steps diverge: flagged and penalized, all finite."""
+    env = pgjax.make("multi_microgrid")
+    n = 64
+    vstep = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))
+    keys = jax.random.split(jax.random.PRNGKey(0), n)
+    obs, state = jax.vmap(env.reset, in_axes=(0, None))(keys, env.default_params)
+    nonconv = 0.0
+    for t in range(48):
+        k = jax.random.fold_in(jax.random.PRNGKey(1), t)
+        acts = jnp.sign(jax.random.normal(k, (n, env.num_agents, env.act_dim)))
+        obs, state, reward, _, _, info = vstep(jax.random.split(k, n), state, acts, env.default_params)
+        assert bool(jnp.isfinite(obs).all()) and bool(jnp.isfinite(reward).all())
+        assert float(jnp.max(jnp.abs(reward))) < 1e4
+        nonconv += float(info["nonconverged"].sum())
+    assert np.isfinite(nonconv)

@@ -1,0 +1,347 @@
+"""`pgjax compare`: one scenario under every coordination protocol, same policies, same episodes.
+
+    pgjax compare                                   # multi_microgrid, 8 test days, rule-based agents
+    pgjax compare --episodes 16 --policy random --out runs/compare_random
+    pgjax compare --configs none,p2p,p2p_delay_loss --split train
+    pgjax compare --checkpoint runs/multi_microgrid  # a trained MAPPO run where its agent layout fits
+
+Configurations (`CONFIGS`, `pgjax.make` overrides; protocols in `pgjax.coordination`):
+
+    none            no protocol (grid agents learned)
+    setpoint_sys    vertical setpoint, learned system operator (DSO), tracking microgrids
+    price_sys       vertical price_signal, learned system operator, price-responding microgrids
+    consensus       horizontal consensus among the grid agents
+    p2p             horizontal p2p_trading among the grid agents
+    p2p_delay_loss  p2p_trading with msg_delay=1 and loss_prob=0.2
+
+Policies (`--policy`, applied to whoever is learned in the configuration):
+- grid-level agents (microgrid controllers): `baselines.rule_based` (`random`, `do_nothing`,
+  `rule_based`);
+- the system operator (`learned: system`, one action column per microgrid plus its own tap
+  changers and shunts): `random`; `do_nothing` = zeros (mid setpoint 0 MW, mid price
+  100 $/MWh; own devices hold); `rule_based` = `dso_controller` below:
+  * setpoint: each microgrid's setpoint is its uncontrolled net load measured at the
+    previous step (its import plus its storage and generator injections, i.e. load minus
+    renewables: "buy what you need"), plus storage arbitrage on the price against the
+    rolling 24 h median (as `baselines.rule_based`): `+ charge_frac * p_charge_max` when
+    the price is below the median by `band`, `- p_discharge_max` (at most down to zero
+    import, no export) when above, nothing in between, each within what the storage can
+    take or give from its observed state of charge. The microgrid's tracker
+    (`pgjax.dispatch.track`) then charges / discharges its storage (fuel units only as
+    its fallback);
+  * price_signal: forwards the market price (clipped to [price_min, price_max]); the
+    microgrids' devices maximize their profit at it (`pgjax.dispatch.respond`).
+- `--checkpoint RUN_DIR`: the trained MAPPO run (seed 0, deterministic) for every
+  configuration whose agents, observation and action sizes match the run's environment;
+  the others fall back to `--policy` (said so in the output and in the `policy` column).
+
+Every configuration is rolled out with the same key (`--seed`): the same days and initial
+states (`baselines.rule_based.make_rollout`: one jitted program per configuration,
+`vmap` over `--episodes` episodes). The `price` column (mean market price per step) is
+identical across rows when they saw the same days. The time is compilation (~20-45 s per
+configuration on a 2-core machine, depending on load); the rollouts take well under a second.
+The grid agents' controllers do not read the message features, so `none`, `consensus` and
+`p2p*` differ only by the messages and the p2p settlement (cost) under `rule_based`.
+
+Writes to `--out` (default `runs/compare`): `compare.csv` (one row per configuration) and
+`compare.png` (one bar panel per metric). Metrics: `voltage_violation_rate` (share of
+energized buses out of band, mean per step), `safety` (voltage / loading / device excess,
+summed over agents, per episode), `safety_voltage` (voltage excess in pu summed over buses,
+per episode), `net_load_variance_mw2` (variance of the grid agents' net loads, mean per
+step), `curtailment_mwh`, `cost_total` ($, all devices and p2p settlement),
+`messages_sent`, `p2p_volume_mwh` (energy bought peer to peer), `import_mwh` (per
+episode), `controllable` (share of steps with no violation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+CONFIGS = {
+    "none": ({}, "no protocol, grid agents learned"),
+    "setpoint_sys": ({"vertical": "setpoint", "learned": "system"}, "vertical setpoint, learned DSO"),
+    "price_sys": ({"vertical": "price_signal", "learned": "system"}, "vertical price_signal, learned DSO"),
+    "consensus": ({"horizontal": "consensus"}, "horizontal consensus"),
+    "p2p": ({"horizontal": "p2p_trading"}, "horizontal p2p_trading"),
+    "p2p_delay_loss": ({"horizontal": "p2p_trading", "msg_delay": 1, "loss_prob": 0.2},
+                       "p2p_trading, msg_delay=1, loss_prob=0.2"),
+}
+POLICIES = ("random", "do_nothing", "rule_based")
+# (column, label, format, per): per "step" = mean per step, "episode" = mean per-episode total
+METRICS = [
+    ("voltage_violation_rate", "V viol rate", "{:.4f}", "step"),
+    ("safety", "safety/ep", "{:.3f}", "episode"),
+    ("safety_voltage", "V excess pu/ep", "{:.3f}", "episode"),
+    ("net_load_variance_mw2", "net-load var MW2", "{:.4f}", "step"),
+    ("curtailment_mwh", "curtail MWh/ep", "{:.3f}", "episode"),
+    ("cost_total", "cost $/ep", "{:,.0f}", "episode"),
+    ("messages_sent", "messages/ep", "{:.1f}", "episode"),
+    ("p2p_volume_mwh", "p2p MWh/ep", "{:.3f}", "episode"),
+    ("import_mwh", "import MWh/ep", "{:.2f}", "episode"),
+    ("controllable", "controllable", "{:.3f}", "step"),
+    ("price", "price $/MWh", "{:.2f}", "step"),
+]
+PLOTTED = ("voltage_violation_rate", "safety", "net_load_variance_mw2", "curtailment_mwh", "cost_total",
+           "messages_sent", "p2p_volume_mwh", "import_mwh")
+
+
+def dso_controller(env, band: float = 0.1, charge_frac: float = 0.3):
+    """The fixed system-operator policy of `learned: system` (module docstring) as a `Controller`."""
+    import jax.numpy as jnp
+
+    from baselines.common import MARLEnv
+    from baselines.rule_based import Controller, _local_pos, training_price_by_slot
+
+    menv = MARLEnv.wrap(env)
+    lay = env.coordinator.layout
+    if not is_system(env):
+        raise ValueError("dso_controller: needs a vertical protocol with a learned system operator")
+    prm = menv.params.devices
+    dt_h = float(env.compiled.dt_h)
+    n_slots = max(round(24 / dt_h), 1)
+    rows = np.flatnonzero(lay.tracked)  # tracked microgrids
+    a0 = int(lay.parent_agent[rows[0]])
+    price_pos, sin_pos, cos_pos = (_local_pos(env, a0, env.time_start + j) for j in range(3))
+    n_grid = len(lay.grid_nodes)
+    # per microgrid: (obs position, MW scale) of its import and its storage and generator injections,
+    # and (soc position, e_min, e_max, charge MW, discharge MW, eta_c, eta_d) of its storage units
+    terms, stores = [[] for _ in range(n_grid)], [[] for _ in range(n_grid)]
+    for g in env.groups:
+        grid_of = env.tracked_of.get(g.type, np.full(g.n, -1))
+        for k in range(g.n):
+            i = int(grid_of[k])
+            if i < 0:
+                continue
+            if g.type == "pcc":
+                terms[i].append((_local_pos(env, a0, g.obs_start + k), float(lay.scale_mw[i])))
+            elif g.type == "storage":
+                sp = prm["storage"]
+                f = {n: float(np.asarray(getattr(sp, n))[k]) for n in (
+                    "e_min_mwh", "e_max_mwh", "p_charge_max_mw", "p_discharge_max_mw", "eta_charge", "eta_discharge")}
+                terms[i].append((_local_pos(env, a0, g.obs_start + 2 * k + 1),
+                                 max(f["p_charge_max_mw"], f["p_discharge_max_mw"], 1e-9)))
+                stores[i].append((_local_pos(env, a0, g.obs_start + 2 * k), f))
+            elif g.type == "generator":
+                terms[i].append((_local_pos(env, a0, g.obs_start + 4 * k),
+                                 float(np.asarray(prm["generator"].p_max_mw)[k])))
+    positions = [price_pos, sin_pos, cos_pos] + ([p for i in rows for p, _ in terms[i]] +
+                                                 [p for i in rows for p, _ in stores[i]]
+                                                 if lay.vertical == "setpoint" else [])
+    if min(positions) < 0:
+        raise ValueError("dso_controller: the system operator does not observe the price or its microgrids' devices")
+    agent, col = lay.parent_agent[rows], lay.parent_col[rows]
+    imax, emax = lay.import_max_mw[rows], lay.export_max_mw[rows]
+    default = jnp.asarray(menv.default_actions, jnp.float32)
+    mask = jnp.asarray(menv.action_mask, jnp.float32)
+    prior = jnp.asarray(training_price_by_slot(env), jnp.float32)
+
+    def storage_room(o, i):
+        """(charge MW, discharge MW) the storage of microgrid `i` can take / give this step."""
+        charge, discharge = 0.0, 0.0
+        for pos, f in stores[i]:
+            e_mwh = o[pos] * f["e_max_mwh"]
+            charge += jnp.clip((f["e_max_mwh"] - e_mwh) / (f["eta_charge"] * dt_h), 0.0,
+                               charge_frac * f["p_charge_max_mw"])
+            discharge += jnp.clip((e_mwh - f["e_min_mwh"]) * f["eta_discharge"] / dt_h, 0.0, f["p_discharge_max_mw"])
+        return charge, discharge
+
+    def act(history, key, obs, aux=None):
+        o = obs[a0]
+        price = o[price_pos] * 100.0
+        hour = jnp.mod(jnp.arctan2(o[sin_pos], o[cos_pos]) * 24 / (2 * jnp.pi), 24.0)
+        history = history.at[jnp.mod(jnp.round(hour / dt_h).astype(jnp.int32), n_slots)].set(price.astype(history.dtype))
+        if lay.vertical == "setpoint":
+            median = jnp.median(history)
+            cheap, dear = price < median - band * jnp.abs(median), price > median + band * jnp.abs(median)
+            setpoints = []
+            for i in rows:
+                base = sum(o[p] * s for p, s in terms[i])  # MW: load - renewables, measured last step
+                charge, discharge = storage_room(o, i)
+                delta = jnp.where(cheap, charge, jnp.where(dear, -jnp.minimum(discharge, jnp.maximum(base, 0.0)), 0.0))
+                setpoints.append(base + delta)
+            a = 2.0 * (jnp.clip(jnp.stack(setpoints), -emax, imax) + emax) / (imax + emax) - 1.0
+        else:
+            a = jnp.full(len(rows), 2.0 * (price - lay.price_min) / (lay.price_max - lay.price_min) - 1.0)
+        actions = default.at[agent, col].set(jnp.clip(a, -1.0, 1.0).astype(jnp.float32))
+        return actions * mask, history
+
+    return Controller(lambda: prior, act)
+
+
+def is_system(env) -> bool:
+    """True when the learned agent is the system operator sending setpoints / prices to fixed microgrids."""
+    lay = getattr(getattr(env, "coordinator", None), "layout", None)
+    return lay is not None and lay.vertical != "none" and bool(np.any(lay.tracked))
+
+
+def policy_for(name: str, env):
+    """`(Controller, label)` for `--policy name` on `env` (the DSO rule for system-level configurations)."""
+    from baselines.rule_based import controller
+
+    if is_system(env) and name == "rule_based":
+        return dso_controller(env), "dso_rule"
+    return controller(name, env), name + ("_dso" if is_system(env) else "")
+
+
+def load_run(run_dir: Path):
+    """`(MAPPO, seed-0 TrainState, MAPPOConfig)` of a `pgjax train` run folder."""
+    import jax
+
+    from baselines.common import make_env
+    from baselines.config import MAPPOConfig
+    from baselines.mappo import CHECKPOINT, CONFIG, load_checkpoint, make_train
+
+    for f in (CONFIG, CHECKPOINT):
+        if not (run_dir / f).exists():
+            raise SystemExit(f"pgjax compare: {run_dir / f} not found (train first: pgjax train --out {run_dir})")
+    cfg = MAPPOConfig.from_yaml(run_dir / CONFIG)
+    train = make_train(cfg, make_env(cfg.env, **cfg.env_kwargs))
+    states, _ = load_checkpoint(run_dir / CHECKPOINT, train.seed_init(jax.random.PRNGKey(cfg.seed)))
+    return train, jax.tree.map(lambda x: x[0], states), cfg
+
+
+def summarize(totals: dict, steps: int, dt_h: float) -> dict:
+    """Per-episode totals `[n]` -> the `METRICS` (means per step or per episode)."""
+    out = {}
+    for key, _, _, per in METRICS:
+        src = "p2p_volume_mw" if key == "p2p_volume_mwh" else key
+        v = np.asarray(totals.get(src, np.zeros(1)), np.float64) * (dt_h if key == "p2p_volume_mwh" else 1.0)
+        out[key] = float(np.mean(v) / (steps if per == "step" else 1))
+    return out
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    """One bar panel per plotted metric, one bar per configuration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {k: lab for k, lab, _, _ in METRICS}
+    names = [r["config"] for r in rows]
+    n_col = 4
+    n_row = -(-len(PLOTTED) // n_col)
+    fig, axes = plt.subplots(n_row, n_col, figsize=(4.2 * n_col, 3.2 * n_row))
+    colors = plt.cm.tab10(np.arange(len(rows)) % 10)
+    for ax, key in zip(axes.reshape(-1), PLOTTED):
+        ax.bar(np.arange(len(rows)), [r[key] for r in rows], color=colors)
+        ax.set_xticks(np.arange(len(rows)), names, rotation=35, ha="right", fontsize=8)
+        ax.set_title(labels[key], fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes.reshape(-1)[len(PLOTTED):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(prog="pgjax compare", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--scenario", default="multi_microgrid", help="scenario name or YAML (default multi_microgrid)")
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help=f"comma-separated subset of {', '.join(CONFIGS)} (default: all)")
+    parser.add_argument("--policy", choices=POLICIES, default="rule_based", help="policy of the learned agents")
+    parser.add_argument("--checkpoint", metavar="RUN_DIR", help="a `pgjax train` run used where its agent layout fits")
+    parser.add_argument("--episodes", type=int, default=8, help="episodes per configuration (default 8)")
+    parser.add_argument("--seed", type=int, default=0, help="key of the episode draws (the same for all)")
+    parser.add_argument("--split", choices=("test", "train"), default="test", help="profile year (default test)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="configurations compiled at once, in threads (default 1; 2 helps on an idle machine)")
+    parser.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(CONFIGS))
+    if unknown or not names:
+        parser.error(f"--configs: unknown {unknown}; known: {', '.join(CONFIGS)}")
+    if args.episodes < 1 or args.jobs < 1:
+        parser.error("--episodes and --jobs must be >= 1")
+
+    import jax
+
+    import pgjax
+    from baselines.common import MARLEnv
+    from baselines.rule_based import Controller, make_rollout
+
+    t0 = time.perf_counter()
+    scenario, base_kwargs, mappo = args.scenario, {}, None
+    if args.checkpoint:
+        train, ts, cfg = load_run(Path(args.checkpoint))
+        scenario = cfg.env
+        base_kwargs = {k: v for k, v in cfg.env_kwargs.items()
+                       if k not in ("split", "vertical", "horizontal", "learned", "msg_delay", "loss_prob")}
+        mappo = (Controller(lambda: jax.numpy.zeros(()),
+                            lambda c, k, obs, aux: (train.act(ts, k, obs, deterministic=True), c)), train.env)
+    key = jax.random.PRNGKey(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"pgjax compare: {scenario} ({args.split} split), {args.episodes} episodes per configuration, "
+          f"seed {args.seed}, policy {args.policy}" + (f", checkpoint {args.checkpoint}" if mappo else ""))
+    jobs = []  # (name, description, env, controller, policy label), built one after the other
+    for name in names:
+        overrides, description = CONFIGS[name]
+        try:
+            env = pgjax.make(scenario, **{**base_kwargs, **overrides, "split": args.split})
+        except (ValueError, KeyError) as e:
+            print(f"{name}: skipped ({type(e).__name__}: {e})")
+            continue
+        ctrl, label = policy_for(args.policy, env)
+        if mappo is not None:
+            trained_ctrl, trained = mappo
+            menv = MARLEnv.wrap(env)
+            if (trained.agents, trained.obs_dim, trained.act_dim) == (menv.agents, menv.obs_dim, menv.act_dim):
+                ctrl, label = trained_ctrl, "mappo"
+            else:
+                print(f"{name}: checkpoint does not fit (trained agents {list(trained.agents)}, obs {trained.obs_dim}, "
+                      f"act {trained.act_dim}; here {list(menv.agents)}, obs {menv.obs_dim}, act {menv.act_dim}): "
+                      f"using --policy {args.policy}")
+        jobs.append((name, description, env, ctrl, label))
+    if not jobs:
+        raise SystemExit("pgjax compare: no configuration could be built")
+    print(f"built {len(jobs)} configurations in {time.perf_counter() - t0:.1f} s; compiling and rolling out "
+          f"({args.jobs} at a time)")
+
+    def run(job) -> dict:
+        name, description, env, ctrl, label = job
+        t_cfg = time.perf_counter()
+        steps = int(env.episode_steps)
+        totals, _ = make_rollout(env, [ctrl], args.episodes)(key)
+        row = {"config": name, "description": description, "policy": label, "agents": " ".join(env.agents),
+               "episodes": args.episodes, **summarize(totals, steps, float(env.compiled.dt_h)),
+               "seconds": round(time.perf_counter() - t_cfg, 1)}
+        print(f"{name}: {label}, {row['seconds']:.1f} s (compile, {args.episodes} x {steps} steps)", flush=True)
+        return row
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # XLA compiles outside the GIL
+        rows = list(pool.map(run, jobs))
+    seconds = time.perf_counter() - t0
+
+    head = f"{'config':<16}{'policy':<14}" + "".join(f"{lab:>17}" for _, lab, _, _ in METRICS)
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['config']:<16}{r['policy']:<14}" + "".join(f"{fmt.format(r[k]):>17}" for k, _, fmt, _ in METRICS))
+    print(f"per step: V viol rate, net-load var, controllable, price; others: means per episode over "
+          f"{args.episodes} episodes. Total {seconds:.1f} s.")
+    if len({round(r["price"], 6) for r in rows}) > 1:
+        print("warning: the configurations did not see the same prices (different days drawn?)")
+
+    fields = list(rows[0])
+    with open(out / "compare.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    plot(rows, out / "compare.png", f"{scenario} ({args.split}), {args.episodes} episodes, policy {args.policy}")
+    print(f"wrote {out / 'compare.csv'}, {out / 'compare.png'}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
