@@ -1,5 +1,6 @@
-"""The `pgjax` command: `pgjax verify`, `pgjax bench powerflow`, `pgjax validate FILE`,
-`pgjax train [...]`, `pgjax eval RUN_DIR [...]` (`pgjax train -h` for the options).
+"""The `pgjax` command: `pgjax verify`, `pgjax bench powerflow`, `pgjax bench env`,
+`pgjax validate FILE`, `pgjax train [...]`, `pgjax eval RUN_DIR [...]` (`pgjax train -h`,
+`pgjax bench env -h` for the options).
 
 Each subcommand runs a script in `scripts/` (shipped with the repository) so that what the
 command prints is what the script computes.
@@ -15,12 +16,12 @@ from pathlib import Path
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 COMMANDS = {
     "verify": ("verify.py", "compare pgjax's power flow with pandapower on the network zoo"),
-    "bench": (None, "benchmarks: 'pgjax bench powerflow'"),
+    "bench": (None, "benchmarks: 'pgjax bench powerflow', 'pgjax bench env' (env steps/s, JAX vs pandapower)"),
     "validate": (None, "check a scenario YAML file (or registered name) and print every problem"),
     "train": ("train.py", "train MAPPO on a scenario into a run folder (progress, checkpoints, curves)"),
     "eval": ("eval.py", "evaluate a run on the test split against random, do-nothing and rule-based"),
 }
-BENCHES = {"powerflow": "bench_powerflow.py"}
+BENCHES = {"powerflow": "bench_powerflow.py", "env": "bench_env.py"}
 
 
 def _run_script(name: str, argv: list[str]) -> int:

@@ -12,9 +12,12 @@ Methods:
 - `fixed_point`: Z-bus fixed point for grids without PV buses (radial feeders).
 - `distflow`, `lindistflow`: branch-flow approximations for radial feeders, see
   `pgjax.powerflow.radial` for their documented error.
+- `pandapower`: reference mode, pandapower's `runpp` on the host through
+  `jax.pure_callback` (jit- and vmap-able, sequential, not differentiable; see
+  `pgjax.powerflow.reference`). pandapower is imported only when such a solve runs.
 
 Gradients of every result with respect to injections and grid parameters are exact for
-`newton` and `fixed_point` (implicit function theorem through `jax.lax.custom_root`).
+`newton`, `fixed_point` and `distflow` (implicit function theorem through `jax.lax.custom_root`).
 """
 
 from __future__ import annotations
@@ -23,14 +26,14 @@ import jax
 import jax.numpy as jnp
 
 from pgjax.grid import Grid
-from pgjax.powerflow import network, newton, radial
+from pgjax.powerflow import network, newton, radial, reference
 from pgjax.powerflow.network import bus_injections, make_ybus
 from pgjax.powerflow.result import PowerFlowResult, finish
 
-METHODS = ("newton", "fixed_point", "distflow", "lindistflow")
+METHODS = ("newton", "fixed_point", "distflow", "lindistflow", "pandapower")
 JACOBIANS = ("exact", "chord")
 
-__all__ = ["solve", "bus_injections", "make_ybus", "check_method", "PowerFlowResult", "METHODS"]
+__all__ = ["METHODS", "PowerFlowResult", "bus_injections", "check_method", "make_ybus", "solve"]
 
 
 def default_tol(grid: Grid):
@@ -53,7 +56,9 @@ def check_method(grid: Grid, method: str) -> None:
     """
     if method not in METHODS:
         raise ValueError(f"powerflow method '{method}' unknown; choose one of {METHODS}")
-    if method != "newton":
+    if method == "pandapower":
+        reference.check_applies(grid)
+    elif method != "newton":
         radial.check_applies(grid, method)
 
 
@@ -70,7 +75,8 @@ def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str = "newton", max_ite
       p_mw, q_mvar: optional net bus injections `[n_bus]`, generation positive, that replace
         `bus_injections(grid)`; PV-generator active power is part of `p_mw`.
       method: one of `METHODS`.
-      max_iter: iteration limit (per stage for `newton` with `jacobian="chord"`).
+      max_iter: iteration limit (per stage for `newton` with `jacobian="chord"`; pandapower's
+        `max_iteration` for `pandapower`).
       tol: largest acceptable |power mismatch| in p.u. (default `default_tol(grid)`).
       jacobian: `"exact"` or `"chord"` (newton only).
 
@@ -88,10 +94,15 @@ def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str = "newton", max_ite
     p_default, q_default = bus_injections(grid)
     p_mw = p_default if p_mw is None else jnp.asarray(p_mw, dtype)
     q_mvar = q_default if q_mvar is None else jnp.asarray(q_mvar, dtype)
+    if method == "pandapower":
+        return reference.solve(grid, p_mw, q_mvar, tol, max_iter)
     s_spec = (p_mw + 1j * q_mvar).astype(network.complex_dtype(grid)) / grid.sn_mva
     vm_set, va_set = network.setpoints(grid)
     x_set = jnp.concatenate([va_set, vm_set])
-    x_init = jnp.concatenate([network.dc_angles(grid, s_spec.real, va_set), vm_set])
+    if method in radial.FEEDER_METHODS:  # they start from their own (LinDistFlow-like) point
+        x_init = x_set
+    else:
+        x_init = jnp.concatenate([network.dc_angles(grid, s_spec.real, va_set), vm_set])
 
     if method == "newton":
         x, (res, iterations) = newton.solve(grid, s_spec, x_set, x_init, tol, max_iter, jacobian)
