@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from pgjax.grid import Grid
-from pgjax.powerflow import network, newton
+from pgjax.powerflow import network
 
 
 @struct.dataclass
@@ -63,8 +63,9 @@ def finish(grid: Grid, vm_pu, va_rad, p_mw, q_mvar, converged, iterations, max_m
     i_to_ka = jnp.abs(s_to) / (vm_pu[t] * kv[t]) / jnp.sqrt(3.0)
     loading = 100 * jnp.maximum(i_from_ka / grid.branch.i_max_from_ka, i_to_ka / grid.branch.i_max_to_ka)
 
-    p_bus, q_bus = newton.bus_power(jnp.concatenate([va_rad, vm_pu]), network.make_ybus(grid))
-    s_bus = (p_bus + 1j * q_bus) * grid.sn_mva
+    # bus power = shunt power + power into every branch end at the bus (no Ybus: O(n_branch))
+    s_bus = (vm_pu**2 * jnp.conj(network.bus_shunt(grid)) * grid.sn_mva
+             + jnp.zeros(grid.n_bus, s_from.dtype).at[f].add(s_from).at[t].add(s_to))
     is_ref, is_pv, _ = network.bus_types(grid)
     slack_p = jnp.where(is_ref, s_bus.real - p_mw, 0)
     slack_q = jnp.where(is_ref, s_bus.imag - q_mvar, 0)
