@@ -1,5 +1,5 @@
 """The `pgjax` command: `pgjax verify`, `pgjax bench powerflow`, `pgjax bench env`,
-`pgjax validate FILE`, `pgjax train [...]`, `pgjax eval RUN_DIR [...]` (`pgjax train -h`,
+`pgjax validate FILE`, `pgjax train [...]`, `pgjax eval RUN_DIR [...]`, `pgjax compare [...]` (`pgjax train -h`,
 `pgjax bench env -h` for the options).
 
 Each subcommand runs a script in `scripts/` (shipped with the repository) so that what the
@@ -19,7 +19,8 @@ COMMANDS = {
     "bench": (None, "benchmarks: 'pgjax bench powerflow', 'pgjax bench env' (env steps/s, JAX vs pandapower)"),
     "validate": (None, "check a scenario YAML file (or registered name) and print every problem"),
     "train": ("train.py", "train MAPPO on a scenario into a run folder (progress, checkpoints, curves)"),
-    "eval": ("eval.py", "evaluate a run on the test split against random, do-nothing and rule-based"),
+    "eval": ("eval.py", "evaluate a run on the test split against random, do-nothing, rule-based and oracle"),
+    "compare": ("compare_protocols.py", "run a scenario under every protocol with the same policies and seeds"),
 }
 BENCHES = {"powerflow": "bench_powerflow.py", "env": "bench_env.py"}
 
