@@ -27,6 +27,14 @@ Horizontal protocol (`protocol.horizontal`), among grid agents over `protocol.gr
   price; the rest of each agent's exchange is billed by the grid as usual, so a trade
   changes the energy an agent buys from (or sells to) the grid and the money it pays.
   Energy and money traded sum to zero over agents.
+- `admm_dispatch`: the grid agents' first dispatchable generators are dispatched jointly by
+  consensus ADMM (`pgjax.protocols.admm`, warm-started from the last step,
+  `protocol.iterations` rounds): each agent reports its need (last import plus its
+  generator's last output) and the generators, together with the grid as a participant
+  selling at the market price (curvature `GRID_COST_A`), cover the total need at least
+  cost. The dispatch replaces those generators' commitment and active-power actions (the
+  agents keep their reactive power, storage and renewables); agents observe their
+  dispatch and the ADMM price.
 
 Channels (`pgjax.comms`): every message goes through a channel with the sender's delay
 (`communication.msg_delay`, steps), jitter and loss probability; a receiver uses the last
@@ -50,10 +58,12 @@ from flax import struct
 
 from pgjax import comms, dispatch
 from pgjax.devices import pcc
-from pgjax.protocols import Messages, consensus, p2p
+from pgjax.devices import generator
+from pgjax.protocols import Messages, admm, consensus, p2p
 
 VERTICAL = ("none", "setpoint", "price_signal")
-HORIZONTAL = ("none", "consensus", "p2p_trading")
+HORIZONTAL = ("none", "consensus", "p2p_trading", "admm_dispatch")
+GRID_COST_A = 1.0  # $/(MW^2 h): curvature given to the grid as an ADMM participant (import at the price)
 GRAPHS = ("complete", "ring", "line")
 BIG_AGE = 1 << 20
 
@@ -134,7 +144,7 @@ def build_layout(c, grid_nodes, tracked, parent_agent, parent_col, agents) -> La
         parent_col=parent_col, pcc_of_grid=pcc_of_grid, scale_mw=np.maximum(imax, 1e-9),
         import_max_mw=imax, export_max_mw=emax, adjacency=graph(proto.get("graph", "complete"), n_grid),
         price_min=float(proto.get("price_min", 0.0)), price_max=float(proto.get("price_max", 200.0)),
-        iterations=int(proto.get("iterations", 10)), mechanism=proto.get("mechanism", "uniform"),
+        iterations=int(proto.get("iterations", 50 if proto.get("horizontal") == "admm_dispatch" else 10)), mechanism=proto.get("mechanism", "uniform"),
         v_delay=np.broadcast_to(sender_delay[:, None], (len(c.tree_ids), n_grid)).copy(),
         h_delay=np.broadcast_to(grid_delay[:, None], (n_grid, n_grid)).copy(),
         loss_prob=float(com.get("loss_prob", 0.0)), jitter=float(com.get("jitter", 0.0)),
@@ -144,7 +154,7 @@ def build_layout(c, grid_nodes, tracked, parent_agent, parent_col, agents) -> La
 
 
 def n_features(vertical: str, horizontal: str) -> int:
-    return (vertical != "none") + {"none": 0, "consensus": 1, "p2p_trading": 2}[horizontal]
+    return (vertical != "none") + {"none": 0, "consensus": 1, "p2p_trading": 2, "admm_dispatch": 2}[horizontal]
 
 
 @struct.dataclass
@@ -152,6 +162,7 @@ class CoordState:
     vchan: comms.ChannelState
     hchan: comms.ChannelState
     timing: comms.TimingState | None  # None without tick intervals or delays
+    admm: admm.State  # warm start of `admm_dispatch` ([n_grid + 1], the grid last)
     features: jax.Array  # [n_grid, n_features]
 
 
@@ -183,7 +194,8 @@ class Coordinator:
         return CoordState(vchan=comms.channel_init(self.vparams, 1, d), hchan=comms.channel_init(self.hparams, 2, d),
                           timing=comms.timing_init(self.tparams, jnp.asarray(default_actions, d), obs0)
                           if self.timed else None,
-                          features=jnp.zeros((self.n_grid, self.n_features), d))
+                          features=jnp.zeros((self.n_grid, self.n_features), d),
+                          admm=admm.State(x=jnp.zeros(self.n_grid + 1, d), u=jnp.zeros((), d)))
 
     def act_timing(self, cs: CoordState, actions):
         """Tick hold and action delay of the learned agents' actions."""
@@ -261,6 +273,29 @@ class Coordinator:
         out, _, _ = p2p.apply(prm, p2p.init(prm), {"net_mw": bid[:, 0], "price": bid[:, 1]}, delivered)
         return out, msgs.count, cs.replace(hchan=hchan)
 
+    def admm_dispatch(self, cs: CoordState, import_mw, price, gen_params, gen_state, ctx, gen_of_grid):
+        """Joint generator dispatch: `(p_mw [n_grid], price [], residual_mw [], n_sent, cs)`.
+
+        `gen_of_grid [n_grid]`: index of each agent's generator (-1: none, it then only reports need).
+        """
+        lay, d = self.layout, self.dtype
+        idx, has = jnp.asarray(np.maximum(gen_of_grid, 0)), jnp.asarray(gen_of_grid >= 0)
+        lo, hi = generator.p_range(gen_params, gen_state, ctx)
+        a, b, _, _ = generator.price_terms(gen_params, gen_state)
+        pick = lambda x, fill: jnp.where(has, x[idx], fill)  # noqa: E731
+        need = import_mw + pick(gen_state.p_mw, 0.0)
+        cost_a = jnp.concatenate([pick(jnp.maximum(a, 1e-3), 1.0), jnp.full(1, GRID_COST_A, d)])
+        cost_b = jnp.concatenate([pick(b, 0.0), jnp.full(1, price, d)])
+        p_min = jnp.concatenate([pick(lo, 0.0), -jnp.full(1, lay.export_max_mw.sum(), d)])
+        p_max = jnp.concatenate([pick(hi, 0.0), jnp.full(1, lay.import_max_mw.sum() + 1e3, d)])
+        prm = admm.make_params(cost_a, cost_b, p_min, p_max, iterations=lay.iterations,
+                               adjacency=graph("complete", self.n_grid + 1))
+        prm = jax.tree.map(lambda x: x.astype(d) if jnp.issubdtype(x.dtype, jnp.floating) else x, prm)
+        need_all = jnp.concatenate([need, jnp.zeros(1, d)])
+        out, msgs, state = admm.apply(prm, cs.admm, {"demand_mw": need_all}, None)
+        return (out["p_mw"][:self.n_grid], out["price"][0], out["residual"], msgs.count,
+                cs.replace(admm=jax.tree.map(lambda x: x.astype(d), state)))
+
     def _pcc_terms(self, pcc_params, d):
         idx = jnp.asarray(np.maximum(self.layout.pcc_of_grid, 0))
         has = jnp.asarray(self.layout.pcc_of_grid >= 0)
@@ -290,6 +325,8 @@ class Coordinator:
             cols.append(received / 100.0)
         if lay.horizontal == "consensus":
             cols.append(h_out["value"].reshape(-1) / scale)
+        elif lay.horizontal == "admm_dispatch":
+            cols += [h_out["p_mw"] / scale, jnp.full(self.n_grid, h_out["price"], d) / 100]
         elif lay.horizontal == "p2p_trading":
             cols += [h_out["p2p_mw"] / scale, jnp.nan_to_num(h_out["clearing_price"]) * jnp.ones(self.n_grid, d) / 100]
         return jnp.stack(cols, axis=-1).astype(d) if cols else jnp.zeros((self.n_grid, 0), d)

@@ -228,6 +228,9 @@ class Env:
         self.coordinator = coordination.Coordinator(
             coordination.build_layout(c, self.grid_nodes, tracked, parent_agent, parent_col, self.agents), self.dtype)
         self.pcc_grid = self._pcc_grid()
+        gens = next((g for g in c.groups if g.type == "generator"), None)
+        self.gen_of_grid = np.array([np.flatnonzero(gens.owner == k)[0] if gens is not None and (gens.owner == k).any()
+                                     else -1 for k in self.grid_nodes], np.int64)
 
         # observation layout:
         # [device features | (vm - 1) / 0.05 per bus | time | profiles | message features per grid agent]
@@ -403,7 +406,19 @@ class Env:
         if coord_.layout.vertical != "none":
             received, sent, cs = coord_.vertical(cs, k_vertical, actions, ctx.price)
             n_sent = n_sent + sent
-        if coord_.layout.horizontal != "none":
+        if coord_.layout.horizontal == "admm_dispatch":
+            import_last = self._grid_imports(state.devices["pcc"].import_mw) if pcc_params is not None else \
+                jnp.zeros(n_grid, dt)
+            gp, gs = params.devices["generator"], state.devices["generator"]
+            p_gen, admm_price, residual, sent, cs = coord_.admm_dispatch(cs, import_last, ctx.price, gp, gs, ctx,
+                                                                         self.gen_of_grid)
+            h_out = {"p_mw": p_gen, "price": admm_price, "residual": residual}
+            n_sent = n_sent + sent
+            target = jnp.zeros(gp.p_max_mw.shape, dt).at[jnp.asarray(np.maximum(self.gen_of_grid, 0))].set(p_gen)
+            dispatched = np.isin(np.arange(len(next(g for g in self.groups if g.type == "generator").names)),
+                                 self.gen_of_grid)
+            admm_act = dev.get("generator").dispatch.p_action(gp, gs, ctx, target)
+        elif coord_.layout.horizontal != "none":
             import_last = self._grid_imports(state.devices["pcc"].import_mw) if pcc_params is not None else \
                 jnp.zeros(n_grid, dt)
             h_out, sent, cs = coord_.horizontal(cs, k_horizontal, import_last, ctx.price, pcc_params)
@@ -420,6 +435,9 @@ class Env:
             act = self._device_actions(g, actions, params, state, ctx)
             if g.type in tracked:
                 act = jnp.where(jnp.asarray(self.tracked_of[g.type] >= 0)[:, None], tracked[g.type].astype(dt), act)
+            if g.type == "generator" and coord_.layout.horizontal == "admm_dispatch":
+                act = act.at[:, :2].set(jnp.where(jnp.asarray(dispatched)[:, None], admm_act[:, :2].astype(dt),
+                                                  act[:, :2]))
             sp = t.decode(prm, st, act, ctx)
             ns = t.dynamics(prm, st, sp, ctx)
             if t.apply_to_grid is not None:
@@ -493,6 +511,7 @@ class Env:
             "p_injected_mw": jnp.sum(jnp.where(on, p_bus, 0)), "slack_p_mw": slack,
             "messages_sent": n_sent, "grid_import_mw": import_now, "message_received": received,
             "p2p_mw": h_out.get("p2p_mw", jnp.zeros(n_grid, dt)).astype(dt),
+            "admm_residual_mw": h_out.get("residual", jnp.zeros((), dt)).astype(dt),
             "p2p_volume_mw": jnp.sum(jnp.maximum(h_out.get("p2p_mw", jnp.zeros(n_grid, dt)), 0)).astype(dt),
         }
         new_state = EnvState(t=state.t + 1, start=state.start, devices=new_states, vm_pu=vm.astype(dt), coord=cs)

@@ -13,6 +13,7 @@ Configurations (`CONFIGS`, `pgjax.make` overrides; protocols in `pgjax.coordinat
     consensus       horizontal consensus among the grid agents
     p2p             horizontal p2p_trading among the grid agents
     p2p_delay_loss  p2p_trading with msg_delay=1 and loss_prob=0.2
+    admm            horizontal admm_dispatch: the microgrids' generators dispatched jointly
 
 Policies (`--policy`, applied to whoever is learned in the configuration):
 - grid-level agents (microgrid controllers): `baselines.rule_based` (`random`, `do_nothing`,
@@ -71,6 +72,7 @@ CONFIGS = {
     "p2p": ({"horizontal": "p2p_trading"}, "horizontal p2p_trading"),
     "p2p_delay_loss": ({"horizontal": "p2p_trading", "msg_delay": 1, "loss_prob": 0.2},
                        "p2p_trading, msg_delay=1, loss_prob=0.2"),
+    "admm": ({"horizontal": "admm_dispatch"}, "horizontal admm_dispatch (joint generator dispatch)"),
 }
 POLICIES = ("random", "do_nothing", "rule_based")
 # (column, label, format, per): per "step" = mean per step, "episode" = mean per-episode total
