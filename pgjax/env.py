@@ -505,6 +505,7 @@ class Env:
             "controllable": ((jnp.sum(v_viol) == 0) & (jnp.sum(l_excess) == 0) & pf.converged).astype(dt),
             "curtailment_mwh": jnp.asarray(totals.get("curtailment_mwh", 0.0), dt),
             "renewable_mwh": jnp.asarray(totals.get("renewable_mwh", 0.0), dt),
+            "reactive_mvarh": jnp.asarray(totals.get("reactive_mvarh", 0.0), dt),  # |Q| of inverters (MAPDN Q cost)
             "import_mwh": jnp.maximum(slack, 0) * params.dt_h, "export_mwh": jnp.maximum(-slack, 0) * params.dt_h,
             "net_load_variance_mw2": jnp.var(net_load),
             "nan_actions": nan_actions, "price": ctx.price,

@@ -40,6 +40,7 @@ PER_STEP = ("losses_mw", "voltage_violation_rate", "controllable", "vm_min_pu", 
 TABLE = [("cost", "cost $", "{:,.0f}"), ("safety", "safety", "{:,.2f}"), ("return_per_episode", "return/ep", "{:.3f}"),
          ("losses_mw", "losses MW", "{:.3f}"), ("voltage_violation_rate", "V viol rate", "{:.4f}"),
          ("controllable", "controllable", "{:.3f}"), ("curtailment_mwh", "curtail MWh/ep", "{:.3f}"),
+         ("reactive_mvarh", "inverter Q Mvarh/ep", "{:.3f}"),
          ("import_mwh", "import MWh/ep", "{:.2f}"), ("export_mwh", "export MWh/ep", "{:.2f}")]
 BASELINES = ("random", "do_nothing", "rule_based")
 

@@ -85,7 +85,8 @@ def observe(params: Params, state: State, ctx):
 
 
 def metrics(params, state, sp, ctx):
-    return {"curtailment_mwh": (sp.aux - sp.p_mw) * ctx.dt_h, "renewable_mwh": sp.p_mw * ctx.dt_h}
+    return {"curtailment_mwh": (sp.aux - sp.p_mw) * ctx.dt_h, "renewable_mwh": sp.p_mw * ctx.dt_h,
+            "reactive_mvarh": jnp.abs(sp.q_mvar) * ctx.dt_h}
 
 
 def p_range(params: Params, state: State, ctx):
