@@ -422,10 +422,15 @@ class MAPPO:
         return jax.lax.scan(lambda s, _: self.update(s), ts, None, num_updates)
 
     def seed_init(self, key) -> TrainState:
-        """`config.num_seeds` fresh runs from `key` (jitted, vmapped; leading seed axis)."""
+        """`config.num_seeds` fresh runs from `key`, stacked on a leading seed axis.
+
+        One jitted `init` per seed (a one-off cost): `jit(vmap(init))` over seeds deadlocked
+        in the XLA CPU runtime here (jax 0.10.2, 3 seeds); the vmapped updates do not.
+        """
         if "init" not in self._jitted:
-            self._jitted["init"] = jax.jit(jax.vmap(self.init))
-        return self._jitted["init"](jax.random.split(key, self.config.num_seeds))
+            self._jitted["init"] = jax.jit(self.init)
+        states = [self._jitted["init"](k) for k in jax.random.split(key, self.config.num_seeds)]
+        return jax.tree.map(lambda *x: jnp.stack(x), *states)
 
     def seed_chunk(self, state: TrainState, num_updates: int):
         """`update_chunk` on seed-batched states (jitted and cached per `num_updates`)."""
