@@ -13,6 +13,9 @@ the environment then resets itself (the last observation is in `info["final_obse
 
 One step (all pure `jnp`, one Python loop over device *types*, none over devices, agents
 or environments):
+  0 timing (tick hold, action delay) and protocols (`pgjax.coordination`): messages from
+    parents and peers through the channel; fixed microgrid controllers turn a received
+    setpoint or price into device actions (`pgjax.dispatch`); ADMM / P2P among microgrids
   1 actions -> per-device actions (learned agents; others run their fixed default policy)
   2 decode to feasible setpoints, device dynamics, grid changes (taps, shunts)
   3 bus injections = grid loads / sgens scaled by profiles + segment_sum of device setpoints
@@ -20,7 +23,10 @@ or environments):
   5 cost ($) and safety (violation magnitudes) per device, bus and branch, summed per agent
   6 reward = -(cost + penalty * safety) * scale, per agent or shared
   7 observations: global features (device observations, bus voltages, time, price and
-    profile values); an agent sees all of them (`centralized`) or its own devices and buses.
+    profile values, message features per grid agent); an agent sees all of them
+    (`centralized`) or its own devices, buses and messages (then the observation delay).
+A power flow that does not converge keeps the last voltages and zero flows for the step:
+`info["nonconverged"]` is 1 and the step is penalized, nothing becomes inf or NaN.
 
 Cost and safety are attributed to learned agents: a learned agent's own items to itself,
 items of a fixed agent split equally among the learned agents below it (else its nearest
