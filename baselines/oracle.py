@@ -82,8 +82,9 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from baselines.common import F32, MARLEnv
 from baselines.rule_based import Controller
 from pgjax import devices as dev
-from pgjax.devices import renewable, storage
-from pgjax.devices.base import q_capability
+from pgjax.devices import generator, renewable, storage
+from pgjax.devices.base import q_capability, to_action
+from pgjax.env import scaled_grid
 from pgjax.powerflow import bus_injections, network, solve
 
 __all__ = ["EpisodePlan", "Oracle", "VoltageModel", "applies", "draw_episodes", "generator_action",
@@ -116,39 +117,25 @@ def storage_action(params, state, p_mw, q_mvar, dt_h) -> jax.Array:
     return jnp.clip(jnp.stack([a_p, a_q], axis=-1), -1.0, 1.0)
 
 
-def _generator_range(params, state, on, dt_h):
-    """Feasible output `(lo, hi)` `[n]` MW once commitment `on [n]` is decided (as `generator.decode`)."""
-    lo = jnp.where(state.on, jnp.maximum(params.p_min_mw, state.p_mw - params.ramp_down_mw_per_h * dt_h),
-                   params.p_min_mw)
-    hi_start = jnp.maximum(params.p_min_mw, jnp.minimum(params.p_max_mw, params.ramp_up_mw_per_h * dt_h))
-    hi = jnp.where(state.on, jnp.minimum(params.p_max_mw, state.p_mw + params.ramp_up_mw_per_h * dt_h), hi_start)
-    return lo, jnp.maximum(hi, lo)
-
-
-def _unlerp(x, lo, hi):
-    """Inverse of `base.lerp`: the action in [-1, 1] mapping to `x` in `[lo, hi]` (-1 if `hi == lo`)."""
-    return jnp.where(hi > lo, 2.0 * (x - lo) / jnp.where(hi > lo, hi - lo, 1.0) - 1.0, -1.0)
-
-
 def generator_action(params, state, on, p_mw, q_mvar, dt_h) -> jax.Array:
     """Action `[n, 3]` whose `generator.decode` gives commitment `on [n]` (bool), `p_mw`, `q_mvar` `[n]`.
 
     The commitment change must be allowed at `state` (minimum up / down time, shutdown
     output) and `p_mw` lie within the ramp-feasible range (else the action saturates).
     """
-    lo, hi = _generator_range(params, state, on, dt_h)
-    a_p = jnp.where(on, _unlerp(p_mw, lo, hi), -1.0)
+    lo, hi = generator.window(params, state, dt_h)
+    a_p = jnp.where(on, to_action(p_mw, lo, hi), -1.0)
     p = jnp.where(on, lo + (jnp.clip(a_p, -1, 1) + 1) / 2 * (hi - lo), 0.0)
     q_cap = q_capability(params.s_max_mva, p)
     q_lo = jnp.maximum(params.q_min_mvar, -q_cap)
     q_hi = jnp.maximum(jnp.minimum(params.q_max_mvar, q_cap), q_lo)
-    a_q = jnp.where(on, _unlerp(q_mvar, q_lo, q_hi), 0.0)
+    a_q = jnp.where(on, to_action(q_mvar, q_lo, q_hi), 0.0)
     return jnp.clip(jnp.stack([jnp.where(on, 1.0, -1.0), a_p, a_q], axis=-1), -1.0, 1.0)
 
 
 def renewable_action(params, p_mw, q_mvar, ctx) -> jax.Array:
     """Action `[n, 2]` whose `renewable.decode` gives output `p_mw [n]` (<= available) and `q_mvar [n]`."""
-    avail = jnp.minimum(renewable.available(params, ctx), params.s_max_mva)
+    avail = renewable.usable(params, ctx)
     a_p = jnp.where(avail > 0, 2.0 * p_mw / jnp.maximum(avail, 1e-300) - 1.0, 1.0)
     a_p = jnp.where(params.curtailable, a_p, 1.0)
     p = jnp.where(params.curtailable, avail * (jnp.clip(a_p, -1, 1) + 1) / 2, avail)
@@ -189,16 +176,6 @@ def _contexts(env, params, start, steps: int):
     """The env's per-step `Context` for steps `start .. start + steps - 1` (leaves `[steps, ...]`)."""
     vm = jnp.ones(params.grid.n_bus, env.dtype)
     return jax.vmap(lambda t: env._context(start + t, params, vm))(jnp.arange(steps))
-
-
-def _scaled_grid(params, ctx, grid):
-    """`grid` with loads and static generators scaled by the step's profiles, as `Env.step_env` scales them."""
-    load_f = jnp.where(params.load_series >= 0, ctx.series[jnp.maximum(params.load_series, 0)], 1.0)
-    sgen_f = jnp.where(params.sgen_series >= 0, ctx.series[jnp.maximum(params.sgen_series, 0)], 1.0)
-    return grid.replace(
-        load=grid.load.replace(p_mw=grid.load.p_mw * load_f * params.load_scale,
-                               q_mvar=grid.load.q_mvar * load_f * params.load_scale),
-        sgen=grid.sgen.replace(p_mw=grid.sgen.p_mw * sgen_f, q_mvar=grid.sgen.q_mvar * sgen_f))
 
 
 @struct.dataclass
@@ -301,10 +278,10 @@ def plan_episode(env, params, state, voltage: VoltageModel | None = None) -> Epi
     ctxs = _contexts(env, params, state.start, steps)
     dt = float(params.dt_h)
     price = np.asarray(ctxs.price, float)  # [T]
-    fixed = np.asarray(jax.vmap(lambda cx: bus_injections(_scaled_grid(params, cx, params.grid))[0])(ctxs))  # [T, n_bus]
+    fixed = np.asarray(jax.vmap(lambda cx: bus_injections(scaled_grid(params, cx, params.grid))[0])(ctxs))  # [T, n_bus]
     groups = {g.type: g for g in env.groups if g.type in PLANNED}
-    avail = {t: np.asarray(jax.vmap(lambda cx, prm=params.devices[t]: jnp.minimum(
-        renewable.available(prm, cx), prm.s_max_mva))(ctxs)) for t in RENEWABLE if t in groups}
+    avail = {t: np.asarray(jax.vmap(lambda cx, prm=params.devices[t]: renewable.usable(prm, cx))(ctxs))
+             for t in RENEWABLE if t in groups}
     n_agents = env.num_agents
     zeros = {t: np.zeros((steps, g.n)) for t, g in groups.items()}
     m = _MILP()
@@ -556,7 +533,7 @@ def voltage_sensitivity(env, params, state) -> tuple[jax.Array, jax.Array]:
     pert = jnp.asarray(np.concatenate([np.eye(n_col), -np.eye(n_col)]) * delta)  # [2 n_col, n_col]
 
     def sens(ctx):
-        grid = _scaled_grid(params, ctx, grid0)
+        grid = scaled_grid(params, ctx, grid0)
         p0, q0 = bus_injections(grid)
 
         def vm(dp, dq):

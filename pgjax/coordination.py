@@ -174,7 +174,6 @@ class Coordinator:
         lay = layout
         self.n_grid = len(lay.grid_nodes)
         self.n_features = n_features(lay.vertical, lay.horizontal)
-        self.active = lay.vertical != "none" or lay.horizontal != "none"
         kind = lay.jitter_kind if lay.jitter > 0 else "none"
         v_links = lay.parent[None, :] == np.arange(lay.n_tree)[:, None]  # [n_tree, n_grid]
         self.v_links = v_links & (lay.vertical != "none")
@@ -229,8 +228,7 @@ class Coordinator:
             learned = lay.price_min + u * (lay.price_max - lay.price_min)
             fixed = default = jnp.full(self.n_grid, price, d)
         value = jnp.where(jnp.asarray(lay.tracked), learned, fixed)
-        msgs = Messages.broadcast(jnp.ones(lay.n_tree, d), self.v_links)
-        msgs = msgs.replace(data=jnp.where(self.v_links[..., None], value[None, :, None], 0.0))
+        msgs = Messages(jnp.where(self.v_links[..., None], value[None, :, None], 0.0), jnp.asarray(self.v_links))
         _, vchan = comms.transmit(self.vparams, cs.vchan, msgs, key)
         got = jnp.any((vchan.age < BIG_AGE) & self.v_links, axis=0)
         received = jnp.where(got, jnp.sum(jnp.where(self.v_links, vchan.last[..., 0], 0.0), axis=0), default)

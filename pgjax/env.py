@@ -133,6 +133,16 @@ def _accounts(c: Compiled, learned_tree: list[int | None], device_agent_nodes: l
     return w
 
 
+def scaled_grid(params: EnvParams, ctx: Context, grid: Grid) -> Grid:
+    """`grid` with its loads and static generators scaled by the step's profile values."""
+    load_f = jnp.where(params.load_series >= 0, ctx.series[jnp.maximum(params.load_series, 0)], 1.0)
+    sgen_f = jnp.where(params.sgen_series >= 0, ctx.series[jnp.maximum(params.sgen_series, 0)], 1.0)
+    return grid.replace(
+        load=grid.load.replace(p_mw=grid.load.p_mw * load_f * params.load_scale,
+                               q_mvar=grid.load.q_mvar * load_f * params.load_scale),
+        sgen=grid.sgen.replace(p_mw=grid.sgen.p_mw * sgen_f, q_mvar=grid.sgen.q_mvar * sgen_f))
+
+
 class Env:
     """A compiled scenario as a functional multi-agent environment (see the module docstring)."""
 
@@ -237,6 +247,7 @@ class Env:
         gens = next((g for g in c.groups if g.type == "generator"), None)
         self.gen_of_grid = np.array([np.flatnonzero(gens.owner == k)[0] if gens is not None and (gens.owner == k).any()
                                      else -1 for k in self.grid_nodes], np.int64)
+        self.admm_dispatched = np.isin(np.arange(len(gens.names) if gens is not None else 0), self.gen_of_grid)
 
         # observation layout:
         # [device features | (vm - 1) / 0.05 per bus | time | profiles | message features per grid agent]
@@ -398,35 +409,25 @@ class Env:
         k_vertical, k_horizontal = jax.random.split(key)
 
         ctx = self._context(state.start + state.t, params, state.vm_pu)
-        grid = params.grid
-        load_f = jnp.where(params.load_series >= 0, ctx.series[jnp.maximum(params.load_series, 0)], 1.0)
-        sgen_f = jnp.where(params.sgen_series >= 0, ctx.series[jnp.maximum(params.sgen_series, 0)], 1.0)
-        grid = grid.replace(
-            load=grid.load.replace(p_mw=grid.load.p_mw * load_f * params.load_scale,
-                                   q_mvar=grid.load.q_mvar * load_f * params.load_scale),
-            sgen=grid.sgen.replace(p_mw=grid.sgen.p_mw * sgen_f, q_mvar=grid.sgen.q_mvar * sgen_f))
+        grid = scaled_grid(params, ctx, params.grid)
         p_bus, q_bus = bus_injections(grid)
         n_bus, n_grid = grid.n_bus, len(self.grid_nodes)
         pcc_params = params.devices.get("pcc")
         received, h_out, n_sent = jnp.zeros(n_grid, dt), {}, jnp.zeros((), jnp.int32)
+        import_last = self._grid_imports(state.devices["pcc"].import_mw) if pcc_params is not None else \
+            jnp.zeros(n_grid, dt)
         if coord_.layout.vertical != "none":
             received, sent, cs = coord_.vertical(cs, k_vertical, actions, ctx.price)
             n_sent = n_sent + sent
         if coord_.layout.horizontal == "admm_dispatch":
-            import_last = self._grid_imports(state.devices["pcc"].import_mw) if pcc_params is not None else \
-                jnp.zeros(n_grid, dt)
             gp, gs = params.devices["generator"], state.devices["generator"]
             p_gen, admm_price, residual, sent, cs = coord_.admm_dispatch(cs, import_last, ctx.price, gp, gs, ctx,
                                                                          self.gen_of_grid)
             h_out = {"p_mw": p_gen, "price": admm_price, "residual": residual}
             n_sent = n_sent + sent
             target = jnp.zeros(gp.p_max_mw.shape, dt).at[jnp.asarray(np.maximum(self.gen_of_grid, 0))].set(p_gen)
-            dispatched = np.isin(np.arange(len(next(g for g in self.groups if g.type == "generator").names)),
-                                 self.gen_of_grid)
             admm_act = dev.get("generator").dispatch.p_action(gp, gs, ctx, target)
         elif coord_.layout.horizontal != "none":
-            import_last = self._grid_imports(state.devices["pcc"].import_mw) if pcc_params is not None else \
-                jnp.zeros(n_grid, dt)
             h_out, sent, cs = coord_.horizontal(cs, k_horizontal, import_last, ctx.price, pcc_params)
             n_sent = n_sent + sent
         tracked = {}
@@ -442,7 +443,7 @@ class Env:
             if g.type in tracked:
                 act = jnp.where(jnp.asarray(self.tracked_of[g.type] >= 0)[:, None], tracked[g.type].astype(dt), act)
             if g.type == "generator" and coord_.layout.horizontal == "admm_dispatch":
-                act = act.at[:, :2].set(jnp.where(jnp.asarray(dispatched)[:, None], admm_act[:, :2].astype(dt),
+                act = act.at[:, :2].set(jnp.where(jnp.asarray(self.admm_dispatched)[:, None], admm_act[:, :2].astype(dt),
                                                   act[:, :2]))
             sp = t.decode(prm, st, act, ctx)
             ns = t.dynamics(prm, st, sp, ctx)

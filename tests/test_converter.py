@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import copy
-import warnings
 
-import jax.numpy as jnp
 import numpy as np
 import pandapower as pp
 import pandapower.networks as pn

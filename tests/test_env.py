@@ -225,5 +225,7 @@ def test_bang_bang_actions_never_give_inf_or_nan():
         obs, state, reward, _, _, info = vstep(jax.random.split(k, n), state, acts, env.default_params)
         assert bool(jnp.isfinite(obs).all()) and bool(jnp.isfinite(reward).all())
         assert float(jnp.max(jnp.abs(reward))) < 1e4
+        # a diverged step is penalized: every agent's safety counts it
+        assert bool(jnp.all(info["safety"] >= info["nonconverged"][:, None]))
         nonconv += float(info["nonconverged"].sum())
-    assert np.isfinite(nonconv)
+    assert nonconv > 0  # the actions did drive some power flows to diverge (the path under test)
