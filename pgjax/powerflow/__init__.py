@@ -36,14 +36,17 @@ JACOBIANS = ("exact", "chord")
 __all__ = ["METHODS", "PowerFlowResult", "bus_injections", "check_method", "make_ybus", "solve"]
 
 
-def default_tol(grid: Grid):
-    """Mismatch tolerance in p.u.: 1e-10 in float64; in float32 1e-5, or more where the
-    largest branch admittance makes float32 rounding of `V conj(Y V)` larger than that
-    (`2 eps max|y|`: 6e-5 p.u. on case118, 4e-2 p.u. on the 72-bus composite whose bus-tie
-    impedances reach 1.7e5 p.u.)."""
+def default_tol(grid: Grid, method: str = "newton"):
+    """Mismatch tolerance in p.u.: 1e-10 in float64; in float32 1e-5, or for the methods that
+    evaluate `V conj(Y V)` more where the largest branch admittance makes float32 rounding
+    of it larger than that (`2 eps max|y|`: 6e-5 p.u. on case118, 4e-2 p.u. on the 72-bus
+    composite whose bus-tie impedances reach 1.7e5 p.u.). `distflow` evaluates its mismatch
+    in branch-flow form (no voltage differences across near-zero impedances): 1e-5."""
     dtype = grid.bus.gs_mw.dtype
     if jnp.dtype(dtype) == jnp.float64:
         return 1e-10
+    if method == "distflow":
+        return 1e-5
     y_max = jnp.max(jnp.abs(network.branch_admittances(grid)[0]), initial=0.0)
     return jnp.maximum(1e-5, 2 * jnp.finfo(dtype).eps * y_max)
 
@@ -66,8 +69,23 @@ def _is_concrete(grid: Grid) -> bool:
     return not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(grid))
 
 
+def _warm_start(grid: Grid, init, x_default) -> jax.Array:
+    """Polar start `[2 n_bus]` from `init = (vm_pu, va_deg)`: free buses take `init` where it
+    is a usable voltage, fixed magnitudes (reference, PV) and angles (reference) their setpoints."""
+    dtype = grid.bus.gs_mw.dtype
+    vm, va_deg = (jnp.asarray(a, dtype) for a in init)
+    n = grid.n_bus
+    if vm.shape != (n,) or va_deg.shape != (n,):
+        raise ValueError(f"init: vm_pu and va_deg must each be [n_bus] = ({n},), got {vm.shape} and {va_deg.shape}")
+    is_ref, is_pv, is_pq = network.bus_types(grid)
+    usable = (vm > 0) & jnp.isfinite(vm) & jnp.isfinite(va_deg)
+    va = jnp.where(usable & (is_pv | is_pq), jnp.deg2rad(va_deg), x_default[:n])
+    vm = jnp.where(usable & is_pq, vm, x_default[n:])
+    return jnp.concatenate([va, vm])
+
+
 def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str = "newton", max_iter: int = 30,
-          tol: float | None = None, jacobian: str = "exact") -> PowerFlowResult:
+          tol: float | None = None, jacobian: str = "exact", init=None, tree=None) -> PowerFlowResult:
     """Solve the AC power flow of one grid (vmap for batches).
 
     Args:
@@ -79,6 +97,13 @@ def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str = "newton", max_ite
         `max_iteration` for `pandapower`).
       tol: largest acceptable |power mismatch| in p.u. (default `default_tol(grid)`).
       jacobian: `"exact"` or `"chord"` (newton only).
+      init: optional warm start `(vm_pu, va_deg)`, each `[n_bus]` (e.g. the previous
+        solution's `vm_pu`, `va_deg`); reference and PV magnitudes keep their setpoints and
+        buses with a non-positive or non-finite `vm_pu` start from the default point.
+        Used by `newton` and `distflow`.
+      tree: optional `pgjax.powerflow.tree.FeederTree` of the grid (`distflow`), computed
+        once with `tree.tree_of(grid)`; without it a concrete grid's tree is computed on the
+        host at each call and a traced grid uses the dense sweeps.
 
     Returns a `PowerFlowResult`; values are always finite and `converged` is False when the
     tolerance was not reached within `max_iter`.
@@ -90,7 +115,7 @@ def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str = "newton", max_ite
     if _is_concrete(grid):
         check_method(grid, method)
     dtype = grid.bus.gs_mw.dtype
-    tol = default_tol(grid) if tol is None else tol
+    tol = default_tol(grid, method) if tol is None else tol
     p_default, q_default = bus_injections(grid)
     p_mw = p_default if p_mw is None else jnp.asarray(p_mw, dtype)
     q_mvar = q_default if q_mvar is None else jnp.asarray(q_mvar, dtype)
@@ -103,11 +128,15 @@ def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str = "newton", max_ite
         x_init = x_set
     else:
         x_init = jnp.concatenate([network.dc_angles(grid, s_spec.real, va_set), vm_set])
+    if init is not None:
+        x_init = _warm_start(grid, init, x_init)
 
     if method == "newton":
-        x, (res, iterations) = newton.solve(grid, s_spec, x_set, x_init, tol, max_iter, jacobian)
+        x, (res, iterations) = newton.solve(grid, s_spec, x_set, x_init, tol, max_iter, jacobian,
+                                            warm=init is not None)
     else:
-        x, (res, iterations) = radial.solve_state(method, grid, s_spec, x_set, x_init, tol, max_iter)
+        x, (res, iterations) = radial.solve_state(method, grid, s_spec, x_set, x_init, tol, max_iter,
+                                                  tree=tree, warm=init is not None)
     max_mismatch = jnp.max(jnp.abs(res))
     n = grid.n_bus
     return finish(grid, x[n:], x[:n], p_mw, q_mvar, max_mismatch <= tol, iterations, max_mismatch)

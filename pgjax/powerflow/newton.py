@@ -267,12 +267,13 @@ def solve_rect(y0, ybus, s_spec, eqs, tol, max_iter, chord=None):
     return iterate(exact_step(ybus, ybus_re, s_spec, eqs), y0, rect_residual(y0, ybus_re, s_spec, eqs), tol, max_iter)
 
 
-def solve(grid: Grid, s_spec, x_set, x_init, tol, max_iter, jacobian: str):
+def solve(grid: Grid, s_spec, x_set, x_init, tol, max_iter, jacobian: str, warm: bool = False):
     """Newton power flow of one grid; returns polar `(x, (residual, iterations))`.
 
     `s_spec` `[n_bus]` complex specified injections (p.u.), `x_set`/`x_init` polar setpoints
-    and initial guess `[2 n_bus]`. Differentiable in every input through
-    `jax.lax.custom_root` (implicit function theorem).
+    and initial guess `[2 n_bus]` (`warm`: `x_init` is a previous solution, which the chord
+    iterations then start from instead of the base case). Differentiable in every input
+    through `jax.lax.custom_root` (implicit function theorem).
     """
     ybus = network.make_ybus(grid)
     eqs = equations(grid, x_set)
@@ -283,9 +284,10 @@ def solve(grid: Grid, s_spec, x_set, x_init, tol, max_iter, jacobian: str):
         s_base = (p_base + 1j * q_base) / grid.sn_mva
         va_base = network.dc_angles(grid, s_base.real, x_set[:grid.n_bus])
         y_base_init = to_rect(x_set.at[:grid.n_bus].set(va_base))
-        y_init, _, _ = solve_rect(y_base_init, ybus, s_base, eqs, tol, max_iter)
+        y_base, _, _ = solve_rect(y_base_init, ybus, s_base, eqs, tol, max_iter)
         eq_mask = equation_mask(grid)
-        chord = (jnp.linalg.inv(polar_jacobian(to_polar(y_init), ybus, eq_mask)), x_set, eq_mask)
+        chord = (jnp.linalg.inv(polar_jacobian(to_polar(y_base), ybus, eq_mask)), x_set, eq_mask)
+        y_init = y_init if warm else y_base
     ybus_re = real_ybus(ybus)
     sg = jax.lax.stop_gradient
     return implicit_root(

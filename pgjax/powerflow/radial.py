@@ -82,7 +82,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from pgjax.grid import NONE, PV, REF, Grid
-from pgjax.powerflow import network, newton
+from pgjax.powerflow import anderson, network, newton
+from pgjax.powerflow import tree as tree_lib
 
 FEEDER_METHODS = ("distflow", "lindistflow")
 
@@ -165,188 +166,223 @@ def _fixed_point(grid: Grid, s_spec, x_set, x_init, tol, max_iter):
 
 
 class Feeder(NamedTuple):
-    """Grid-only matrices of a radial feeder (see the module docstring); `[m]` per branch."""
+    """Per-bus data of a radial feeder, all `[n]`: each bus carries the branch that feeds it.
 
-    free: jax.Array  # [n] energized non-reference bus
+    Grid-only (computed once per vmap when the grid is shared); zero where a bus has no
+    feeding branch (the root, non-energized buses, padding).
+    """
+
+    tree: tree_lib.FeederTree
+    free: jax.Array  # energized non-reference bus
     v0: jax.Array  # [] squared reference voltage magnitude
     va0: jax.Array  # [] reference angle, rad
-    down: jax.Array  # [m, n] bus k lies below branch e (in the subtree of its child)
-    down_br: jax.Array  # [m, m] branch e2 lies below (or is) branch e
-    parent: jax.Array  # [m] int, parent-side bus
-    r: jax.Array  # [m] series resistance (0 when inactive)
-    x: jax.Array  # [m] series reactance (0 when inactive)
-    a_p: jax.Array  # [m] parent-side voltage factor (1/tap^2 when the parent is the from end)
-    gain: jax.Array  # [n] cumulative squared-voltage ratio along the root path
-    drop_scale: jax.Array  # [m] 1 / (a_child * gain[child])
-    shift: jax.Array  # [m] angle added from parent to child, rad
-    w: jax.Array  # [n] complex constant-impedance consumption per unit squared voltage
+    r: jax.Array  # series resistance of the feeding branch, p.u.
+    x: jax.Array  # series reactance, p.u.
+    a_p: jax.Array  # parent-side voltage factor (1/tap^2 when the parent is the from end)
+    gain: jax.Array  # cumulative squared-voltage ratio along the root path
+    drop_scale: jax.Array  # 1 / (a_child * gain)
+    shift: jax.Array  # angle added from parent to bus, rad
+    tap_c: jax.Array  # complex ratio `tap * exp(j shift)` of the feeding branch (1 where none)
+    w: jax.Array  # complex constant-impedance consumption per unit squared voltage
 
 
-def _feeder(grid: Grid) -> Feeder:
-    """Tree ancestry and branch data; depends on the grid only (computed once per vmap)."""
-    n, m = grid.n_bus, grid.n_branch
-    dtype = grid.branch.r_pu.dtype
+def feeder_tree(grid: Grid, tree: tree_lib.FeederTree | None = None) -> tree_lib.FeederTree:
+    """The tree the sweeps run on: `tree` (or `tree_of(grid)` for a concrete grid) in the
+    form `tree_lib.use_dense` picks, or the dense form derived in the program when the grid
+    is traced and no tree is given."""
+    if tree is None:
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(grid)):
+            return tree_lib.traced_tree(grid)
+        tree = tree_lib.tree_of(grid)
+    if tree.down is None and tree_lib.use_dense(grid.n_bus):
+        tree = tree_lib.with_dense(tree, grid.branch.r_pu.dtype)
+    return tree
+
+
+def _feeder(grid: Grid, tree: tree_lib.FeederTree) -> Feeder:
+    """Per-bus branch data along `tree`; depends on the grid only."""
     br = grid.branch
-    on = network.energized(grid)
     is_ref, _, _ = network.bus_types(grid)
-    free = on & ~is_ref
-    active = network.branch_active(grid)
-    f, t = br.from_bus, br.to_bus
-    rows = jnp.arange(m)
-    inc = jnp.zeros((m, n), dtype).at[rows, f].add(1.0).at[rows, t].add(-1.0)
-    inc = jnp.where(active[:, None], inc, 0)
-    lap = inc.T @ inc
-    lap = jnp.where(free[:, None] & free[None, :], lap, jnp.eye(n, dtype=dtype))
-    z1 = jnp.where(free[:, None] & free[None, :], jnp.linalg.inv(lap), 0)
-    depth = jnp.diagonal(z1)
-    anc = free[:, None] & free[None, :] & (jnp.abs(z1 - depth[:, None]) < 0.5)  # j ancestor-or-self of k
-    parent_is_from = depth[f] < depth[t]
-    child = jnp.where(parent_is_from, t, f)
-    parent = jnp.where(parent_is_from, f, t)
-    down = (active[:, None] & anc[child]).astype(dtype)
-    down_br = jnp.where(active[None, :], down[:, child], 0)
-
-    tap2 = jnp.where(active, br.tap, 1.0) ** 2
-    a_p = jnp.where(parent_is_from, 1 / tap2, 1.0)
-    a_c = jnp.where(parent_is_from, 1.0, 1 / tap2)
-    log_gain = jnp.where(active, jnp.log(a_p / a_c), 0)
-    gain = jnp.exp(down.T @ log_gain)
-    shift = jnp.where(active, jnp.deg2rad(br.shift_deg), 0)
-    shift = jnp.where(parent_is_from, -shift, shift)
+    free = network.energized(grid) & ~is_ref
+    b, fed, from_side = tree.branch, tree.has_branch, tree.parent_is_from
+    tap = jnp.where(fed, br.tap[b], 1.0)
+    a_p = jnp.where(from_side, 1 / tap ** 2, 1.0)
+    a_c = jnp.where(from_side, 1.0, 1 / tap ** 2)
+    gain = jnp.exp(tree_lib.path_sum(tree, jnp.where(fed, jnp.log(a_p / a_c), 0)))
+    shift_raw = jnp.where(fed, jnp.deg2rad(br.shift_deg[b]), 0)
 
     cdt = network.complex_dtype(grid)
-    y_cf = jnp.where(active, (br.g_pu + 1j * br.b_pu) / 2 / tap2, 0).astype(cdt)
+    active = network.branch_active(grid)
+    tap2_br = jnp.where(active, br.tap, 1.0) ** 2
+    y_cf = jnp.where(active, (br.g_pu + 1j * br.b_pu) / 2 / tap2_br, 0).astype(cdt)
     y_ct = jnp.where(active, (br.g_pu + br.g_asym_pu + 1j * (br.b_pu + br.b_asym_pu)) / 2, 0).astype(cdt)
-    y_sh = network.bus_shunt(grid).at[f].add(y_cf).at[t].add(y_ct)
-    w = jnp.where(free, jnp.conj(y_sh), 0)
+    y_sh = network.bus_shunt(grid).at[br.from_bus].add(y_cf).at[br.to_bus].add(y_ct)
 
     vm_set, va_set = network.setpoints(grid)
     return Feeder(
-        free=free,
+        tree=tree, free=free,
         v0=jnp.sum(jnp.where(is_ref, vm_set ** 2, 0)),
         va0=jnp.sum(jnp.where(is_ref, va_set, 0)),
-        down=down, down_br=down_br, parent=parent,
-        r=jnp.where(active, br.r_pu, 0), x=jnp.where(active, br.x_pu, 0),
-        a_p=a_p, gain=gain, drop_scale=jnp.where(active, 1 / (a_c * gain[child]), 0),
-        shift=shift, w=w)
+        r=jnp.where(fed, br.r_pu[b], 0), x=jnp.where(fed, br.x_pu[b], 0),
+        a_p=a_p, gain=gain, drop_scale=jnp.where(fed, 1 / (a_c * gain), 0),
+        shift=jnp.where(from_side, -shift_raw, shift_raw),
+        tap_c=(tap * jnp.exp(1j * shift_raw)).astype(cdt),
+        w=jnp.where(free, jnp.conj(y_sh), 0))
 
 
 def _ac_residual(grid: Grid, s_spec, x_set, eq_mask):
     """`x -> [2 n_bus]`: `newton.residual` with the grid's admittance matrix, branch by branch.
 
-    Bus currents are the shunt current plus the branch-end currents `[2 n_branch]` summed
-    onto their buses by a product with the end-to-bus incidence `[2 n_branch, n_bus]`
-    (shared by a vmapped batch when the topology is): O(n_branch n_bus) per point with
-    the branch admittances as the only per-point grid data, instead of a dense
-    `[2 n_bus, 2 n_bus]` matrix per point.
+    Used only for gradients (the implicit function theorem): bus currents are the shunt
+    current plus the branch-end currents `[2 n_branch]` summed onto their buses.
     """
     y_ff, y_ft, y_tf, y_tt = network.branch_admittances(grid)
     f, t = grid.branch.from_bus, grid.branch.to_bus
-    ends = jnp.concatenate([f, t])
-    to_bus = (ends[:, None] == jnp.arange(grid.n_bus)[None, :]).astype(grid.branch.r_pu.dtype)
+    n = grid.n_bus
     y_sh = network.bus_shunt(grid)
 
     def residual(x):
         v = newton.voltage(x)
-        i_end = jnp.concatenate([y_ff * v[f] + y_ft * v[t], y_tf * v[f] + y_tt * v[t]])
-        s = v * jnp.conj(y_sh * v + (i_end.real @ to_bus + 1j * (i_end.imag @ to_bus)))
+        i_bus = (y_sh * v + jnp.zeros(n, v.dtype).at[f].add(y_ff * v[f] + y_ft * v[t])
+                 .at[t].add(y_tf * v[f] + y_tt * v[t]))
+        s = v * jnp.conj(i_bus)
         return jnp.where(eq_mask, jnp.concatenate([s.real - s_spec.real, s.imag - s_spec.imag]), x - x_set)
 
     return residual
 
 
-def _voltages(fd: Feeder, drop):
-    """Squared voltages `[n]` from the per-branch squared-voltage drops `[m]`."""
-    return fd.gain * (fd.v0 - fd.down.T @ (drop * fd.drop_scale))
-
-
 def _state(fd: Feeder, v, delta, x_set):
-    """State `[va, vm]` from squared voltages and per-branch angle drops; set values elsewhere."""
-    va = fd.va0 + fd.down.T @ (fd.shift - delta)
+    """State `[va, vm]` from squared voltages and per-bus angle drops; set values elsewhere."""
+    va = fd.va0 + tree_lib.path_sum(fd.tree, fd.shift - delta)
     vm = jnp.sqrt(jnp.maximum(v, 0))
     return jnp.where(jnp.concatenate([fd.free, fd.free]), jnp.concatenate([va, vm]), x_set)
 
 
-def _distflow(grid: Grid, s_spec, x_set, x_init, tol, max_iter):
+def _flows_from_voltages(fd: Feeder, x):
+    """Sending-end flows `(p, q)` `[n]` into each bus's feeding series impedance at the
+    polar state `x` (a warm start), p.u."""
+    v = newton.voltage(x)
+    v_parent = v[fd.tree.parent]
+    from_side = fd.tree.parent_is_from
+    v_send = jnp.where(from_side, v_parent / fd.tap_c, v_parent)
+    v_recv = jnp.where(from_side, v, v / fd.tap_c)
+    z = jnp.where(fd.tree.has_branch, fd.r + 1j * fd.x, 1.0)
+    s = v_send * jnp.conj((v_send - v_recv) / z)
+    s = jnp.where(fd.tree.has_branch, s, 0)
+    return s.real, s.imag
+
+
+def _branch_flow_mismatch(fd: Feeder, load, p, q, v):
+    """`[2 n]` AC power mismatch (p.u.) of a branch-flow state, KCL at every free bus:
+    power arriving through the feeding branch (sending-end flow minus its series loss) minus
+    the bus's own consumption (constant power and impedance) minus the flows into its
+    child branches. KVL holds by construction of the voltage sweep."""
+    n = fd.free.shape[0]
+    v_send = fd.a_p * v[fd.tree.parent]
+    l = (p ** 2 + q ** 2) / jnp.where(v_send > 0, v_send, 1.0)
+    s_local = load + fd.w * v
+    fed = fd.tree.has_branch
+    child_p = jax.ops.segment_sum(jnp.where(fed, p, 0), fd.tree.parent, n)
+    child_q = jax.ops.segment_sum(jnp.where(fed, q, 0), fd.tree.parent, n)
+    mis_p = jnp.where(fd.free, p - fd.r * l - s_local.real - child_p, 0)
+    mis_q = jnp.where(fd.free, q - fd.x * l - s_local.imag - child_q, 0)
+    return jnp.concatenate([mis_p, mis_q])
+
+
+def _distflow(grid: Grid, s_spec, x_set, x_init, tol, max_iter, tree, warm: bool):
     eq_mask = newton.equation_mask(grid)
-    m = grid.n_branch
     f = _ac_residual(grid, s_spec, x_set, eq_mask)
 
     # The iteration runs on stopped-gradient inputs (no derivative through the loop);
-    # `custom_root` then attaches the implicit-function gradient of the AC residual. The
-    # integer iteration count stays out of `custom_root`'s aux output on purpose.
+    # `custom_root` then attaches the implicit-function gradient of the AC residual.
     sg = jax.lax.stop_gradient
-    fd = jax.tree.map(sg, _feeder(grid))
-    s_spec_c, x_set_c = sg(s_spec), sg(x_set)
-    residual_c = _ac_residual(jax.tree.map(sg, grid), s_spec_c, x_set_c, eq_mask)
-    load = jnp.where(fd.free, -s_spec_c, 0)  # constant-power consumption, p.u.
+    fd = jax.tree.map(sg, _feeder(grid, tree))
+    x_set_c = sg(x_set)
+    load = jnp.where(fd.free, -sg(s_spec), 0)  # constant-power consumption, p.u.
 
-    def flows_and_v(y):
-        p, q, v = y[:m], y[m:2 * m], y[2 * m:]
-        v_send = fd.a_p * v[fd.parent]
+    n = grid.n_bus
+
+    def sweep(y):
+        """One backward/forward sweep `[3n] -> [3n]` of the state `(p, q, v)`."""
+        p, q, v = y[:n], y[n:2 * n], y[2 * n:]
+        v_send = fd.a_p * v[fd.tree.parent]
         v_send_safe = jnp.where(v_send > 0, v_send, 1.0)
         l = (p ** 2 + q ** 2) / v_send_safe
-        s_load = load + fd.w * v
-        p_new = fd.down @ s_load.real + fd.down_br @ (fd.r * l)
-        q_new = fd.down @ s_load.imag + fd.down_br @ (fd.x * l)
+        s_local = load + fd.w * v
+        pq_new = tree_lib.subtree_sum(fd.tree, jnp.stack([s_local.real + fd.r * l, s_local.imag + fd.x * l]))
+        p_new, q_new = jnp.where(fd.free, pq_new, 0)
         # voltage drop with the losses of the flows just computed (Gauss-Seidel-like)
         l_new = (p_new ** 2 + q_new ** 2) / v_send_safe
         drop = 2 * (fd.r * p_new + fd.x * q_new) - (fd.r ** 2 + fd.x ** 2) * l_new
-        return p_new, q_new, _voltages(fd, drop)
+        v_new = fd.gain * (fd.v0 - tree_lib.path_sum(fd.tree, drop * fd.drop_scale))
+        return jnp.concatenate([p_new, q_new, v_new])
 
-    def x_of(y):
-        p, q, v = y[:m], y[m:2 * m], y[2 * m:]
-        v_send = fd.a_p * v[fd.parent]
-        delta = jnp.arctan2(fd.x * p - fd.r * q, v_send - fd.r * p - fd.x * q)
-        return _state(fd, v, delta, x_set_c)
+    def step(carry, _):
+        y, history, _ = carry
+        g = sweep(y)
+        # cheap convergence test: the change of the flows is the subtree sum of the KCL
+        # mismatch of `y`; `g` (a plain sweep of a converged `y`) is what is returned
+        change = jnp.max(jnp.abs(g[:2 * n] - y[:2 * n]))
+        y_next, history = anderson.mix(history, y, g)
+        return (y_next, history, g), change[None]
 
-    def step(y, _):
-        y_new = jnp.concatenate(flows_and_v(y))
-        return y_new, residual_c(x_of(y_new))
-
-    zeros = jnp.zeros(m, fd.v0.dtype)
-    y1, res1 = step(jnp.concatenate([zeros, zeros, fd.gain * fd.v0]), None)  # = LinDistFlow-like start
-    y, res, it = newton.iterate(step, y1, res1, tol, max_iter - 1)
-    x_solved = x_of(y)
+    if warm:
+        p0, q0 = _flows_from_voltages(fd, sg(x_init))
+        v_init = jnp.where(fd.free, sg(x_init)[n:] ** 2, fd.gain * fd.v0)
+    else:  # from zero flows: the first sweep is LinDistFlow-like
+        p0 = q0 = jnp.zeros(n, fd.v0.dtype)
+        v_init = fd.gain * fd.v0
+    y0 = jnp.concatenate([p0, q0, v_init])
+    big = jnp.full((1,), jnp.finfo(fd.v0.dtype).max / 4, fd.v0.dtype)
+    (_, _, y), _, it = newton.iterate(step, (y0, anderson.start(y0), y0), big, tol, max_iter)
+    p, q, v = y[:n], y[n:2 * n], y[2 * n:]
+    v_send = fd.a_p * v[fd.tree.parent]
+    delta = jnp.arctan2(fd.x * p - fd.r * q, v_send - fd.r * p - fd.x * q)
+    x_solved = _state(fd, v, delta, x_set_c)
+    res = _branch_flow_mismatch(fd, load, p, q, v)
 
     def tangent_solve(g, y):
         return jnp.linalg.solve(jax.jacfwd(g)(y), y)
 
     x = jax.lax.custom_root(f, x_init, lambda _, __: x_solved, tangent_solve)
-    return x, (res, it + 1)
+    return x, (res, it)
 
 
 def _lindistflow(grid: Grid, s_spec, x_set):
-    fd = _feeder(grid)
+    tree = feeder_tree(grid)
+    fd = _feeder(grid, tree if tree.down is not None else tree_lib.with_dense(tree, grid.branch.r_pu.dtype))
     eq_mask = newton.equation_mask(grid)
     n = grid.n_bus
+    down = fd.tree.down  # [n, n]: bus k lies in the subtree of bus j
     # v = gain v0 - B (r * down (p + wr v) + x * down (q + wi v)); grid-only matrices first
-    b_mat = fd.gain[:, None] * fd.down.T * (2 * fd.drop_scale)[None, :]  # [n, m]
-    kr = b_mat @ (fd.r[:, None] * fd.down)  # [n, n] drop per unit active consumption
-    kx = b_mat @ (fd.x[:, None] * fd.down)
+    b_mat = fd.gain[:, None] * down.T * (2 * fd.drop_scale)[None, :]  # [n, n]
+    kr = b_mat @ (fd.r[:, None] * down)  # [n, n] drop per unit active consumption
+    kx = b_mat @ (fd.x[:, None] * down)
     k_inv = jnp.linalg.inv(jnp.eye(n, dtype=kr.dtype) + kr * fd.w.real[None, :] + kx * fd.w.imag[None, :])
     v_base = k_inv @ (fd.gain * fd.v0)
     kr, kx = k_inv @ kr, k_inv @ kx
     load = jnp.where(fd.free, -s_spec, 0)
     v = v_base - kr @ load.real - kx @ load.imag
     s_load = load + fd.w * v
-    p = fd.down @ s_load.real
-    q = fd.down @ s_load.imag
-    v_send = fd.a_p * v[fd.parent]
+    p = down @ s_load.real
+    q = down @ s_load.imag
+    v_send = fd.a_p * v[fd.tree.parent]
     delta = (fd.x * p - fd.r * q) / jnp.where(v_send > 0, v_send, 1.0)
     x = _state(fd, v, delta, x_set)
     return x, (_ac_residual(grid, s_spec, x_set, eq_mask)(x), jnp.asarray(1, jnp.int32))
 
 
-def solve_state(method: str, grid: Grid, s_spec, x_set, x_init, tol, max_iter):
+def solve_state(method: str, grid: Grid, s_spec, x_set, x_init, tol, max_iter, *, tree=None, warm=False):
     """Solve with a feeder method; returns `(x, (residual, iterations))` like `newton`.
 
-    The residual is always the AC power mismatch (as `newton.residual`) at the returned state.
+    The residual is the AC power mismatch at the returned state (for `distflow` evaluated
+    in branch-flow form, see the module docstring). `tree`: a precomputed
+    `tree.FeederTree` (`distflow`); `warm`: start `distflow` from the voltages `x_init`.
     """
     if method == "fixed_point":
         return _fixed_point(grid, s_spec, x_set, x_init, tol, max_iter)
     if method == "distflow":
-        return _distflow(grid, s_spec, x_set, x_init, tol, max_iter)
+        return _distflow(grid, s_spec, x_set, x_init, tol, max_iter, feeder_tree(grid, tree), warm)
     if method == "lindistflow":
         return _lindistflow(grid, s_spec, x_set)
     raise ValueError(f"feeder method '{method}' not available")
