@@ -1,7 +1,8 @@
 """Environment steps per second: JAX-native batched steps, the PettingZoo shim and pandapower.
 
-    python scripts/bench_env.py [--scenario multi_microgrid] [--seconds 5] [--batches 1 1024 8192]
-                                [--scan 10] [--reference-steps 5] [--skip-shim]
+    python scripts/bench_env.py [--scenario multi_microgrid] [--dtype float32|float64] [--seconds 5]
+                                [--batches 1 1024 8192] [--scan 10] [--reference-steps 5] [--skip-shim]
+                                [--flops all|none] [--peak-n 2048] [--quick]
 
 Measures, in one run:
 - `jax.jit(jax.vmap(env.step))` at each batch size, one call per step (actions and keys
@@ -15,6 +16,14 @@ Measures, in one run:
 Environment steps per second (a batch of B counts B), compile time excluded and printed
 separately; ratios are against the reference mode (and the shim when measured). Times are
 wall-clock: on a shared machine run it when the cores are idle.
+
+`--dtype` makes the environment with `pgjax.make(scenario, dtype=...)` (default: the
+scenario's own dtype). Fraction of peak, for the JAX-native rows: flops per env step
+(`pgjax.benchmark.flop_count`: XLA's cost analysis of the jitted call with every loop,
+the power flow's iterations and the scan included, counted for the trips it executes on
+the measured state), achieved GFLOP/s, and the fraction of the machine's peak in the env's
+dtype, measured in the same run as the best rate of a `jnp.dot` GEMM of `--peak-n` square
+matrices (`pgjax.benchmark.gemm_peak`; its assumptions are printed).
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import jax
 import numpy as np
 
 import pgjax
+from pgjax import benchmark as B
 
 
 def timed(fn, seconds: float, min_iters: int = 3) -> float:
@@ -45,8 +55,12 @@ def compiled(label: str, fn):
     print(f"{label}: first call (compile) {time.perf_counter() - t0:.1f} s", flush=True)
 
 
-def native(env, batch: int, scan: int, seconds: float) -> tuple[float, float]:
-    """Env steps/s of `jit(vmap(step))` per call and of `scan` steps per jitted call."""
+def native(env, batch: int, scan: int, seconds: float, flops: bool = False):
+    """Env steps/s of `jit(vmap(step))` per call and of `scan` steps per jitted call.
+
+    Returns `(per_call, scanned, flop_per_call, flop_per_scan)`: the two rates and, with
+    `flops`, `pgjax.benchmark.flop_count` results of one call of each (else None).
+    """
     params = env.default_params
     vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
     _, state = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))(jax.random.split(jax.random.PRNGKey(1), batch), params)
@@ -73,8 +87,20 @@ def native(env, batch: int, scan: int, seconds: float) -> tuple[float, float]:
 
     compiled(f"jit(vmap(step)) batch {batch}", one)
     per_call = batch / timed(one, seconds)
+    fc_one = fc_many = None
+    if flops:
+        t0 = time.perf_counter()
+        args = (keys, holder["state"], actions, params)
+        fc_one = B.flop_count(vstep, *args, compiled=step.lower(*args).compile())
+        print(f"  flop count of one call: {fc_one.flops:.3g} ({time.perf_counter() - t0:.1f} s)", flush=True)
     compiled(f"scan of {scan} steps, batch {batch}", many)
-    return per_call, scan * batch / timed(many, seconds)
+    scanned = scan * batch / timed(many, seconds)
+    if flops:
+        t0 = time.perf_counter()
+        args = (keys[0], holder["state"], actions)
+        fc_many = B.flop_count(steps, *args, compiled=steps.lower(*args).compile())
+        print(f"  flop count of one scan call: {fc_many.flops:.3g} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    return per_call, scanned, fc_one, fc_many
 
 
 def reference(scenario: str, steps: int) -> float:
@@ -130,26 +156,62 @@ def main(argv=None):
     ap.add_argument("--reference-steps", type=int, default=5, help="timed steps of the pandapower reference mode")
     ap.add_argument("--vector", type=int, default=64, help="vector_env batch size")
     ap.add_argument("--skip-shim", action="store_true", help="skip the PettingZoo shim and vector env rows")
+    ap.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                    help="environment dtype (pgjax.make(scenario, dtype=...)); default: the scenario's")
+    ap.add_argument("--flops", choices=("all", "none"), default="all",
+                    help="flop count / fraction of peak for the JAX-native rows (costs compiles)")
+    ap.add_argument("--peak-n", type=int, default=2048, help="GEMM size of the peak measurement")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: batches 1 64, scan 2, 0.2 s, 1 reference step, no shim, 1024 GEMM")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.batches, args.scan, args.seconds, args.reference_steps = [1, 64], 2, 0.2, 1
+        args.skip_shim, args.peak_n = True, min(args.peak_n, 1024)
+
+    info = B.machine_info()
+    print(f"machine: {info['cpu']}, {info['cores']} logical cores, load average {info['loadavg']}; "
+          f"jax {info['jax']} ({info['jax_backend']})")
+    peaks = B.peak_report(("float32", "float64"), n=args.peak_n, seconds=0.3 if args.quick else 2.0)
+    B.print_peaks(peaks)
 
     results = {"reference: pandapower (1)": reference(args.scenario, args.reference_steps)}
     if not args.skip_shim:
         shim(args.scenario, args.vector, args.seconds, results)
-    env = pgjax.make(args.scenario)
+    env = pgjax.make(args.scenario, **({"dtype": args.dtype} if args.dtype else {}))
+    dtype = np.dtype(env.dtype).name
+    peak = peaks.get(dtype, {}).get("gflops")
+    flop_rows = {}
     for b in args.batches:
-        per_call, scanned = native(env, b, args.scan, args.seconds)
+        per_call, scanned, fc_one, fc_many = native(env, b, args.scan, args.seconds, args.flops == "all")
         results[f"jit(vmap(step)) ({b})"] = per_call
         results[f"scan {args.scan} x vmap ({b})"] = scanned
+        if fc_one is not None:
+            flop_rows[f"jit(vmap(step)) ({b})"] = fc_one.flops / b
+            flop_rows[f"scan {args.scan} x vmap ({b})"] = fc_many.flops / (b * args.scan)
 
     ref = results["reference: pandapower (1)"]
     base = results.get("shim (1 env)")
     device = jax.devices()[0]
-    print(f"\n{args.scenario} ({env.method}, {np.dtype(env.dtype).name}) on {device.platform} "
+    print(f"\n{args.scenario} ({env.method}, {dtype}) on {device.platform} "
           f"({jax.device_count()} device), env steps/s:")
-    print(f"{'configuration':<30}{'steps/s':>14}{'x pandapower':>14}" + (f"{'x shim':>10}" if base else ""))
+    print(f"{'configuration':<30}{'steps/s':>14}{'x pandapower':>14}" + (f"{'x shim':>10}" if base else "")
+          + f"{'flop/step':>12}{'GFLOP/s':>10}{'% peak':>9}")
+    table = {}
     for name, sps in results.items():
-        print(f"{name:<30}{sps:>14.1f}{sps / ref:>14.1f}" + (f"{sps / base:>10.1f}" if base else ""))
-    return results
+        row = {"steps_per_s": sps}
+        extra = ""
+        if name in flop_rows:
+            gf = flop_rows[name] * sps / 1e9
+            row.update(flops_per_step=flop_rows[name], gflops=gf)
+            extra = f"{flop_rows[name]:>12.3g}{gf:>10.2f}"
+            if peak:
+                row["peak_fraction"] = gf / peak
+                extra += f"{100 * gf / peak:>9.2f}"
+        table[name] = row
+        print(f"{name:<30}{sps:>14.1f}{sps / ref:>14.1f}" + (f"{sps / base:>10.1f}" if base else "") + extra)
+    if flop_rows and peak:
+        print(f"% peak: against the measured {dtype} GEMM peak {peak:.1f} GFLOP/s (see above)")
+    return table
 
 
 if __name__ == "__main__":

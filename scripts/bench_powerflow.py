@@ -3,14 +3,26 @@
 For each network, one seeded set of operating points (every load and static generator P and
 Q scaled by one factor per point, uniform in [0.7, 1.3]) is solved by every engine:
 
-- pgjax: `jax.jit(jax.vmap(solve(grid, p, q, jacobian="chord")))` with the grid shared, at
-  each `--batches` size (and `jacobian="exact"` at batch 1). Compile time is reported
-  separately; rates are steady state (`block_until_ready`, repeated for `--seconds`).
+- pgjax: `jax.jit(jax.vmap(solve(grid, p, q, method=..., jacobian=...)))` with the grid
+  shared, at each `--batches` size: on radial feeders (case33bw, the 72-bus composite, the
+  generated `radial300` / `radial1000`) `method="distflow"` and Newton with the chord
+  Jacobian, elsewhere the chord Newton; `jacobian="exact"` Newton at batch 1 everywhere.
+  Compile time is reported separately; rates are steady state (`block_until_ready`,
+  repeated for `--seconds`).
+- fraction of peak, per pgjax row: flops per power flow (XLA's cost analysis with every
+  loop counted for the trips it executes, `pgjax.benchmark.flop_count`), achieved GFLOP/s
+  (flops per call x calls per second) and its fraction of the machine's peak, measured in
+  the same run as the best rate of a float64 (and float32) `jnp.dot` GEMM of
+  `--peak-n` x `--peak-n` matrices (`pgjax.benchmark.gemm_peak`; the nominal FMA peak from
+  /proc/cpuinfo is printed for context).
 - lightsim2grid: its C++ batch computers on one thread, Newton-Raphson with KLU:
   `TimeSeriesCPP` (each point warm-started from the previous one) and `InjectionSweepCPP`
   (every point from the same DC start, independent like pgjax's). Total rate and solver-only
   rate (lightsim2grid's own `solver_time()`).
 - pandapower: `runpp` (numba) plain and with `recycle`, over `--pp-points` points.
+
+`radial300` / `radial1000`: seeded random radial 20 kV feeders of 300 and 1,000 buses
+(`pgjax.benchmark.random_radial_feeder`, seed `--feeder-seed`).
 
 Voltages are compared point by point (max |vm| difference, must be <= 1e-8 pu). Where scaling
 loads alone has no solution at the range ends (pandapower diverges; case300's single slack
@@ -38,10 +50,14 @@ import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-NETWORKS = ("case33bw", "case118", "case300", "ieee34_3x_ieee13")
-LABELS = {"ieee34_3x_ieee13": "72-bus composite (ieee34_3x_ieee13)"}
-# targets: pgjax best batch / lightsim2grid (best of its batch computers)
-LS_TARGETS = {"case33bw": 5.0, "ieee34_3x_ieee13": 3.0, "case118": 2.0}
+NETWORKS = ("case33bw", "ieee34_3x_ieee13", "radial300", "radial1000", "case118", "case300")
+LABELS = {"ieee34_3x_ieee13": "72-bus composite (ieee34_3x_ieee13)",
+          "radial300": "random radial feeder, 300 buses (radial300)",
+          "radial1000": "random radial feeder, 1,000 buses (radial1000)"}
+# feeders solved with method="distflow" as well as the chord Newton
+RADIAL = ("case33bw", "ieee34_3x_ieee13", "radial300", "radial1000")
+# targets (issue 10): pgjax best batch / lightsim2grid (best of its batch computers)
+LS_TARGETS = {"case33bw": 5.0, "ieee34_3x_ieee13": 5.0, "radial300": 3.0, "radial1000": 3.0, "case118": 2.0}
 PP_TARGET = 1000.0
 VM_TOL = 1e-8
 
@@ -60,11 +76,17 @@ def parse_args(argv):
                          "diverges at the range ends with loads alone)")
     ap.add_argument("--xla-single-thread", action="store_true",
                     help="restrict XLA's CPU backend to one thread (like lightsim2grid)")
-    ap.add_argument("--quick", action="store_true", help="tiny smoke run (batches 1,64; 0.1 s)")
+    ap.add_argument("--feeder-seed", type=int, default=0, help="seed of the generated radial feeders")
+    ap.add_argument("--flops", choices=("all", "largest", "none"), default="all",
+                    help="count flops (fraction of peak) for every pgjax row, only the largest batch "
+                         "of each method, or none (each count costs a few compiles)")
+    ap.add_argument("--peak-n", type=int, default=2048, help="GEMM size of the peak measurement")
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny smoke run (batches 1,64; 0.1 s; 1024 GEMM for the peak)")
     ap.add_argument("--json", default=None, help="write all results to this JSON file")
     args = ap.parse_args(argv)
     if args.quick:
-        args.batches, args.seconds, args.pp_points = "1,64", 0.1, 3
+        args.batches, args.seconds, args.pp_points, args.peak_n = "1,64", 0.1, 3, min(args.peak_n, 1024)
     args.batches = [int(b) for b in args.batches.split(",") if b]
     args.networks = [n for n in args.networks.split(",") if n]
     args.points = args.points or max(args.batches)
@@ -84,17 +106,17 @@ def _pp_converges(net, factor, base, scale_gen):
     return bool(n.converged)
 
 
-def bench_network(name, args):
+def bench_network(name, args, peaks):
     import jax
     import pandapower as pp
 
     from converters.pandapower import from_pandapower
     from pgjax import benchmark as B
-    from pgjax.networks import load
     from pgjax.powerflow import solve
+    from pgjax.powerflow.tree import tree_of
 
     out = {"network": name}
-    net = load(name)
+    net = B.load_network(name, seed=args.feeder_seed)
     grid, netmap = from_pandapower(net)
     bnet = B.base_net(net, grid, netmap)
     base = B.base_values(bnet)
@@ -110,39 +132,64 @@ def bench_network(name, args):
     lookup = np.asarray(netmap.bus_lookup)
 
     # ---------------- pgjax ----------------
-    def batched(jacobian):
-        def one(p, q):
-            r = solve(grid, p, q, jacobian=jacobian)
-            return r.vm_pu, r.va_deg, r.converged, r.iterations
-        return jax.jit(jax.vmap(one, in_axes=(0, 0)))
+    def batched(method, jacobian):
+        # distflow: the feeder tree's index arrays, computed once on the host for the shared grid
+        kw = {"tree": tree_of(grid)} if method == "distflow" else {}
 
+        def one(p, q):
+            r = solve(grid, p, q, method=method, jacobian=jacobian, **kw)
+            return r.vm_pu, r.va_deg, r.converged, r.iterations
+        return jax.vmap(one, in_axes=(0, 0))
+
+    peak = peaks.get("float64", {}).get("gflops")
     energized = np.asarray(solve(grid).energized)
+    configs = ([("distflow", "exact", args.batches)] if name in RADIAL else []) + [
+        ("newton", "chord", args.batches), ("newton", "exact", [1])]
     rows = []
-    vm_pgjax = None
-    for jac, batches in (("chord", args.batches), ("exact", [1])):
-        fn = batched(jac)
-        for b in batches:
-            if b > args.points:
-                continue
+    vm_pgjax = None  # solution of every point by the first method (distflow on feeders)
+    out["pgjax_errors"] = {}
+    for method, jac, batches in configs:
+        label = "distflow" if method == "distflow" else f"newton {jac}"
+        vfn = batched(method, jac)
+        fn = jax.jit(vfn)
+        sizes = [b for b in batches if b <= args.points]
+        for b in sizes:
             p, q = jax.device_put(p_all[:b]), jax.device_put(q_all[:b])
-            t0 = time.perf_counter()
-            compiled = fn.lower(p, q).compile()
-            compile_s = time.perf_counter() - t0
-            res = jax.block_until_ready(compiled(p, q))
+            try:
+                t0 = time.perf_counter()
+                compiled = fn.lower(p, q).compile()
+                compile_s = time.perf_counter() - t0
+                res = jax.block_until_ready(compiled(p, q))
+            except Exception as e:  # noqa: BLE001 - a solver that fails is reported, not fatal
+                out["pgjax_errors"][f"{label} b={b}"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                print(f"  pgjax {label} b={b} failed: {out['pgjax_errors'][f'{label} b={b}']}", flush=True)
+                break
             cps, n_calls, _ = B.rate(lambda: jax.block_until_ready(compiled(p, q)), args.seconds)
             it = np.asarray(res[3])
-            rows.append({"engine": "pgjax", "variant": f"{jac} b={b}", "jacobian": jac, "batch": b,
-                         "pf_per_s": cps * b, "compile_s": compile_s, "calls": n_calls,
-                         "iter_mean": float(it.mean()), "iter_max": int(it.max()),
-                         "converged": float(np.asarray(res[2]).mean())})
-            # pgjax solution of every point, from the largest chord batch (rest filled below)
-            if jac == "chord" and b == max(x for x in args.batches if x <= args.points):
+            row = {"engine": "pgjax", "variant": f"{label} b={b}", "method": method, "jacobian": jac,
+                   "batch": b, "pf_per_s": cps * b, "compile_s": compile_s, "calls": n_calls,
+                   "iter_mean": float(it.mean()), "iter_max": int(it.max()),
+                   "converged": float(np.asarray(res[2]).mean())}
+            if args.flops == "all" or (args.flops == "largest" and b == max(sizes)):
+                fc = B.flop_count(vfn, p, q, compiled=compiled)
+                row.update(flops_per_pf=fc.flops / b, xla_flops_per_pf=fc.xla_flops / b,
+                           loop_trips=[d["trips"] for d in fc.loops],
+                           gflops=fc.flops * cps / 1e9)
+                if peak:
+                    row["peak_fraction"] = row["gflops"] / peak
+            rows.append(row)
+            if vm_pgjax is None and b == max(sizes) and b == args.points:
                 vm_pgjax = np.asarray(res[0])
-    if vm_pgjax is None or vm_pgjax.shape[0] < args.points:
-        fn = batched("chord")
-        vm_pgjax = np.asarray(fn(p_all, q_all)[0])
-    chord_all = [r for r in rows if r["jacobian"] == "chord"]
-    out["pgjax_converged"] = chord_all[-1]["converged"] if chord_all else None
+        if vm_pgjax is None and sizes and not any(k.startswith(label + " ") for k in out["pgjax_errors"]):
+            try:
+                vm_pgjax = np.asarray(fn(p_all, q_all)[0])
+            except Exception:  # noqa: BLE001 - try the next method
+                pass
+    if vm_pgjax is None:
+        raise RuntimeError(f"{name}: no pgjax method solved the points: {out['pgjax_errors']}")
+    first = [r for r in rows if r["method"] == rows[0]["method"] and r["jacobian"] == rows[0]["jacobian"]]
+    out["pgjax_converged"] = first[-1]["converged"] if first else None
+    out["pgjax_reference_method"] = rows[0]["variant"].split(" b=")[0]
 
     # ---------------- lightsim2grid ----------------
     ls_net = B.lightsim_net(bnet)
@@ -202,7 +249,9 @@ def bench_network(name, args):
                      "pf_per_s": cps * n_pp, "calls": n_calls, "converged": 1 - len(failed) / n_pp})
 
     out["rows"] = rows
-    best_pgjax = max(r["pf_per_s"] for r in rows if r["engine"] == "pgjax")
+    best_row = max((r for r in rows if r["engine"] == "pgjax"), key=lambda r: r["pf_per_s"])
+    best_pgjax = best_row["pf_per_s"]
+    out["best_pgjax_variant"] = best_row["variant"]
     best_ls = max(r["pf_per_s"] for r in rows if r["engine"] == "lightsim2grid")
     best_ls_solver = max(r["solver_pf_per_s"] for r in rows if r["engine"] == "lightsim2grid")
     # a pandapower variant that failed on some point is not a valid reference rate
@@ -223,24 +272,32 @@ def print_network(o):
     pts = "loads+sgens x f" + (" and gen P x f" if o["scale_gen"] else "")
     print(f"\n=== {title}: {o['n_bus']} buses; points: {pts}, f ~ U[0.7, 1.3] ===")
     print(f"{'engine':<14}{'variant':<28}{'batch':>6}{'pf/s':>14}{'solver pf/s':>14}"
-          f"{'compile s':>11}{'iter mean/max':>15}{'conv':>7}")
+          f"{'compile s':>11}{'iter mean/max':>15}{'conv':>7}{'flop/pf':>10}{'GFLOP/s':>9}{'% peak':>8}")
     for r in o["rows"]:
         solver = _fmt_rate(r["solver_pf_per_s"]) if "solver_pf_per_s" in r else ""
         comp = f"{r['compile_s']:.2f}" if "compile_s" in r else ""
         it = f"{r['iter_mean']:.1f}/{r['iter_max']}" if "iter_mean" in r else ""
         conv = f"{r['converged']:.3f}" if "converged" in r else ""
+        fl = f"{r['flops_per_pf']:.3g}" if "flops_per_pf" in r else ""
+        gf = f"{r['gflops']:.2f}" if "gflops" in r else ""
+        pk = f"{100 * r['peak_fraction']:.2f}" if "peak_fraction" in r else ""
         print(f"{r['engine']:<14}{r['variant']:<28}{r['batch']:>6}{_fmt_rate(r['pf_per_s']):>14}"
-              f"{solver:>14}{comp:>11}{it:>15}{conv:>7}")
-    print(f"pgjax best / lightsim2grid best: {o['ratio_lightsim']:.2f}x "
-          f"(vs lightsim2grid solver-only: {o['ratio_lightsim_solver']:.2f}x); "
-          f"pgjax best / pandapower best: {o['ratio_pandapower']:,.0f}x")
+              f"{solver:>14}{comp:>11}{it:>15}{conv:>7}{fl:>10}{gf:>9}{pk:>8}")
+    for k, v in o.get("pgjax_errors", {}).items():
+        print(f"pgjax {k}: FAILED {v}")
+    target = LS_TARGETS.get(o["network"])
+    print(f"pgjax best ({o['best_pgjax_variant']}) / lightsim2grid best: {o['ratio_lightsim']:.2f}x"
+          + (f" [target >= {target:g}x]" if target else "")
+          + f" (vs lightsim2grid solver-only: {o['ratio_lightsim_solver']:.2f}x); "
+          f"pgjax best / pandapower best: {o['ratio_pandapower']:,.0f}x [target >= {PP_TARGET:g}x]")
     diffs = {**{f"lightsim2grid {k}": v for k, v in o["vm_diff_lightsim"].items()},
              **{f"pandapower {k}": v for k, v in o["vm_diff_pandapower"].items()}}
     finite = [v for v in diffs.values() if np.isfinite(v)]
     worst = max(finite) if finite else float("nan")
     print("max |vm pgjax - ref| pu: " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items())
           + f"  [{'OK' if worst <= VM_TOL else 'FAIL'} <= {VM_TOL:g}]")
-    print(f"pgjax converged fraction (chord, all points): {o['pgjax_converged']:.4f}")
+    print(f"pgjax converged fraction ({o['pgjax_reference_method']}, all points; its voltages are "
+          f"the ones compared): {o['pgjax_converged']:.4f}")
 
 
 def print_summary(results):
@@ -276,7 +333,7 @@ def main(argv=None):
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from pgjax.benchmark import machine_info
+    from pgjax.benchmark import machine_info, peak_report, print_peaks
 
     info = machine_info()
     info.update(dtype="float64", xla_single_thread=args.xla_single_thread,
@@ -287,9 +344,12 @@ def main(argv=None):
           f"pandapower {info['pandapower']} (numba {info['numba']}), lightsim2grid {info['lightsim2grid']}")
     print(f"points: {args.points} (seed {args.seed}); pgjax batches {args.batches}; "
           f"pandapower on the first {args.pp_points}; {args.seconds:g} s per measurement")
+    peaks = peak_report(("float64", "float32"), n=args.peak_n, seconds=0.3 if args.quick else 2.0)
+    print_peaks(peaks)
+    info["peaks"] = peaks
     results = []
     for name in args.networks:
-        o = bench_network(name, args)
+        o = bench_network(name, args, peaks)
         print_network(o)
         results.append(o)
     ok = print_summary(results)
