@@ -473,6 +473,9 @@ def plan_actions(env, params, state, plan: EpisodePlan) -> jax.Array:
                "generator": (plan.generator_on, plan.generator_p_mw, plan.generator_q_mvar),
                **{t: (plan.renewable_p_mw[t], plan.renewable_q_mvar[t]) for t in plan.renewable_p_mw}}
     targets = {k: v for k, v in targets.items() if k in groups}
+    # the plan is float64 (numpy / HiGHS); the env may run in float32 (`pgjax train`'s default)
+    targets = jax.tree.map(lambda x: jnp.asarray(x, env.dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)
+                           else jnp.asarray(x), targets)
 
     def step(dev_states, xs):
         t, target = xs
@@ -530,7 +533,7 @@ def voltage_sensitivity(env, params, state) -> tuple[jax.Array, jax.Array]:
             grid0 = t_dev.apply_to_grid(params.devices[g.type], state.devices[g.type], grid0)
     delta = 1e-3
     n_col = len(col_bus)
-    pert = jnp.asarray(np.concatenate([np.eye(n_col), -np.eye(n_col)]) * delta)  # [2 n_col, n_col]
+    pert = jnp.asarray(np.concatenate([np.eye(n_col), -np.eye(n_col)]) * delta, env.dtype)  # [2 n_col, n_col]
 
     def sens(ctx):
         grid = scaled_grid(params, ctx, grid0)

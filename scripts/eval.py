@@ -4,7 +4,9 @@
     pgjax eval runs/multi_microgrid --episodes 64 --seed 1
 
 Loads `RUN_DIR/config.yaml` and `checkpoint.msgpack`, builds the scenario with
-`split="test"` (CAISO 2024 for `multi_microgrid`), and rolls out every controller on the
+`split="test"` (CAISO 2024 for `multi_microgrid`) in the dtype the run was trained with
+(its `env_kwargs: {dtype: ...}`, float32 for runs of `pgjax train` unless `--dtype float64`;
+the scenario's own dtype for runs without one), and rolls out every controller on the
 same episodes (same days and initial states: the same key for all, one compiled program
 for all controllers): `mappo` (the deterministic mean action of each trained seed; metrics
 are the mean over seeds, per-seed costs listed), `random`, `do_nothing` and `rule_based`
@@ -62,7 +64,7 @@ def summarize(totals: dict, steps: int) -> dict:
 
 
 def test_env(cfg):
-    """The run's environment on its test split (toy envs as they are)."""
+    """The run's environment on its test split and training dtype (`env_kwargs`; toy envs as they are)."""
     from baselines.common import make_env
     from baselines.toy_env import TOY_ENVS
 
@@ -190,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     template = train.seed_init(jax.random.PRNGKey(cfg.seed))
     states, step = load_checkpoint(run_dir / CHECKPOINT, template)
     steps = int(env.episode_steps)
-    print(f"pgjax eval: {run_dir} ({cfg.env}, update {step}, {cfg.num_seeds} seed(s)) on the test split "
+    dtype = str(np.dtype(env.dtype)) if hasattr(env, "dtype") else "n/a"
+    print(f"pgjax eval: {run_dir} ({cfg.env}, {dtype}, update {step}, {cfg.num_seeds} seed(s)) on the test split "
           f"[{data}], {args.episodes} episodes x {steps} steps per controller")
 
     names = ["mappo", *BASELINES]
@@ -239,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.num_seeds > 1:
         print("mappo cost per seed: " + ", ".join(f"{c:,.0f}" for c in mappo["cost_per_seed"]))
 
-    meta = {"run_dir": str(run_dir), "env": cfg.env, "split": "test", "profiles": data, "update": step,
+    meta = {"run_dir": str(run_dir), "env": cfg.env, "dtype": dtype, "split": "test", "profiles": data, "update": step,
             "episodes": args.episodes, "episode_steps": steps, "seed": args.seed, "num_seeds": cfg.num_seeds}
     (run_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     (run_dir / "eval_meta.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -6,10 +6,16 @@
     pgjax train --config my.yaml num_envs=32 lr_actor=1e-3
     pgjax train --scenario ieee123_der param_sharing=type     # one actor / critic per agent type
     pgjax train --out runs/mm --resume total_timesteps=800000   # continue a run (Ctrl-C saves)
+    pgjax train --dtype float64                        # the env in float64 (default: float32)
 
 Config precedence: preset < --config FILE < --scenario / --seeds < key=value overrides. On
 `--resume` the run folder's `config.yaml` is the base instead (only `total_timesteps` may
-change). Training runs `baselines.mappo.run` in jitted chunks; the chunk programs are
+change). The environment runs in float32 unless `--dtype float64` (or an `env_kwargs`
+`dtype` from the config file or overrides) says otherwise; the dtype is stored as
+`env_kwargs: {dtype: ...}` in the run's `config.yaml`, so `--resume` and `pgjax eval` use
+the dtype the run was trained with (toy envs have no dtype and get none). The float32 env
+matches float64 to 1e-4 p.u. over whole episodes (tests/test_float32.py) and steps several
+times faster; verification (`pgjax verify`) stays float64. Training runs `baselines.mappo.run` in jitted chunks; the chunk programs are
 compiled ahead of time so the compile time is printed apart from the training speed
 (env steps/s count every environment of the batch and every seed). Writes into the run
 folder: `config.yaml`, `metrics.jsonl` (one line per update and seed), `checkpoint.msgpack`
@@ -42,6 +48,8 @@ PRESETS: dict[str, dict] = {
     },
 }
 CHUNK_UPDATES = {"laptop": 10, "gpu": 10}
+DTYPES = ("float32", "float64")
+DEFAULT_DTYPE = "float32"  # the training path; pass --dtype float64 for the scenario's exact dtype
 
 
 def build_config(args, parser):
@@ -76,10 +84,33 @@ def build_config(args, parser):
     merged = {**base, **changes}
     if args.resume and set(changes) - {"total_timesteps"}:
         parser.error(f"--resume: only total_timesteps may change, got {sorted(set(changes) - {'total_timesteps'})}")
+    merged = with_dtype(merged, args.dtype, resume=args.resume, parser=parser)
     try:
         return MAPPOConfig.from_dict(merged)
     except ValueError as e:
         parser.error(str(e))
+
+
+def with_dtype(merged: dict, dtype: str | None, resume: bool, parser) -> dict:
+    """`merged` with the env dtype in `env_kwargs`: `dtype` (the --dtype flag) if given, else the
+    one already there (config file, overrides, a resumed run's config.yaml), else float32.
+    Toy envs (`baselines.toy_env`) take no dtype; a resumed run keeps its own."""
+    from baselines.toy_env import TOY_ENVS
+
+    kwargs = dict(merged.get("env_kwargs") or {})
+    if resume:
+        if dtype is not None and dtype != kwargs.get("dtype"):
+            parser.error(f"--resume: the run was trained with dtype {kwargs.get('dtype', 'of its scenario')}, "
+                         f"got --dtype {dtype}")
+        return merged
+    if str(merged.get("env", "")) in TOY_ENVS:
+        if dtype is not None:
+            parser.error(f"--dtype: the toy env {merged['env']!r} has no dtype")
+        return merged
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    kwargs.setdefault("dtype", DEFAULT_DTYPE)
+    return {**merged, "env_kwargs": kwargs}
 
 
 def plot_curves(metrics_path, png_path) -> None:
@@ -125,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="laptop", help="base config (default: laptop)")
     parser.add_argument("--chunk", type=int, help="updates per jitted chunk, progress line and checkpoint")
+    parser.add_argument("--dtype", choices=DTYPES,
+                        help=f"environment float dtype (default: {DEFAULT_DTYPE}; a resumed run keeps its own)")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value (YAML values)")
     args = parser.parse_args(argv)
     if args.out is None:
@@ -144,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     t_start = time.perf_counter()
-    print(f"pgjax train: {cfg.env}, {cfg.num_seeds} seed(s) x {cfg.num_envs} envs x {cfg.num_steps} steps per "
+    dtype = cfg.env_kwargs.get("dtype", "the scenario's dtype")
+    print(f"pgjax train: {cfg.env} ({dtype}), {cfg.num_seeds} seed(s) x {cfg.num_envs} envs x {cfg.num_steps} steps per "
           f"update, {cfg.num_updates} updates ({cfg.total_timesteps:,} env steps per seed) -> {out}")
     print(f"devices: {jax.devices()}")
     train = make_train(cfg)
@@ -209,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     final = int(np.asarray(state.update_step).reshape(-1)[0])
     rate = timing["steps"] / timing["train_s"] if timing["train_s"] > 0 else float("nan")
     plot_curves(metrics_path, out / "curves.png")
-    summary = {"env": cfg.env, "num_seeds": cfg.num_seeds, "num_envs": cfg.num_envs, "updates_done": final,
+    summary = {"env": cfg.env, "dtype": cfg.env_kwargs.get("dtype"), "num_seeds": cfg.num_seeds, "num_envs": cfg.num_envs, "updates_done": final,
                "env_steps_per_seed": final * cfg.batch_size, "compile_s": round(compile_s, 2),
                "train_s": round(timing["train_s"], 2), "wall_s": round(wall, 2),
                "env_steps_per_s": round(rate, 1), "devices": [str(d) for d in jax.devices()],

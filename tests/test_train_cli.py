@@ -91,3 +91,37 @@ def test_rule_based_beats_random_and_do_nothing_on_test_cost(run_dir):
 def test_bad_override_is_a_usage_error(tmp_path):
     assert cli("train", "--out", str(tmp_path / "x"), "no_such_key=1") == 2
     assert cli("train", "--out", str(tmp_path / "y"), "--resume") == 2  # nothing to resume
+
+
+def test_the_env_trains_and_evaluates_in_float32_by_default(run_dir):
+    """`pgjax train` defaults to the float32 env, records it in config.yaml; eval and resume use it."""
+    import yaml
+
+    out, _ = run_dir
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["env_kwargs"] == {"dtype": "float32"}
+    assert json.loads((out / "train_summary.json").read_text())["dtype"] == "float32"
+    assert json.loads((out / "eval_meta.json").read_text())["dtype"] == "float32"
+    assert cli("train", "--out", str(out), "--resume", "--dtype", "float64", "total_timesteps=64") == 2
+
+
+def test_dtype_flag_sets_env_kwargs():
+    import argparse
+    import importlib.util
+
+    from pgjax.cli import SCRIPTS
+
+    spec = importlib.util.spec_from_file_location("pgjax_train_script", SCRIPTS / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    parser = argparse.ArgumentParser()
+
+    def dtype(flag, resume=False, **cfg):
+        merged = train.with_dtype({"env": "multi_microgrid", **cfg}, flag, resume, parser)
+        return merged.get("env_kwargs", {}).get("dtype")
+
+    assert dtype(None) == "float32" and dtype("float64") == "float64"
+    assert dtype(None, env_kwargs={"dtype": "float64", "dt_h": 0.5}) == "float64"  # config file / override
+    assert dtype("float32", env_kwargs={"dtype": "float64"}) == "float32"  # the flag wins
+    assert dtype(None, resume=True) is None  # a run folder from before the flag: its scenario's dtype
+    assert dtype(None, env="setpoint") is None  # toy envs take no dtype
