@@ -1,6 +1,7 @@
 """Generated scenarios: `multi_microgrid` scaled to any number of microgrids.
 
-    env = pgjax.make("multi_microgrid_large", n_microgrids=120)   # 120 learned agents
+    env = pgjax.make("multi_microgrid_large", n_microgrids=120)   # 120 learned agents (stress test)
+    env = pgjax.make("multi_microgrid_xl")      # 250 microgrids: 3,283 buses, 250 learned agents
 
 The network is the shipped 72-bus composite (`ieee34_3x_ieee13`) with its three IEEE 13
 microgrids replaced by `n_microgrids` copies of the first one, attached in turn at the three
@@ -16,6 +17,13 @@ renewable hubs rotate over PG&E, SCE and SDG&E as in `multi_microgrid`).
 `multi_microgrid_network(n_microgrids)` builds the pandapower network (the scenario's
 `network: {builder: multi_microgrid_network, kwargs: {n_microgrids: n}}`);
 `multi_microgrid(n_microgrids)` returns the raw scenario mapping.
+
+`multi_microgrid_xl` is the scale scenario: the same construction with 250 microgrids by
+default (33 feeder buses + 250 x 13 = 3,283 buses, 2,529 lines, 250 transformers; 250
+learned agents, one per microgrid, with 9 action columns each). It is registered as
+`large` (`pgjax.scenario.names(large=True)`), so the tests that run every registered
+scenario for thousands of steps leave it out; `tests/test_scenario_builders.py` checks it
+against pandapower (DistFlow, float64, 1e-8 p.u.) and steps it.
 """
 
 from __future__ import annotations
@@ -63,37 +71,62 @@ def multi_microgrid_network(n_microgrids: int = 12):
             own = net[table].bus.isin(mg_j) & ~net[table].name.astype(str).str.startswith("MG")
             net[table].loc[own, "bus"] = tie_from[j - 1]
     drop_buses(net, base.bus.index[names.str.match(r"^MG\d+ ")], drop_elements=True)
+    # the template's rows per table, taken once; every copy shifts them (one concat per table at
+    # the end: appending copy by copy is quadratic in n_microgrids)
+    tables = (("bus", ()), ("line", ("from_bus", "to_bus")), ("trafo", ("hv_bus", "lv_bus")),
+              ("switch", ("bus", "element")), ("load", ("bus",)), ("sgen", ("bus",)), ("storage", ("bus",)))
+    template = {}
+    for table, columns in tables:
+        src = base[table]
+        rows = src.loc[src.index.isin(template_buses)] if table == "bus" else src.loc[
+            src[columns[0]].isin(template_buses) & src["name"].astype(str).str.startswith("MG1 ")]
+        if table == "line":
+            rows = rows[rows.to_bus.isin(template_buses)]
+        template[table] = rows
+    nxt = {t: int(net[t].index.max()) + 1 if len(net[t]) else 0 for t, _ in tables}
+    pieces = {t: [] for t, _ in tables}
+    tie_row = base.line.loc[[tie_lines[0]]]
+    tie_to = int(base.line.at[tie_lines[0], "to_bus"])
+    lo, hi = int(template_buses.min()), int(template_buses.max())
+    in_template = {int(b) for b in template_buses}
     for k in range(1, n_microgrids + 1):
-        offset = int(net.bus.index.max()) + 1 - int(template_buses.min())
-        bus_map = {int(b): int(b) + offset for b in template_buses}
-        for table, columns in (("bus", ()), ("line", ("from_bus", "to_bus")), ("trafo", ("hv_bus", "lv_bus")),
-                               ("switch", ("bus", "element")), ("load", ("bus",)), ("sgen", ("bus",)),
-                               ("storage", ("bus",))):
-            src = base[table]
-            rows = src.loc[src.index.isin(template_buses)] if table == "bus" else src.loc[
-                src[columns[0]].isin(template_buses) & src["name"].astype(str).str.startswith("MG1 ")]
-            if table == "line":
-                rows = rows[rows.to_bus.isin(template_buses)]
-            rows = rows.copy()
+        offset = nxt["bus"] - lo
+        nxt["bus"] = hi + offset + 1
+        for table, columns in tables:
+            rows = template[table].copy()
             if table == "bus":
-                rows.index = rows.index.map(bus_map)
+                rows.index = rows.index + offset
             else:
                 for col in columns:
-                    rows[col] = rows[col].map(lambda b: bus_map.get(int(b), int(b)))
-                start = int(net[table].index.max()) + 1 if len(net[table]) else 0
-                rows.index = pd.RangeIndex(start, start + len(rows))
+                    rows[col] = [int(b) + offset if int(b) in in_template else int(b) for b in rows[col]]
+                rows.index = pd.RangeIndex(nxt[table], nxt[table] + len(rows))
+                nxt[table] += len(rows)
             rows["name"] = rows["name"].astype(str).str.replace(r"^MG1 ", f"MG{k} ", regex=True)
             if table == "load":
                 rows[["p_mw", "q_mvar"]] *= s
-            net[table] = pd.concat([net[table], rows]) if len(net[table]) else rows
-        tie = base.line.loc[[tie_lines[0]]].copy()
+            pieces[table].append(rows)
+        tie = tie_row.copy()
         tie["from_bus"] = tie_from[(k - 1) % TEMPLATES]
-        tie["to_bus"] = bus_map[int(base.line.at[tie_lines[0], "to_bus"])]
+        tie["to_bus"] = tie_to + offset
         tie["name"] = f"MG{k} Tie"
-        tie.index = [int(net.line.index.max()) + 1]
-        net.line = pd.concat([net.line, tie])
+        tie.index = [nxt["line"]]
+        nxt["line"] += 1
+        pieces["line"].append(tie)
+    for table, _ in tables:
+        parts = [net[table]] if len(net[table]) else []
+        net[table] = pd.concat(parts + pieces[table])
     net.ext_grid = net.ext_grid[net.ext_grid.bus.isin(net.bus.index)]
     return net
+
+
+XL_MICROGRIDS = 250
+
+
+def multi_microgrid_xl(n_microgrids: int = XL_MICROGRIDS) -> dict:
+    """Raw scenario mapping of `multi_microgrid_xl`: `multi_microgrid_large` at 250 microgrids by default."""
+    raw = multi_microgrid(n_microgrids)
+    raw.update(name="multi_microgrid_xl", description=f"scale scenario: multi_microgrid with {n_microgrids} microgrids")
+    return raw
 
 
 def multi_microgrid(n_microgrids: int = 12) -> dict:
