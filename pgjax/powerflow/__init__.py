@@ -31,7 +31,7 @@ from pgjax.powerflow.network import bus_injections, make_ybus
 from pgjax.powerflow.result import PowerFlowResult, finish
 
 METHODS = ("newton", "fixed_point", "distflow", "lindistflow", "pandapower")
-JACOBIANS = ("exact", "chord")
+JACOBIANS = ("exact", "chord", "sparse")
 
 __all__ = ["METHODS", "PowerFlowResult", "bus_injections", "check_method", "make_ybus", "solve"]
 

@@ -217,7 +217,8 @@ def _solve_small_spd(a, b):
 
 
 def chord_step(residual_fn, jac_inv):
-    """Anderson-accelerated chord step with a fixed inverse Jacobian `[2 n_bus, 2 n_bus]`.
+    """Anderson-accelerated chord step with a fixed inverse Jacobian `[2 n_bus, 2 n_bus]`
+    (or a function applying it to a residual `[2 n_bus]`, as `pgjax.powerflow.sparse` does).
 
     The chord map `g(y) = y - J0^-1 F(y)` converges linearly; Anderson mixing over the last
     `m` steps (least squares on the preconditioned residuals `f = g(y) - y`) recovers most
@@ -227,7 +228,7 @@ def chord_step(residual_fn, jac_inv):
     """
 
     def step(state: Anderson, res):
-        f = -(res @ jac_inv.T)
+        f = -(jac_inv(res) if callable(jac_inv) else res @ jac_inv.T)
         g = state.y + f
         has_prev = state.count > 0
         d_f = (*state.d_f[1:], jnp.where(has_prev, f - state.f_prev, 0))
@@ -273,8 +274,13 @@ def solve(grid: Grid, s_spec, x_set, x_init, tol, max_iter, jacobian: str, warm:
     `s_spec` `[n_bus]` complex specified injections (p.u.), `x_set`/`x_init` polar setpoints
     and initial guess `[2 n_bus]` (`warm`: `x_init` is a previous solution, which the chord
     iterations then start from instead of the base case). Differentiable in every input
-    through `jax.lax.custom_root` (implicit function theorem).
+    through `jax.lax.custom_root` (implicit function theorem). `jacobian="sparse"` runs
+    `pgjax.powerflow.sparse.solve` (the chord on sparse factors).
     """
+    if jacobian == "sparse":
+        from pgjax.powerflow import sparse  # imports this module
+
+        return sparse.solve(grid, s_spec, x_set, x_init, tol, max_iter, warm=warm)
     ybus = network.make_ybus(grid)
     eqs = equations(grid, x_set)
     y_init = to_rect(x_init)
