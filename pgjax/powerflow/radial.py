@@ -86,6 +86,9 @@ from pgjax.powerflow import anderson, network, newton
 from pgjax.powerflow import tree as tree_lib
 
 FEEDER_METHODS = ("distflow", "lindistflow")
+# Anderson memory of the DistFlow iteration: 1 measured fastest (fewest iterations per unit
+# of work; each step of history adds two vectors to the loop state that vmap selects per step).
+ANDERSON_MEMORY = 1
 
 
 def check_applies(grid: Grid, method: str) -> None:
@@ -317,14 +320,18 @@ def _distflow(grid: Grid, s_spec, x_set, x_init, tol, max_iter, tree, warm: bool
         v_new = fd.gain * (fd.v0 - tree_lib.path_sum(fd.tree, drop * fd.drop_scale))
         return jnp.concatenate([p_new, q_new, v_new])
 
-    def step(carry, _):
-        y, history, _ = carry
+    def keep_going(carry):
+        _, _, it, change = carry
+        return (it < max_iter) & (change > tol)  # False once `change` is NaN
+
+    def body(carry):
+        y, history, it, _ = carry
         g = sweep(y)
         # cheap convergence test: the change of the flows is the subtree sum of the KCL
-        # mismatch of `y`; `g` (a plain sweep of a converged `y`) is what is returned
+        # mismatch of `y`; `history.g_prev` (a plain sweep of the last `y`) is returned
         change = jnp.max(jnp.abs(g[:2 * n] - y[:2 * n]))
         y_next, history = anderson.mix(history, y, g)
-        return (y_next, history, g), change[None]
+        return y_next, history, it + 1, change
 
     if warm:
         p0, q0 = _flows_from_voltages(fd, sg(x_init))
@@ -333,8 +340,10 @@ def _distflow(grid: Grid, s_spec, x_set, x_init, tol, max_iter, tree, warm: bool
         p0 = q0 = jnp.zeros(n, fd.v0.dtype)
         v_init = fd.gain * fd.v0
     y0 = jnp.concatenate([p0, q0, v_init])
-    big = jnp.full((1,), jnp.finfo(fd.v0.dtype).max / 4, fd.v0.dtype)
-    (_, _, y), _, it = newton.iterate(step, (y0, anderson.start(y0), y0), big, tol, max_iter)
+    start = (y0, anderson.start(y0, ANDERSON_MEMORY), jnp.asarray(0, jnp.int32), jnp.asarray(jnp.inf, y0.dtype))
+    _, history, it, _ = jax.lax.while_loop(keep_going, body, start)
+    y = history.g_prev
+    y = jnp.where(jnp.all(jnp.isfinite(y)), y, y0)  # a diverged iteration reports its start point
     p, q, v = y[:n], y[n:2 * n], y[2 * n:]
     v_send = fd.a_p * v[fd.tree.parent]
     delta = jnp.arctan2(fd.x * p - fd.r * q, v_send - fd.r * p - fd.x * q)

@@ -1,0 +1,162 @@
+"""Feeder trees (`pgjax.powerflow.tree`) and the DistFlow solver built on them.
+
+References: brute-force recursion over the tree for the two sweeps, pandapower `runpp` for
+the power flow, and the dense and index forms against each other."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandapower as pp
+import pytest
+
+from converters.pandapower import from_pandapower
+from pgjax import benchmark, networks, powerflow
+from pgjax.grid import astype
+from pgjax.powerflow import radial
+from pgjax.powerflow import tree as tree_lib
+
+RADIAL_ZOO = ("case33bw", "ieee13", "cigre_lv_der", "create_cigre_network_mv", "ieee34_3x_ieee13")
+
+
+def _converted(net):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pp.runpp(net, calculate_voltage_angles=True, tolerance_mva=1e-10)
+    grid, netmap = from_pandapower(net)
+    return grid, netmap, net.res_bus.vm_pu.values, net.res_bus.va_degree.values
+
+
+@pytest.fixture(scope="module")
+def feeders():
+    out = {name: _converted(networks.load(name)) for name in RADIAL_ZOO}
+    out["radial300"] = _converted(benchmark.random_radial_feeder(300, seed=3))
+    return out
+
+
+def _brute_force(tree: tree_lib.FeederTree, x, d):
+    """Subtree sums of `x` and root-path sums of `d` by walking parents (numpy)."""
+    parent, has = np.asarray(tree.parent), np.asarray(tree.has_branch)
+    n = len(parent)
+    sub, path = np.array(x, dtype=float), np.zeros(n)
+    for k in range(n):
+        j = k
+        path[k] = d[k]
+        while has[j]:
+            j = parent[j]
+            sub[j] += x[k]
+            path[k] += d[j]
+    return sub, path
+
+
+@pytest.mark.parametrize("name", ["case33bw", "radial300"])
+def test_sweeps_equal_brute_force_in_index_and_dense_form(feeders, name):
+    grid = feeders[name][0]
+    tree = tree_lib.tree_of(grid)
+    rng = np.random.default_rng(0)
+    x, d = rng.normal(size=grid.n_bus), rng.normal(size=grid.n_bus)
+    d = np.where(np.asarray(tree.has_branch), d, 0.0)  # the root and off buses have no branch
+    sub_ref, path_ref = _brute_force(tree, x, d)
+    dense = tree_lib.with_dense(tree, jnp.float64)
+    for form in (tree, dense):
+        np.testing.assert_allclose(tree_lib.subtree_sum(form, jnp.asarray(x)), sub_ref, atol=1e-10)
+        np.testing.assert_allclose(tree_lib.path_sum(form, jnp.asarray(d)), path_ref, atol=1e-10)
+    batch = jnp.asarray(np.stack([x, 2 * x]))  # leading axes broadcast
+    np.testing.assert_allclose(tree_lib.subtree_sum(tree, batch)[1], 2 * sub_ref, atol=1e-10)
+
+
+def test_prefix_sum_equals_cumsum():
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(3, 1001)))
+    for n in (1, 2, 7, 64, 1001):
+        np.testing.assert_allclose(tree_lib.prefix_sum(x[:, :n]), np.cumsum(np.asarray(x[:, :n]), axis=1), atol=1e-11)
+
+
+@pytest.mark.parametrize("name", RADIAL_ZOO + ("radial300",))
+def test_index_dense_and_traced_forms_give_the_same_flow_and_pandapower(feeders, name, monkeypatch):
+    grid, netmap, vm_ref, va_ref = feeders[name]
+    tree = tree_lib.tree_of(grid)
+    solve = jax.jit(lambda g, t: powerflow.solve(g, method="distflow", max_iter=100, tree=t))
+    dense = solve(grid, tree_lib.with_dense(tree, jnp.float64))
+    index = jax.jit(lambda g, t: powerflow.solve(g, method="distflow", max_iter=100, tree=t))
+    monkeypatch.setattr(tree_lib, "DENSE_MAX_BUS", 0)  # force the index form
+    index = index(grid, tree)
+    assert index.iterations == dense.iterations or abs(int(index.iterations) - int(dense.iterations)) <= 1
+    traced = jax.jit(lambda g: powerflow.solve(g, method="distflow", max_iter=100))(grid)
+    for r in (dense, index, traced):
+        assert bool(r.converged) and float(r.max_mismatch) <= 1e-10
+        np.testing.assert_allclose(r.vm_pu, dense.vm_pu, atol=1e-10)
+        np.testing.assert_allclose(r.va_deg, dense.va_deg, atol=1e-8)
+        np.testing.assert_allclose(np.asarray(r.vm_pu)[netmap.bus_lookup], vm_ref, atol=1e-8)
+        np.testing.assert_allclose(np.asarray(r.va_deg)[netmap.bus_lookup], va_ref, atol=1e-7)
+
+
+def test_warm_and_cold_starts_agree(feeders):
+    grid = feeders["ieee34_3x_ieee13"][0]
+    tree = tree_lib.tree_of(grid)
+    p0, q0 = powerflow.bus_injections(grid)
+    rng = np.random.default_rng(2)
+    scale = jnp.asarray(rng.uniform(0.6, 1.4, (16, grid.n_bus)))
+    cold = jax.jit(jax.vmap(lambda p, q: powerflow.solve(grid, p, q, method="distflow", tree=tree, max_iter=100)))
+    warm = jax.jit(jax.vmap(lambda p, q, vm, va: powerflow.solve(
+        grid, p, q, method="distflow", tree=tree, max_iter=100, init=(vm, va))))
+    before = cold(p0 * scale, q0 * scale)
+    after_cold = cold(p0 * scale[::-1], q0 * scale[::-1])  # other points, started from their neighbours
+    after_warm = warm(p0 * scale[::-1], q0 * scale[::-1], before.vm_pu, before.va_deg)
+    assert bool(after_cold.converged.all()) and bool(after_warm.converged.all())
+    np.testing.assert_allclose(after_warm.vm_pu, after_cold.vm_pu, atol=1e-10)
+    np.testing.assert_allclose(after_warm.va_deg, after_cold.va_deg, atol=1e-8)
+    # from its own solution a point needs one sweep
+    again = warm(p0 * scale, q0 * scale, before.vm_pu, before.va_deg)
+    assert int(again.iterations.max()) == 1
+    np.testing.assert_allclose(again.vm_pu, before.vm_pu, atol=1e-10)
+
+
+def test_float32_converges_at_its_own_tolerance_on_the_composite(feeders):
+    """Bus ties of 1.7e5 p.u. admittance: the branch-flow mismatch stays well conditioned."""
+    grid = feeders["ieee34_3x_ieee13"][0]
+    r64 = powerflow.solve(grid, method="distflow")
+    g32 = astype(grid, jnp.float32)
+    assert powerflow.default_tol(g32, "distflow") == 1e-5
+    r32 = jax.jit(lambda g, t: powerflow.solve(g, method="distflow", tree=t))(g32, tree_lib.tree_of(g32))
+    assert bool(r32.converged) and float(r32.max_mismatch) <= 1e-5
+    np.testing.assert_allclose(r32.vm_pu, r64.vm_pu, atol=2e-5)
+
+
+def _max_square(jaxpr, n):
+    """Largest count of dimensions >= n of any value in `jaxpr` and its sub-programs."""
+    worst = 0
+    for eqn in jaxpr.eqns:
+        for v in eqn.outvars:
+            worst = max(worst, sum(dim >= n for dim in getattr(v.aval, "shape", ())))
+        params = list(eqn.params.values())
+        while params:
+            p = params.pop()
+            if isinstance(p, (tuple, list)):
+                params.extend(p)
+            elif hasattr(p, "eqns"):
+                worst = max(worst, _max_square(p, n))
+            elif hasattr(p, "jaxpr") and hasattr(p.jaxpr, "eqns"):
+                worst = max(worst, _max_square(p.jaxpr, n))
+    return worst
+
+
+def test_large_feeder_solves_without_any_square_array():
+    net = benchmark.random_radial_feeder(1000, seed=5)
+    grid, netmap, vm_ref, _ = _converted(net)
+    tree = tree_lib.tree_of(grid)
+    assert not tree_lib.use_dense(grid.n_bus)
+    p, q = powerflow.bus_injections(grid)
+    fn = lambda p, q: powerflow.solve(grid, p, q, method="distflow", tree=tree)  # noqa: E731
+    assert _max_square(jax.make_jaxpr(fn)(p, q).jaxpr, grid.n_bus) <= 1
+    result = jax.jit(fn)(p, q)
+    assert bool(result.converged)
+    np.testing.assert_allclose(np.asarray(result.vm_pu)[netmap.bus_lookup], vm_ref, atol=1e-8)
+
+
+def test_meshed_grid_has_no_feeder_tree():
+    grid, _ = from_pandapower(networks.load("case9"))
+    with pytest.raises(ValueError, match="closes a loop"):
+        tree_lib.tree_of(grid)
+    with pytest.raises(ValueError, match="PV bus|meshed"):
+        radial.check_applies(grid, "distflow")
