@@ -160,3 +160,12 @@ def test_meshed_grid_has_no_feeder_tree():
         tree_lib.tree_of(grid)
     with pytest.raises(ValueError, match="PV bus|meshed"):
         radial.check_applies(grid, "distflow")
+
+
+def test_grid_with_traced_loads_and_numpy_topology_solves(feeders):
+    """A converted grid (numpy leaves) whose loads are scaled inside `jit(vmap)`."""
+    grid, netmap, vm_ref, _ = feeders["case33bw"]
+    factors = jnp.asarray([0.9, 1.0, 1.1])
+    result = jax.jit(jax.vmap(lambda f: powerflow.solve(benchmark.scale_injections(grid, f), method="distflow")))(factors)
+    assert bool(result.converged.all())
+    np.testing.assert_allclose(np.asarray(result.vm_pu[1])[netmap.bus_lookup], vm_ref, atol=1e-8)
