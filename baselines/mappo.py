@@ -432,10 +432,23 @@ class MAPPO:
         states = [self._jitted["init"](k) for k in jax.random.split(key, self.config.num_seeds)]
         return jax.tree.map(lambda *x: jnp.stack(x), *states)
 
+    def seed_chunk_fn(self, num_updates: int) -> Callable:
+        """`update_chunk` on seed-batched states, not jitted: `vmap` over the seed axis, or with one
+        seed the unbatched chunk with the axis dropped and put back (a `vmap` over a size-1 axis
+        costs a quarter more compile time on the laptop preset: 52 s against 42 s, same run)."""
+        chunk = lambda s: self.update_chunk(s, num_updates)  # noqa: E731
+        if self.config.num_seeds > 1:
+            return jax.vmap(chunk)
+
+        def one_seed(s):
+            out = chunk(jax.tree.map(lambda x: x[0], s))
+            return jax.tree.map(lambda x: x[None], out)
+        return one_seed
+
     def seed_chunk(self, state: TrainState, num_updates: int):
         """`update_chunk` on seed-batched states (jitted and cached per `num_updates`)."""
         if num_updates not in self._jitted:
-            self._jitted[num_updates] = jax.jit(jax.vmap(lambda s: self.update_chunk(s, num_updates)))
+            self._jitted[num_updates] = jax.jit(self.seed_chunk_fn(num_updates))
         return self._jitted[num_updates](state)
 
     def __call__(self, key, init_state: TrainState | None = None):

@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         left = max(cfg.num_updates - done, 0)
         sizes = {n for n in (min(chunk, left), left % chunk) if n > 0}
         for n in sorted(sizes):
-            fn = jax.jit(jax.vmap(lambda s, n=n: train.update_chunk(s, n)))
+            fn = jax.jit(train.seed_chunk_fn(n))
             train._jitted[n] = fn.lower(state).compile()  # `seed_chunk` and `run` use it as is
     except KeyboardInterrupt:
         print("interrupted while compiling: nothing trained, nothing saved")
