@@ -50,9 +50,12 @@ from pgjax.devices import pcc as pcc_device
 from pgjax.devices.base import Context
 from pgjax.grid import Grid, astype
 from pgjax.powerflow import bus_injections, check_method, network, solve
+from pgjax.powerflow.tree import FeederTree, tree_of
 from pgjax.scenario import Compiled, compile_scenario
 
 N_TIME_FEATURES = 4  # price / 100, sin and cos of the hour of day, episode progress
+# Power-flow methods started from the previous step's voltages (`powerflow.solve(init=...)`).
+WARM_START_METHODS = ("newton", "distflow")
 
 
 @struct.dataclass
@@ -74,6 +77,7 @@ class EnvParams:
     loading_max_percent: jax.Array
     penalty: jax.Array
     reward_scale: jax.Array
+    tree: FeederTree | None = None  # the grid's feeder tree (`distflow`), from its topology
 
 
 @struct.dataclass
@@ -81,7 +85,8 @@ class EnvState:
     t: jax.Array  # [] int, steps taken in this episode
     start: jax.Array  # [] int, profile step of the episode's first step
     devices: dict  # type name -> that type's State
-    vm_pu: jax.Array  # [n_bus] voltages of the last power flow
+    vm_pu: jax.Array  # [n_bus] voltage magnitudes of the last power flow
+    va_deg: jax.Array  # [n_bus] voltage angles of the last power flow (the next one's warm start)
     coord: coordination.CoordState  # channels, timing and message features
 
 
@@ -322,7 +327,7 @@ class Env:
             starts=jnp.asarray(c.starts), hour0=f(c.hour0), flat_price=f(c.flat_price), dt_h=f(c.dt_h),
             load_scale=f(c.load_scale), vm_min_pu=f(c.vm_min_pu), vm_max_pu=f(c.vm_max_pu),
             loading_max_percent=f(c.loading_max_percent), penalty=f(c.penalty),
-            reward_scale=f(c.reward_scale))
+            reward_scale=f(c.reward_scale), tree=tree_of(c.grid) if self.method == "distflow" else None)
 
     def observation_space(self, agent: str | int = 0) -> Box:
         a = self.agents.index(agent) if isinstance(agent, str) else agent
@@ -384,11 +389,13 @@ class Env:
         start = params.starts[jax.random.randint(k_start, (), 0, params.starts.shape[0])]
         keys = jax.random.split(k_dev, max(len(self.groups), 1))
         states = {g.type: dev.get(g.type).init(params.devices[g.type], keys[i]) for i, g in enumerate(self.groups)}
-        vm, _ = network.setpoints(params.grid)
+        vm, va = network.setpoints(params.grid)
+        on = network.energized(params.grid)
         dummy_obs = jnp.zeros((self.num_agents, self.obs_dim), self.dtype)
         coord = self.coordinator.init(self.default_actions, dummy_obs)
         state = EnvState(t=jnp.asarray(0, jnp.int32), start=start.astype(jnp.int32), devices=states,
-                         vm_pu=jnp.where(network.energized(params.grid), vm, 0.0).astype(self.dtype), coord=coord)
+                         vm_pu=jnp.where(on, vm, 0.0).astype(self.dtype),
+                         va_deg=jnp.where(on, jnp.rad2deg(va), 0.0).astype(self.dtype), coord=coord)
         obs = self.get_obs(state, params)
         state = state.replace(coord=self.coordinator.init(self.default_actions, obs))
         return obs, state
@@ -452,13 +459,16 @@ class Env:
             p_bus = p_bus + jax.ops.segment_sum(sp.p_mw, prm.bus, n_bus)
             q_bus = q_bus + jax.ops.segment_sum(sp.q_mvar, prm.bus, n_bus)
             setpoints[g.type], new_states[g.type] = sp, ns
-        pf = solve(grid, p_bus, q_bus, method=self.method, max_iter=self.max_iter, jacobian=self.jacobian)
+        warm = (state.vm_pu, state.va_deg) if self.method in WARM_START_METHODS else None
+        pf = solve(grid, p_bus, q_bus, method=self.method, max_iter=self.max_iter, jacobian=self.jacobian,
+                   init=warm, tree=params.tree)
         # a power flow that did not converge keeps the last voltages and zero flows: it is
         # reported (`info["nonconverged"]`) and penalized, never passed on as inf / NaN
         ok = jnp.all(jnp.isfinite(pf.vm_pu)) & (pf.converged | (self.method == "lindistflow"))
         pf = jax.tree.map(lambda x: jnp.where(ok, x, jnp.zeros_like(x))
                           if jnp.issubdtype(x.dtype, jnp.floating) else x, pf)
-        pf = pf.replace(vm_pu=jnp.where(ok, pf.vm_pu, state.vm_pu.astype(pf.vm_pu.dtype)))
+        pf = pf.replace(vm_pu=jnp.where(ok, pf.vm_pu, state.vm_pu.astype(pf.vm_pu.dtype)),
+                        va_deg=jnp.where(ok, pf.va_deg, state.va_deg.astype(pf.va_deg.dtype)))
         ctx = ctx.replace(pf=pf)
 
         n_agents = self.num_agents
@@ -506,7 +516,7 @@ class Env:
         info = {
             "cost": cost, "safety": safety, "cost_total": cost_total,
             "safety_voltage": jnp.sum(v_excess), "safety_loading": jnp.sum(l_excess),
-            "safety_devices": jnp.sum(dev_safety), "nonconverged": nonconv,
+            "safety_devices": jnp.sum(dev_safety), "nonconverged": nonconv, "pf_iterations": pf.iterations,
             "losses_mw": pf.p_loss_mw, "voltage_violation_rate": jnp.sum(v_viol) / n_on,
             "vm_min_pu": jnp.min(jnp.where(on, vm, jnp.inf)), "vm_max_pu": jnp.max(jnp.where(on, vm, -jnp.inf)),
             "controllable": ((jnp.sum(v_viol) == 0) & (jnp.sum(l_excess) == 0) & pf.converged).astype(dt),
@@ -522,7 +532,8 @@ class Env:
             "admm_residual_mw": h_out.get("residual", jnp.zeros((), dt)).astype(dt),
             "p2p_volume_mw": jnp.sum(jnp.maximum(h_out.get("p2p_mw", jnp.zeros(n_grid, dt)), 0)).astype(dt),
         }
-        new_state = EnvState(t=state.t + 1, start=state.start, devices=new_states, vm_pu=vm.astype(dt), coord=cs)
+        new_state = EnvState(t=state.t + 1, start=state.start, devices=new_states, vm_pu=vm.astype(dt),
+                             va_deg=pf.va_deg.astype(dt), coord=cs)
         truncated = new_state.t >= self.episode_steps
         terminated = jnp.zeros((), bool)
         obs, cs = coord_.obs_timing(cs, self.get_obs(new_state, params))

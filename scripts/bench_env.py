@@ -33,6 +33,7 @@ import time
 
 import jax
 import numpy as np
+import yaml
 
 import pgjax
 from pgjax import benchmark as B
@@ -103,9 +104,9 @@ def native(env, batch: int, scan: int, seconds: float, flops: bool = False):
     return per_call, scanned, fc_one, fc_many
 
 
-def reference(scenario: str, steps: int) -> float:
+def reference(scenario: str, steps: int, overrides: dict) -> float:
     """Env steps/s of the reference mode (pandapower per step), batch 1, `steps` timed steps."""
-    env = pgjax.make(scenario, method="pandapower")
+    env = pgjax.make(scenario, method="pandapower", **overrides)
     params = env.default_params
     step = jax.jit(env.step)
     _, state = env.reset(jax.random.PRNGKey(1), params)
@@ -163,7 +164,15 @@ def main(argv=None):
     ap.add_argument("--peak-n", type=int, default=2048, help="GEMM size of the peak measurement")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: batches 1 64, scan 2, 0.2 s, 1 reference step, no shim, 1024 GEMM")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="scenario override passed to pgjax.make (value parsed as YAML), e.g. n_microgrids=120")
     args = ap.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            ap.error(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(value)
     if args.quick:
         args.batches, args.scan, args.seconds, args.reference_steps = [1, 64], 2, 0.2, 1
         args.skip_shim, args.peak_n = True, min(args.peak_n, 1024)
@@ -171,10 +180,12 @@ def main(argv=None):
     info = B.machine_info()
     print(f"machine: {info['cpu']}, {info['cores']} logical cores, load average {info['loadavg']}; "
           f"jax {info['jax']} ({info['jax_backend']})")
-    results = {"reference: pandapower (1)": reference(args.scenario, args.reference_steps)}
-    if not args.skip_shim:
+    results = {"reference: pandapower (1)": reference(args.scenario, args.reference_steps, overrides)}
+    if overrides and not args.skip_shim:
+        print("--set given: the PettingZoo shim rows are skipped (the shim takes a scenario name only)")
+    elif not args.skip_shim:
         shim(args.scenario, args.vector, args.seconds, results)
-    env = pgjax.make(args.scenario, **({"dtype": args.dtype} if args.dtype else {}))
+    env = pgjax.make(args.scenario, **overrides, **({"dtype": args.dtype} if args.dtype else {}))
     dtype = np.dtype(env.dtype).name
     # measured after the env exists: a float64 env has x64 on by then (float64 peak skipped otherwise)
     peaks = B.peak_report(("float32", "float64"), n=args.peak_n, seconds=0.3 if args.quick else 2.0)
