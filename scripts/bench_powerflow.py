@@ -6,7 +6,9 @@ Q scaled by one factor per point, uniform in [0.7, 1.3]) is solved by every engi
 - pgjax: `jax.jit(jax.vmap(solve(grid, p, q, method=..., jacobian=...)))` with the grid
   shared, at each `--batches` size: on radial feeders (case33bw, the 72-bus composite, the
   generated `radial300` / `radial1000`) `method="distflow"` and Newton with the chord
-  Jacobian, elsewhere the chord Newton; `jacobian="exact"` Newton at batch 1 everywhere.
+  Jacobian, elsewhere the chord Newton with the dense inverse Jacobian (`jacobian="chord"`)
+  and with its sparse factors (`jacobian="sparse"`, `pgjax.powerflow.sparse`);
+  `jacobian="exact"` Newton at batch 1 everywhere.
   Compile time is reported separately; rates are steady state (`block_until_ready`,
   repeated for `--seconds`).
 - fraction of peak, per pgjax row: flops per power flow (XLA's cost analysis with every
@@ -144,7 +146,8 @@ def bench_network(name, args, peaks):
     peak = peaks.get("float64", {}).get("gflops")
     energized = np.asarray(solve(grid).energized)
     configs = ([("distflow", "exact", args.batches)] if name in RADIAL else []) + [
-        ("newton", "chord", args.batches), ("newton", "exact", [1])]
+        ("newton", "chord", args.batches)] + (
+        [] if name in RADIAL else [("newton", "sparse", args.batches)]) + [("newton", "exact", [1])]
     rows = []
     vm_pgjax = None  # solution of every point by the first method (distflow on feeders)
     out["pgjax_errors"] = {}

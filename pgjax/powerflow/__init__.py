@@ -114,7 +114,8 @@ def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str = "newton", max_ite
         raise ValueError(f"jacobian '{jacobian}' unknown; choose one of {JACOBIANS}")
     if _is_concrete(grid):
         check_method(grid, method)
-    grid = jax.tree.map(jnp.asarray, grid)  # numpy leaves (a converted grid) index like traced ones
+    with jax.ensure_compile_time_eval():  # concrete leaves stay concrete (jacobian="sparse")
+        grid = jax.tree.map(jnp.asarray, grid)  # numpy leaves (a converted grid) index like traced ones
     dtype = grid.bus.gs_mw.dtype
     tol = default_tol(grid, method) if tol is None else tol
     p_default, q_default = bus_injections(grid)
