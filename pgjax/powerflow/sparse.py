@@ -18,10 +18,14 @@ starting point (the grid's base-case solution), but:
 Under `vmap` the linear solves and residual gathers run batch-minor (`batch_minor`), and
 batches above `BATCH_CHUNK` points are solved chunk after chunk (`chunked`).
 
-Measured (2-core CPU shared with other jobs, float64, `/tmp`-style bench: median of repeated
-calls, same run) against the dense chord: case118 54x / 30x / 0.8x at batch 1 / 64 / 1024,
-case300 250x / 3.4x / 1.0x, case1354pegase 2600x / 13x / 2.2x; the dense chord pays a dense
-base-case Newton and a `[2n, 2n]` inverse per call, which dominates at small batches.
+Measured (2-core CPU shared with other jobs, float64, grid closed over, same run for both):
+pps sparse / dense chord at batch 1 / 64 / 1024 (1024 with chunking, a separate run):
+case118 1,160/21, 2,828/95, 3,387/476; case300 198/0.8, 333/97, 194/187; case1354pegase
+194/0.07, 61/4.8, 70/22. `pgjax bench powerflow --networks case118` at a lower load: sparse
+1,047 / 3,419 / 3,479, dense chord 89 / 2,568 / 3,470 (lightsim2grid 11,000). The dense
+chord pays a dense base-case Newton and a `[2n, 2n]` inverse per call, which dominates at
+small batches; at large batches the sparse solve is bound by XLA's gathers, not flops (7x
+fewer flops than the dense chord on case118, the same rate).
 
 Host precomputation needs a concrete grid (its topology fixes every shape): use
 `jacobian="sparse"` with the grid closed over (`jax.jit(jax.vmap(lambda p, q: solve(grid,
