@@ -21,10 +21,12 @@ MEMORY = 3
 
 @struct.dataclass
 class History:
-    """Mixing history: `memory` differences of residuals and images, oldest first."""
+    """Mixing history, oldest first. The newest difference is formed from `f_prev`,
+    `g_prev` at each step, so `memory` steps keep `memory - 1` stored differences (the
+    loop state of memory 1 is three vectors)."""
 
-    d_f: tuple  # memory arrays [d]
-    d_g: tuple  # memory arrays [d]
+    d_f: tuple  # memory - 1 arrays [d]: older differences of residuals
+    d_g: tuple  # memory - 1 arrays [d]: older differences of images
     f_prev: jax.Array  # [d]
     g_prev: jax.Array  # [d]
     count: jax.Array  # [] int, steps taken
@@ -32,7 +34,9 @@ class History:
 
 def start(y, memory: int = MEMORY) -> History:
     """Empty history for iterates shaped like `y` `[d]`."""
-    zeros = tuple(jnp.zeros_like(y) for _ in range(memory))
+    if memory < 1:
+        raise ValueError(f"Anderson memory must be >= 1, got {memory}")
+    zeros = tuple(jnp.zeros_like(y) for _ in range(memory - 1))
     return History(d_f=zeros, d_g=zeros, f_prev=jnp.zeros_like(y), g_prev=jnp.zeros_like(y),
                    count=jnp.asarray(0, jnp.int32))
 
@@ -60,11 +64,12 @@ def mix(history: History, y, g):
     `(y_next, history)`. The first call (empty history) returns `g`."""
     f = g - y
     has_prev = history.count > 0
-    d_f = (*history.d_f[1:], jnp.where(has_prev, f - history.f_prev, 0))
-    d_g = (*history.d_g[1:], jnp.where(has_prev, g - history.g_prev, 0))
+    d_f = (*history.d_f, jnp.where(has_prev, f - history.f_prev, 0))
+    d_g = (*history.d_g, jnp.where(has_prev, g - history.g_prev, 0))
     m = len(d_f)
     gram = jnp.stack([jnp.stack([jnp.sum(d_f[i] * d_f[j]) for j in range(m)]) for i in range(m)])
     reg = 1e-10 * jnp.trace(gram) + jnp.finfo(gram.dtype).tiny
-    gamma = solve_small_spd(gram + reg * jnp.eye(m, dtype=gram.dtype), jnp.stack([jnp.sum(d * f) for d in d_f]))
+    rhs = jnp.stack([jnp.sum(d * f) for d in d_f])
+    gamma = rhs / (gram[0] + reg) if m == 1 else solve_small_spd(gram + reg * jnp.eye(m, dtype=gram.dtype), rhs)
     y_next = g - sum(gamma[i] * d_g[i] for i in range(m))
-    return y_next, History(d_f=d_f, d_g=d_g, f_prev=f, g_prev=g, count=history.count + 1)
+    return y_next, History(d_f=d_f[1:], d_g=d_g[1:], f_prev=f, g_prev=g, count=history.count + 1)

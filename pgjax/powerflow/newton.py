@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from pgjax.grid import Grid
-from pgjax.powerflow import network
+from pgjax.powerflow import anderson, network
 
 
 # Steps of history for Anderson acceleration of the chord iteration.
@@ -182,38 +182,14 @@ def exact_step(ybus, ybus_re, s_spec, eqs):
 
 @struct.dataclass
 class Anderson:
-    """Chord state with Anderson-acceleration history (memory `m`)."""
+    """Chord state: the iterate and its Anderson-acceleration history."""
 
     y: jax.Array  # [2 n_bus] current iterate
-    d_f: tuple  # m arrays [2 n_bus]: differences of preconditioned residuals, oldest first
-    d_g: tuple  # m arrays [2 n_bus]: differences of chord images, oldest first
-    f_prev: jax.Array  # [2 n_bus]
-    g_prev: jax.Array  # [2 n_bus]
-    count: jax.Array  # [] int, steps taken
+    history: anderson.History
 
 
 def anderson_start(y, memory: int = ANDERSON_MEMORY) -> Anderson:
-    zeros = tuple(jnp.zeros_like(y) for _ in range(memory))
-    return Anderson(y=y, d_f=zeros, d_g=zeros, f_prev=jnp.zeros_like(y), g_prev=jnp.zeros_like(y),
-                    count=jnp.asarray(0, jnp.int32))
-
-
-def _solve_small_spd(a, b):
-    """Solve `a x = b` for a small symmetric positive-definite `a` `[m, m]` by an unrolled
-    Cholesky factorisation (batched LAPACK calls cost more than the arithmetic at m = 3)."""
-    m = a.shape[0]
-    low = [[None] * m for _ in range(m)]
-    for i in range(m):
-        for j in range(i + 1):
-            acc = a[i, j] - sum((low[i][k] * low[j][k] for k in range(j)), jnp.zeros_like(a[i, j]))
-            low[i][j] = jnp.sqrt(acc) if i == j else acc / low[j][j]
-    z = []
-    for i in range(m):
-        z.append((b[i] - sum((low[i][k] * z[k] for k in range(i)), jnp.zeros_like(b[i]))) / low[i][i])
-    x = [None] * m
-    for i in reversed(range(m)):
-        x[i] = (z[i] - sum((low[k][i] * x[k] for k in range(i + 1, m)), jnp.zeros_like(b[i]))) / low[i][i]
-    return jnp.stack(x)
+    return Anderson(y=y, history=anderson.start(y, memory))
 
 
 def chord_step(residual_fn, jac_inv):
@@ -228,18 +204,9 @@ def chord_step(residual_fn, jac_inv):
     """
 
     def step(state: Anderson, res):
-        f = -(jac_inv(res) if callable(jac_inv) else res @ jac_inv.T)
-        g = state.y + f
-        has_prev = state.count > 0
-        d_f = (*state.d_f[1:], jnp.where(has_prev, f - state.f_prev, 0))
-        d_g = (*state.d_g[1:], jnp.where(has_prev, g - state.g_prev, 0))
-        m = len(d_f)
-        gram = jnp.stack([jnp.stack([jnp.sum(d_f[i] * d_f[j]) for j in range(m)]) for i in range(m)])
-        reg = 1e-10 * jnp.trace(gram) + jnp.finfo(gram.dtype).tiny
-        gamma = _solve_small_spd(gram + reg * jnp.eye(m, dtype=gram.dtype), jnp.stack([jnp.sum(d * f) for d in d_f]))
-        y_new = g - sum(gamma[i] * d_g[i] for i in range(m))
-        res_new = residual_fn(y_new)
-        return Anderson(y=y_new, d_f=d_f, d_g=d_g, f_prev=f, g_prev=g, count=state.count + 1), res_new
+        g = state.y - (jac_inv(res) if callable(jac_inv) else res @ jac_inv.T)
+        y_new, history = anderson.mix(state.history, state.y, g)
+        return Anderson(y=y_new, history=history), residual_fn(y_new)
 
     return step
 
