@@ -37,7 +37,7 @@ from pathlib import Path
 # CPU (compile included) and beat random / do-nothing clearly on the test year.
 PRESETS: dict[str, dict] = {
     "laptop": {
-        "env": "multi_microgrid", "num_envs": 64, "num_steps": 24, "total_timesteps": 153_600,
+        "env": "multi_microgrid", "num_envs": 64, "num_steps": 24, "total_timesteps": 768_000,
         "update_epochs": 4, "num_minibatches": 4, "lr_actor": 1e-3, "lr_critic": 3e-3, "anneal_lr": True,
         "actor_hidden": [64, 64], "critic_hidden": [128, 128],
     },
