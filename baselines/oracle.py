@@ -64,7 +64,7 @@ episodes of `key` as `baselines.common.evaluate` and `baselines.rule_based.make_
 (`draw_episodes`), plans them, and at the first step recognizes its episode by the initial
 observation (the nearest of the planned episodes' initial observations; exact in practice).
 If none matches (different key or episode count), its actions are NaN, which the environment
-counts in `info["nan_actions"]` (`scripts/eval.py` refuses such a result).
+counts in `info["nan_actions"]` (`pgjax/commands/eval.py` refuses such a result).
 """
 
 from __future__ import annotations

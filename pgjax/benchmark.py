@@ -1,4 +1,4 @@
-"""Reusable pieces of the power-flow benchmarks (`scripts/bench_powerflow.py`).
+"""Reusable pieces of the power-flow benchmarks (`pgjax/commands/bench_powerflow.py`).
 
 - `rate(fn, seconds)`: steady-state calls per second of a blocking callable.
 - `load_factors`, `scale_injections`, `operating_points`: one set of operating points that

@@ -2,36 +2,33 @@
 `pgjax validate FILE`, `pgjax train [...]`, `pgjax eval RUN_DIR [...]`, `pgjax compare [...]` (`pgjax train -h`,
 `pgjax bench env -h` for the options).
 
-Each subcommand runs a script in `scripts/` (shipped with the repository) so that what the
-command prints is what the script computes.
+Each subcommand is a module of `pgjax.commands` with `main(argv)`, shipped in the package
+(so the command works from an installed wheel).
 """
 
 from __future__ import annotations
 
 import argparse
-import runpy
+import importlib
 import sys
-from pathlib import Path
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 COMMANDS = {
-    "verify": ("verify.py", "compare pgjax's power flow with pandapower on the network zoo"),
+    "verify": ("verify", "compare pgjax's power flow with pandapower on the network zoo"),
     "bench": (None, "benchmarks: 'pgjax bench powerflow', 'pgjax bench env' (env steps/s, JAX vs pandapower)"),
     "validate": (None, "check a scenario YAML file (or registered name) and print every problem"),
-    "train": ("train.py", "train MAPPO on a scenario into a run folder (progress, checkpoints, curves)"),
-    "eval": ("eval.py", "evaluate a run on the test split against random, do-nothing, rule-based and oracle"),
-    "compare": ("compare_protocols.py", "run a scenario under every protocol with the same policies and seeds"),
+    "train": ("train", "train MAPPO on a scenario into a run folder (progress, checkpoints, curves)"),
+    "eval": ("eval", "evaluate a run on the test split against random, do-nothing, rule-based and oracle"),
+    "compare": ("compare_protocols", "run a scenario under every protocol with the same policies and seeds"),
 }
-BENCHES = {"powerflow": "bench_powerflow.py", "env": "bench_env.py"}
+BENCHES = {"powerflow": "bench_powerflow", "env": "bench_env"}
 
 
-def _run_script(name: str, argv: list[str]) -> int:
-    path = SCRIPTS / name
-    if not path.exists():
-        sys.exit(f"pgjax: {path} not found; run pgjax from a checkout of the repository")
-    sys.argv = [str(path), *argv]
-    runpy.run_path(str(path), run_name="__main__")
-    return 0
+def _run_command(module: str, argv: list[str], name: str) -> None:
+    """`pgjax.commands.<module>.main(argv)` with `sys.argv[0]` the command's name; exits with
+    its status (as the command run on its own does)."""
+    sys.argv = [f"pgjax {name}", *argv]
+    result = importlib.import_module(f"pgjax.commands.{module}").main(argv)
+    sys.exit(result if isinstance(result, int) else 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         if not rest or rest[0] not in BENCHES:
             parser.error(f"pgjax bench needs one of {sorted(BENCHES)}")
-        return _run_script(BENCHES[rest[0]], rest[1:])
-    return _run_script(COMMANDS[args.command][0], rest)
+        return _run_command(BENCHES[rest[0]], rest[1:], f"bench {rest[0]}")
+    return _run_command(COMMANDS[args.command][0], rest, args.command)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ largest differences to a pandapower reference run: bus voltage magnitudes (p.u.)
 angles (degrees, both relative to the ext_grid angle reference), active power at both
 ends of every branch (MW) and active power of every external grid (MW), each with the
 element where it occurs. `passes(errors, method)` checks them against `TARGETS`.
-`scripts/verify.py` runs this over a zoo of networks; tests import it directly.
+`pgjax/commands/verify.py` runs this over a zoo of networks; tests import it directly.
 """
 
 from __future__ import annotations

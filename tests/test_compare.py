@@ -1,4 +1,4 @@
-"""`scripts/compare_protocols.py` (`pgjax compare`) on two configurations, two episodes each.
+"""`pgjax/commands/compare_protocols.py` (`pgjax compare`) on two configurations, two episodes each.
 
 `none` and `p2p` under the random policy (the rule-based microgrids rarely have a surplus to
 trade on two days); the time is the two compilations (~20 s each on an idle 2-core machine).
@@ -7,20 +7,15 @@ trade on two days); the time is the two compilations (~20 s each on an idle 2-co
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("compare_protocols", ROOT / "scripts" / "compare_protocols.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from pgjax.commands import compare_protocols
+
+    return compare_protocols
 
 
 @pytest.fixture(scope="module")

@@ -107,13 +107,8 @@ def test_the_env_trains_and_evaluates_in_float32_by_default(run_dir):
 
 def test_dtype_flag_sets_env_kwargs():
     import argparse
-    import importlib.util
 
-    from pgjax.cli import SCRIPTS
-
-    spec = importlib.util.spec_from_file_location("pgjax_train_script", SCRIPTS / "train.py")
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    from pgjax.commands import train
     parser = argparse.ArgumentParser()
 
     def dtype(flag, resume=False, **cfg):

@@ -1,6 +1,6 @@
 """Environment steps per second: JAX-native batched steps, the PettingZoo shim and pandapower.
 
-    python scripts/bench_env.py [--scenario multi_microgrid] [--dtype float32|float64] [--seconds 5]
+    python pgjax/commands/bench_env.py [--scenario multi_microgrid] [--dtype float32|float64] [--seconds 5]
                                 [--batches 1 1024 8192] [--scan 10] [--reference-steps 5] [--skip-shim]
                                 [--flops all|none] [--peak-n 2048] [--quick]
 

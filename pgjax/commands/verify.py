@@ -1,6 +1,6 @@
 """Compare pgjax's power flow (float64) with pandapower's runpp on a zoo of networks.
 
-    python scripts/verify.py [--quick] [--methods newton,fixed_point] [--csv PATH]
+    python pgjax/commands/verify.py [--quick] [--methods newton,fixed_point] [--csv PATH]
 
 The zoo: every builder in `pandapower.networks` without required arguments whose net has
 at most `--max-buses` buses and converges in pandapower, plus case1354pegase, CIGRE
