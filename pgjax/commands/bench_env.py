@@ -36,6 +36,7 @@ import numpy as np
 import yaml
 
 import pgjax
+from pgjax import env as env_module
 from pgjax import benchmark as B
 
 
@@ -102,6 +103,34 @@ def native(env, batch: int, scan: int, seconds: float, flops: bool = False):
         fc_many = B.flop_count(steps, *args, compiled=steps.lower(*args).compile())
         print(f"  flop count of one scan call: {fc_many.flops:.3g} ({time.perf_counter() - t0:.1f} s)", flush=True)
     return per_call, scanned, fc_one, fc_many
+
+
+def sweeps(env, batch: int, steps: int = 24) -> dict:
+    """Power-flow iterations per step (`info["pf_iterations"]`) over `steps` steps with fresh
+    random actions each step, with the env's warm start and cold: `{label: (mean, batch max
+    mean)}`. The warm-start methods are read when the step is traced."""
+    out = {}
+    for label, methods in (("warm", env_module.WARM_START_METHODS), ("cold", ())):
+        saved, env_module.WARM_START_METHODS = env_module.WARM_START_METHODS, methods
+        try:
+            params = env.default_params
+            vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+            _, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(jax.random.PRNGKey(1), batch), params)
+
+            @jax.jit
+            def run(state):
+                def body(state, k):
+                    k_act, k_step = jax.random.split(k)
+                    acts = jax.random.uniform(k_act, (batch, env.num_agents, env.act_dim), env.dtype, -1, 1)
+                    _, state, _, _, _, info = vstep(jax.random.split(k_step, batch), state, acts, params)
+                    return state, info["pf_iterations"]
+                return jax.lax.scan(body, state, jax.random.split(jax.random.PRNGKey(4), steps))[1]
+
+            it = np.asarray(run(state))  # [steps, batch]
+        finally:
+            env_module.WARM_START_METHODS = saved
+        out[label] = (float(it.mean()), float(it.max(axis=1).mean()))
+    return out
 
 
 def reference(scenario: str, steps: int, overrides: dict) -> float:
@@ -200,6 +229,11 @@ def main(argv=None):
             flop_rows[f"jit(vmap(step)) ({b})"] = fc_one.flops / b
             flop_rows[f"scan {args.scan} x vmap ({b})"] = fc_many.flops / (b * args.scan)
 
+    if env.method in ("newton", "distflow"):
+        b_it = min(max(args.batches), 1024)
+        for label, (mean, batch_max) in sweeps(env, b_it).items():
+            print(f"power-flow iterations per step, {label} start (24 random-action steps, batch {b_it}): "
+                  f"mean {mean:.2f}, batch max {batch_max:.2f}")
     ref = results["reference: pandapower (1)"]
     base = results.get("shim (1 env)")
     device = jax.devices()[0]
