@@ -110,20 +110,19 @@ def _time_positions(env, agent: int) -> tuple[int, int, int]:
 def training_price_by_slot(env) -> np.ndarray:
     """Median price of the scenario's *training* profiles per time-of-day slot (`[24 / dt_h]`)."""
     from pgjax import profiles
-    from pgjax.scenario import _hour0
 
     c = env.compiled
-    pr = c.raw.get("profiles", {})
+    pr = c.profile_spec
     n_slots = max(round(24 / c.dt_h), 1)
-    if c.price_col < 0 or "train" not in pr:
+    if c.price_col < 0 or pr.train is None:
         return np.full(n_slots, float(c.flat_price))
     name = c.series_names[c.price_col]
-    data = profiles.from_csv(pr["train"]) if str(pr["train"]).endswith(".csv") else profiles.load(pr["train"])
+    data = profiles.from_csv(pr.train) if pr.train.endswith(".csv") else profiles.load(pr.train)
     data = profiles.select(data, [name])
     if abs(data.dt_h - c.dt_h) > 1e-12:
-        data = profiles.resample(data, c.dt_h, method=pr.get("resample", "repeat"))
+        data = profiles.resample(data, c.dt_h, method=pr.resample)
     price = np.asarray(data.values[:, 0], np.float64)
-    slot = (np.round((_hour0(data.start) + np.arange(len(price)) * c.dt_h) / c.dt_h).astype(int)) % n_slots
+    slot = (np.round((profiles.start_hour(data.start) + np.arange(len(price)) * c.dt_h) / c.dt_h).astype(int)) % n_slots
     return np.array([np.median(price[slot == s]) if np.any(slot == s) else np.median(price) for s in range(n_slots)])
 
 

@@ -123,7 +123,8 @@ def _per(spec, ids, what: str, default=0) -> np.ndarray:
 
 def build_layout(c, grid_nodes, tracked, parent_agent, parent_col, agents) -> Layout:
     """The `Layout` of a compiled scenario (`pgjax.scenario.Compiled`) and the env's agent layout."""
-    proto, com = c.raw.get("protocol", {}), c.raw.get("communication", {})
+    proto = {"vertical": c.protocol.vertical, "horizontal": c.protocol.horizontal, **c.protocol.options}
+    com = vars(c.communication)
     n_grid = len(grid_nodes)
     pcc_group = next((g for g in c.groups if g.type == "pcc"), None)
     pcc_of_grid = np.full(n_grid, -1, np.int64)

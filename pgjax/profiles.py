@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime
 import itertools
 import json
 import math
@@ -120,6 +121,22 @@ def cleaning(dataset: str) -> dict:
         raise KeyError(f"unknown dataset {dataset!r}; shipped: {', '.join(datasets())}")
     with np.load(DATA / DATASETS[dataset], allow_pickle=False) as z:
         return json.loads(str(z["_cleaning"]))
+
+
+def start_hour(start: str) -> float:
+    """Local hour of day, in [0, 24), of a first step stamped `start` (a `Profiles.start`).
+
+    The shipped CAISO series are stamped in UTC and start at local (PST, UTC-8) midnight:
+    a UTC stamp at 08:00 reads as 0. Other stamps count as given (their own local time);
+    an empty or unparsable stamp as 0.
+    """
+    try:
+        t = datetime.datetime.fromisoformat(start)
+    except (ValueError, TypeError):
+        return 0.0
+    if t.utcoffset() is not None and t.utcoffset().total_seconds() == 0 and t.hour == 8:
+        return 0.0
+    return t.hour + t.minute / 60
 
 
 def select(profiles: Profiles, names: Sequence[str] | str) -> Profiles:

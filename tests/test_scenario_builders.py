@@ -9,7 +9,7 @@ import pgjax
 from converters.pandapower import from_pandapower
 from pgjax import networks, powerflow
 from pgjax.scenario import ScenarioError
-from pgjax.scenario_builders import multi_microgrid_network
+from pgjax.scenario.builders import multi_microgrid_network
 
 from conftest import assert_parity, compare
 

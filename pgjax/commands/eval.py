@@ -71,8 +71,8 @@ def test_env(cfg):
     if cfg.env in TOY_ENVS:
         return make_env(cfg.env, **cfg.env_kwargs), "n/a"
     env = make_env(cfg.env, **{**cfg.env_kwargs, "split": "test"})
-    pr = env.compiled.raw.get("profiles", {})
-    data = pr.get("test") or f"{pr.get('train')} (no test profiles: the training data)"
+    pr = env.compiled.profile_spec
+    data = pr.test or f"{pr.train} (no test profiles: the training data)"
     return env, data
 
 

@@ -131,6 +131,8 @@ class DeviceType:
     metrics: Callable = _no_metrics
     rule: Callable | None = None  # (params, state, ctx) -> [n, act_dim]: fixed policy when no agent
     dispatch: Dispatch | None = None  # active-power dispatch by fixed grid controllers
+    validate: Callable | None = None  # (entry: dict, path: str) -> list of (path, expected, actual): type-specific checks of a YAML entry
+    complete: Callable | None = None  # (entry: dict, net) -> entry with type-specific defaults filled (net: pgjax.scenario.Network)
     doc: str = ""
 
     def build(self, values: dict[str, list]) -> Any:

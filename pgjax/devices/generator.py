@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from pgjax.devices import checks
 from pgjax.devices.base import DeviceType, Dispatch, Field, Setpoint, lerp, q_capability, to_action
 
 EPS = 1e-6
@@ -155,8 +156,13 @@ def price_terms(params: Params, state: State):
     return params.cost_c_per_mw2h, params.cost_b_per_mwh, jnp.zeros(z.shape, bool), z
 
 
+def validate(entry: dict, path: str) -> list[tuple]:
+    """Scenario check of a YAML entry: `p_min_mw <= p_max_mw`."""
+    return checks.ordered(entry, path, [("p_min_mw", "p_max_mw")])
+
+
 GENERATOR = DeviceType(
     name="generator", params_cls=Params, state_cls=State, fields=FIELDS, act_dim=3, obs_dim=4,
     default_action=(1.0, -1.0, 0.0), init=init, decode=decode, dynamics=dynamics, cost=cost,
-    safety=safety, observe=observe, doc=__doc__,
+    safety=safety, observe=observe, validate=validate, doc=__doc__,
     dispatch=Dispatch(p_range=p_range, p_action=p_action, merit=2, price_terms=price_terms))

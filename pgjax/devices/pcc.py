@@ -95,7 +95,15 @@ def metrics(params, state, sp, ctx):
     return {"import_mwh": jnp.maximum(p, 0) * ctx.dt_h, "export_mwh": jnp.maximum(-p, 0) * ctx.dt_h}
 
 
+def validate(entry: dict, path: str) -> list[tuple]:
+    """Scenario check of a YAML entry: exactly one of `branch` and `ext_grid`."""
+    if (entry.get("branch") is None) == (entry.get("ext_grid") is None):
+        both = {k: entry.get(k) for k in ("branch", "ext_grid")}
+        return [(f"{path}.branch", "exactly one of 'branch' and 'ext_grid'", both)]
+    return []
+
+
 PCC = DeviceType(
     name="pcc", params_cls=Params, state_cls=State, fields=FIELDS, act_dim=0, obs_dim=1,
     default_action=(), init=init, decode=decode, dynamics=dynamics, cost=cost, safety=safety,
-    observe=observe, measure=measure, metrics=metrics, doc=__doc__)
+    observe=observe, measure=measure, metrics=metrics, validate=validate, doc=__doc__)

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from pgjax.devices import checks
 from pgjax.devices.base import DeviceType, Dispatch, Field, Setpoint, q_capability
 
 
@@ -127,8 +128,18 @@ def price_terms(params: Params, state: State):
     return jnp.zeros_like(soc), params.degradation_cost_per_mwh, jnp.ones(soc.shape, bool), soc
 
 
+def validate(entry: dict, path: str) -> list[tuple]:
+    """Scenario check of a YAML entry: `e_min_mwh <= e_max_mwh`, efficiencies in (0, 1]."""
+    problems = checks.ordered(entry, path, [("e_min_mwh", "e_max_mwh")])
+    for key in ("eta_charge", "eta_discharge"):
+        v = checks.number(entry, key)
+        if v is not None and not 0 < v <= 1:
+            problems.append((f"{path}.{key}", "an efficiency in (0, 1]", v))
+    return problems
+
+
 STORAGE = DeviceType(
     name="storage", params_cls=Params, state_cls=State, fields=FIELDS, act_dim=2, obs_dim=2,
     default_action=(0.0, 0.0), init=init, decode=decode, dynamics=dynamics, cost=cost,
-    safety=safety, observe=observe, metrics=metrics, doc=__doc__,
+    safety=safety, observe=observe, metrics=metrics, validate=validate, doc=__doc__,
     dispatch=Dispatch(p_range=p_range, p_action=p_action, merit=1, price_terms=price_terms))

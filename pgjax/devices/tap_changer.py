@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
+from pgjax.devices import checks
 from pgjax.devices.base import DeviceType, Field, Setpoint
 
 
@@ -112,7 +114,41 @@ def observe(params: Params, state: State, ctx):
     return jnp.stack([2 * (state.pos - params.tap_min) / span - 1], axis=-1)
 
 
+def validate(entry: dict, path: str) -> list[tuple]:
+    """Scenario check of a YAML entry: a branch is given (not null), `tap_min <= tap_max`."""
+    problems = checks.ordered(entry, path, [("tap_min", "tap_max")])
+    if "branch" in entry and entry["branch"] is None:
+        problems.append((f"{path}.branch", "{line: name|index} or {trafo: name|index}", None))
+    return problems
+
+
+def complete(entry: dict, net) -> dict:
+    """`entry` with defaults from the network's transformer where `branch` names one.
+
+    `net`: the `pgjax.scenario.Network` the scenario compiles against. Fills the ratio
+    `tap_base` at the net's `tap_pos` (`base_pos`, also the reset position), the net's
+    neutral, limits and step, the tap side, and the regulated bus (the branch's to bus).
+    """
+    hit = net.branch(entry["branch"]) if entry.get("branch") is not None else None
+    if hit is None or hit[1] != "trafo":
+        return entry
+    row, _, label = hit
+    tr = net.net.trafo.loc[label]
+    pos = float(np.nan_to_num(tr.get("tap_pos", 0.0)))
+    to_bus = int(net.grid.branch.to_bus[row])
+    auto = {"tap_base": float(net.grid.branch.tap[row]), "base_pos": pos,
+            "initial_pos": entry.get("base_pos", pos),
+            "bus": int(net.net.bus.index[list(net.netmap.bus_lookup).index(to_bus)]),
+            "tap_neutral": float(np.nan_to_num(tr.get("tap_neutral", 0.0))),
+            "tap_min": float(np.nan_to_num(tr.get("tap_min", -16))),
+            "tap_max": float(np.nan_to_num(tr.get("tap_max", 16))),
+            "tap_step_percent": float(np.nan_to_num(tr.get("tap_step_percent", 0.0))),
+            "hv_side": tr.get("tap_side") != "lv"}
+    return {**auto, **entry}
+
+
 TAP_CHANGER = DeviceType(
     name="tap_changer", params_cls=Params, state_cls=State, fields=FIELDS, act_dim=1, obs_dim=1,
     default_action=(0.0,), init=init, decode=decode, dynamics=dynamics, cost=cost,
-    safety=safety, observe=observe, apply_to_grid=apply_to_grid, rule=rule, doc=__doc__)
+    safety=safety, observe=observe, apply_to_grid=apply_to_grid, rule=rule, validate=validate,
+    complete=complete, doc=__doc__)

@@ -131,7 +131,7 @@ def multi_microgrid_xl(n_microgrids: int = XL_MICROGRIDS) -> dict:
 
 def multi_microgrid(n_microgrids: int = 12) -> dict:
     """Raw scenario mapping of `multi_microgrid_large` with `n_microgrids` learned microgrids."""
-    from pgjax.scenario import SCENARIO_DIR
+    from pgjax.scenario.registry import SCENARIO_DIR  # at call time: the registry imports this module
 
     base = yaml.safe_load((SCENARIO_DIR / "multi_microgrid.yaml").read_text())
     s = _scale(n_microgrids)

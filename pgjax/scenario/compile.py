@@ -1,0 +1,359 @@
+"""The scenario compiler: a validated mapping resolved against its network and data.
+
+`compile_scenario(name_or_raw, **overrides)` loads, applies overrides, validates the
+structure (`pgjax.scenario.schema`), loads the network and the profiles, resolves every
+reference (bus names, branches, profile columns) and returns a `Compiled` record of
+host-side numpy arrays that `pgjax.env.Env` wraps. Device entries are completed by their
+type's `complete` hook and built by its `fields` (`pgjax.devices.base.DeviceType`), so a
+new device type needs no edit here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import inspect
+from typing import Any
+
+import numpy as np
+
+from pgjax import devices as dev
+from pgjax.scenario.registry import builder_of, load
+from pgjax.scenario.schema import Problem, ScenarioError, _Checker, apply_overrides, validate_structure
+from pgjax.scenario.specs import CommunicationSpec, ProfileSpec, ProtocolSpec
+
+
+@dataclasses.dataclass
+class DeviceGroup:
+    """All devices of one type, compiled (host-side numpy)."""
+
+    type: str
+    names: tuple
+    params: Any  # the type's Params dataclass of numpy arrays [n]
+    owner: np.ndarray  # [n] index into Compiled.tree_ids (agent owning the device)
+
+
+@dataclasses.dataclass
+class Compiled:
+    """A scenario resolved against its network and data (host-side; `Env` makes arrays)."""
+
+    name: str
+    source: str
+    raw: dict  # deprecated: removed when env reads c.protocol
+    net: Any
+    grid: Any
+    netmap: Any
+    dtype: str
+    method: str
+    jacobian: str
+    max_iter: int
+    dt_h: float
+    episode_steps: int
+    starts: np.ndarray  # [n_starts] allowed episode start steps
+    hour0: np.ndarray  # [] hour of day of profile step 0
+    profiles: np.ndarray  # [n_steps, n_series]
+    series_names: tuple
+    price_col: int  # -1: flat price
+    flat_price: float
+    load_series: np.ndarray  # [n_load] column per grid load, -1: constant
+    sgen_series: np.ndarray  # [n_sgen]
+    load_scale: float
+    vm_min_pu: float
+    vm_max_pu: float
+    loading_max_percent: float
+    penalty: float
+    shared: bool
+    reward_scale: float
+    centralized: bool
+    learned: str
+    tree_ids: tuple  # every agent of the tree (scenario order)
+    tree_level: tuple
+    tree_parent: np.ndarray  # [n_tree] parent index, -1 for roots
+    bus_owner: np.ndarray  # [n_bus] tree index
+    groups: list  # [DeviceGroup]
+    protocol: ProtocolSpec
+    communication: CommunicationSpec
+    profile_spec: ProfileSpec  # the `profiles` section (`profiles` holds the compiled series)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Network:
+    """The network a scenario compiles against; device `complete` hooks read it."""
+
+    net: Any  # pandapower net
+    grid: Any  # pgjax Grid converted from it
+    netmap: Any  # converters.pandapower NetMap: pandapower rows -> grid indices
+
+    def branch(self, ref: dict) -> tuple[int, str, Any] | None:
+        """`(grid branch row, "line" | "trafo", pandapower index)` of `{line|trafo: name|index}`; None if absent."""
+        kind, key = next(iter(ref.items()))
+        table = self.net[kind]
+        if isinstance(key, str):
+            rows = np.flatnonzero(table.name.astype(str).values == key)
+            if not len(rows):
+                return None
+            pos = int(rows[0])
+        else:
+            if key not in set(table.index):
+                return None
+            pos = int(np.flatnonzero(table.index.values == key)[0])
+        return int(self.netmap.branch_rows[kind][pos]), kind, table.index[pos]
+
+
+class _Resolver:
+    """Resolves YAML references (buses, branches, profile columns), collecting problems in `c`."""
+
+    def __init__(self, c: _Checker, network: Network, data):
+        self.c, self.network, self.data = c, network, data
+        self.series: list[str] = []  # the profile columns used, in first-use order
+        net = network.net
+        self.bus_names = [str(n) for n in net.bus.name.values]
+        self.bus_pos = {idx: i for i, idx in enumerate(net.bus.index)}
+        self.name_pos = {}
+        for i, n in enumerate(self.bus_names):
+            self.name_pos.setdefault(n, i)
+
+    def series_index(self, col, path) -> int:
+        if col is None or self.data is None:
+            return -1
+        names = self.data.names
+        if col not in names:
+            close = [n for n in names if n.split("_")[0] == str(col).split("_")[0]][:8]
+            self.c.add(path, f"a column of the profiles (e.g. {close or list(names[:8])})", col)
+            return -1
+        if col not in self.series:
+            self.series.append(col)
+        return self.series.index(col)
+
+    def rules(self, rules, element_names, path) -> np.ndarray:
+        """`[n]` column per element: the first `(match, series)` rule whose pattern matches its name."""
+        out = np.full(len(element_names), -1, np.int32)
+        for i, n in enumerate(element_names):
+            for j, (match, series) in enumerate(rules):
+                if fnmatch.fnmatchcase(str(n), match):
+                    out[i] = self.series_index(series, f"{path}[{j}].series")
+                    break
+        return out
+
+    def bus(self, ref, path) -> int:
+        lookup = self.network.netmap.bus_lookup
+        if isinstance(ref, int) and not isinstance(ref, bool):
+            if ref not in self.bus_pos:
+                self.c.add(path, f"a bus index of the network (0..{max(self.bus_pos)})", ref)
+                return 0
+            return int(lookup[self.bus_pos[ref]])
+        if ref not in self.name_pos:
+            close = [n for n in self.bus_names if fnmatch.fnmatchcase(n, f"*{str(ref).split()[-1]}*")][:6]
+            self.c.add(path, f"a bus name of the network (e.g. {close or self.bus_names[:6]})", ref)
+            return 0
+        return int(lookup[self.name_pos[ref]])
+
+    def branch(self, ref, path) -> int:
+        hit = self.network.branch(ref)
+        if hit is not None:
+            return hit[0]
+        kind, key = next(iter(ref.items()))
+        table = self.network.net[kind]
+        if isinstance(key, str):
+            self.c.add(path, f"a {kind} name of the network (e.g. {list(table.name.astype(str).values[:6])})", key)
+        else:
+            self.c.add(path, f"a {kind} index of the network", key)
+        return 0
+
+    def field(self, f, v, path):
+        """The compiled value of one device field (references become indices, -1 for none)."""
+        if f.kind == "bus":
+            return self.bus(v, path)
+        if f.kind == "series":
+            return self.series_index(v, path)
+        if f.kind == "branch":
+            return -1 if v is None else self.branch(v, path)
+        if f.kind == "ext_grid":
+            n = len(self.network.netmap.ext_grid_index)
+            if v is not None and not 0 <= v < n:
+                self.c.add(path, f"an external-grid index in [0, {n})", v)
+            return -1 if v is None else int(v)
+        return v
+
+
+def _resolve_network(spec):
+    from pgjax import networks
+
+    if isinstance(spec, dict):
+        import pandapower.networks as pn
+
+        from pgjax.scenario import builders
+
+        builder = getattr(builders, spec["builder"], None) or getattr(pn, spec["builder"])
+        return builder(**spec.get("kwargs", {}))
+    return networks.load(spec)
+
+
+def _load_data(c: _Checker, spec: ProfileSpec):
+    """The profile dataset the episodes draw from (None without profiles or on a problem)."""
+    from pgjax import profiles
+
+    if spec.train is None:
+        return None
+    try:
+        return profiles.from_csv(spec.dataset) if spec.dataset.endswith(".csv") else profiles.load(spec.dataset)
+    except Exception as e:  # noqa: BLE001 (report any failure as a problem)
+        c.add(f"profiles.{spec.split}", "a shipped dataset or a CSV file", f"{spec.dataset} ({e})")
+        return None
+
+
+def _bus_owner(r: _Resolver, agents: list, tree_parent: np.ndarray) -> np.ndarray:
+    """`[n_bus]` tree index of the agent owning each bus (the first root by default)."""
+    roots = [i for i, p in enumerate(tree_parent) if p < 0]
+    bus_owner = np.full(r.network.grid.n_bus, roots[0] if roots else 0, np.int32)
+    lookup = r.network.netmap.bus_lookup
+    for i, a in enumerate(agents):
+        for j, pat in enumerate(a.get("buses", [])):
+            if isinstance(pat, int):
+                bus_owner[r.bus(pat, f"agents[{i}].buses[{j}]")] = i
+                continue
+            hits = [k for k, n in enumerate(r.bus_names) if fnmatch.fnmatchcase(n, pat)]
+            if not hits:
+                r.c.add(f"agents[{i}].buses[{j}]", "a pattern matching at least one bus name", pat)
+            for k in hits:
+                bus_owner[lookup[k]] = i
+    return bus_owner
+
+
+def _device_group(r: _Resolver, kind: str, entries: list, tree_ids: tuple) -> DeviceGroup:
+    """The devices of one type: `entries` are `(agent index, device index, YAML entry)`."""
+    device_type = dev.get(kind)
+    values = {f: [] for f in device_type.fields}
+    owners, names = [], []
+    for i, j, d in entries:
+        path = f"agents[{i}].devices[{j}]"
+        d = dict(d)
+        if device_type.complete is not None:
+            for fname, f in device_type.fields.items():  # report bad references before the hook reads them
+                if f.kind == "branch" and d.get(fname) is not None:
+                    r.branch(d[fname], f"{path}.{fname}")
+            d = device_type.complete(d, r.network)
+        for fname, f in device_type.fields.items():
+            values[fname].append(r.field(f, d.get(fname, f.default), f"{path}.{fname}"))
+        owners.append(i)
+        names.append(d.get("name", f"{tree_ids[i]}/{kind}{len(names)}"))
+    return DeviceGroup(kind, tuple(names), device_type.build(values), np.asarray(owners, np.int32))
+
+
+def _device_groups(r: _Resolver, agents: list, tree_ids: tuple) -> list:
+    """One `DeviceGroup` per device type present, in registry order."""
+    entries: dict[str, list] = {}
+    for i, a in enumerate(agents):
+        for j, d in enumerate(a.get("devices", [])):
+            entries.setdefault(d["type"], []).append((i, j, d))
+    return [_device_group(r, kind, entries[kind], tree_ids) for kind in sorted(entries, key=list(dev.REGISTRY).index)]
+
+
+def _profile_values(r: _Resolver, dt_h: float, spec: ProfileSpec) -> tuple[np.ndarray, float]:
+    """`([n_steps, n_series] values of the used columns at step dt_h, hour of day of step 0)`."""
+    from pgjax import profiles
+
+    data, series = r.data, r.series
+    sel = profiles.select(data, series) if series else data
+    if abs(sel.dt_h - dt_h) > 1e-12:
+        try:
+            sel = profiles.resample(sel, dt_h, method=spec.resample)
+        except ValueError as e:
+            r.c.add("time.dt_h", f"a step the profiles can be resampled to ({data.dt_h} h data)", f"{dt_h} ({e})")
+    values = sel.values[:, :len(series)] if series else np.zeros((sel.values.shape[0], 0))
+    return values, profiles.start_hour(data.start)
+
+
+def _starts(c: _Checker, start, n_steps: int, steps: int, dt_h: float, hour0: float, has_data: bool) -> np.ndarray:
+    """Allowed episode start steps for `time.start` (`day`: every local midnight, `any`, or one index)."""
+    if n_steps < steps + 1 and has_data:
+        c.add("time.episode_steps", f"at most {n_steps - 1} steps of profile data", steps)
+    last = max(n_steps - steps - 1, 0)
+    if start == "any" or not has_data:
+        starts = np.arange(0, last + 1)
+    elif start == "day":
+        per_day = int(round(24 / dt_h))
+        first = int(round(((24 - hour0) % 24) / dt_h))
+        starts = np.arange(first, last + 1, max(per_day, 1))
+    else:
+        if start > last:
+            c.add("time.start", f"a step index <= {last}", start)
+        starts = np.array([min(int(start), last)])
+    if not len(starts):
+        starts = np.array([0])
+    return starts.astype(np.int32)
+
+
+def _load(name_or_raw, overrides: dict) -> tuple[dict, str]:
+    """The raw mapping with registry and call overrides applied, structurally valid, and its source."""
+    builder = builder_of(name_or_raw)
+    accepted = inspect.signature(builder).parameters if builder else {}
+    raw, source, reg_overrides = load(name_or_raw, **{k: overrides.pop(k) for k in list(overrides) if k in accepted})
+    raw = apply_overrides(raw, {**reg_overrides, **overrides})
+    problems = validate_structure(raw)
+    if problems:
+        raise ScenarioError(source, problems)
+    return raw, source
+
+
+def _network(raw: dict, source: str) -> Network:
+    from converters.pandapower import from_pandapower
+
+    try:
+        net = _resolve_network(raw["network"])
+    except Exception as e:  # noqa: BLE001 (report any failure as a problem)
+        raise ScenarioError(source, [Problem("network", "a loadable network", f"{raw['network']} ({e})")]) from None
+    return Network(net, *from_pandapower(net))
+
+
+def compile_scenario(name_or_raw, **overrides) -> Compiled:
+    """Validate and resolve a scenario; raise `ScenarioError` listing every problem."""
+    raw, source = _load(name_or_raw, overrides)
+    network = _network(raw, source)
+    net, netmap = network.net, network.netmap
+    c = _Checker()
+    spec = ProfileSpec.from_raw(raw.get("profiles", {}))
+    r = _Resolver(c, network, _load_data(c, spec))
+
+    price_col, flat_price = -1, 0.0
+    if isinstance(spec.price, str):
+        price_col = r.series_index(spec.price, "profiles.price")
+    elif spec.price is not None:
+        flat_price = float(spec.price)
+    load_names = net.load.name.loc[netmap.load_index].values if len(netmap.load_index) else []
+    sgen_names = net.sgen.name.loc[netmap.sgen_index].values if len(netmap.sgen_index) else []
+    load_series = r.rules(spec.loads, load_names, "profiles.loads")
+    sgen_series = r.rules(spec.sgens, sgen_names, "profiles.sgens")
+
+    agents = raw["agents"]
+    tree_ids = tuple(a["id"] for a in agents)
+    tree_parent = np.array([tree_ids.index(a["parent"]) if a.get("parent") else -1 for a in agents], np.int32)
+    bus_owner = _bus_owner(r, agents, tree_parent)
+    groups = _device_groups(r, agents, tree_ids)
+
+    t = raw["time"]
+    dt_h, steps = float(t.get("dt_h", 1.0)), int(t["episode_steps"])
+    values, hour0 = np.zeros((max(steps + 1, 1), 0)), 0.0
+    if r.data is not None:
+        values, hour0 = _profile_values(r, dt_h, spec)
+    starts = _starts(c, t.get("start", "day"), values.shape[0], steps, dt_h, hour0, r.data is not None)
+    if c.problems:
+        raise ScenarioError(source, c.problems)
+    lim, rw, pf = raw.get("limits", {}), raw.get("reward", {}), raw.get("powerflow", {})
+    return Compiled(
+        name=raw["name"], source=source, raw=raw, net=net, grid=network.grid, netmap=netmap,
+        dtype=raw.get("dtype", "float64"), method=pf.get("method", "newton"),
+        jacobian=pf.get("jacobian", "exact"), max_iter=int(pf.get("max_iter", 20)), dt_h=dt_h,
+        episode_steps=steps, starts=starts, hour0=np.asarray(hour0),
+        profiles=np.asarray(values, np.float64), series_names=tuple(r.series), price_col=price_col,
+        flat_price=flat_price, load_series=load_series, sgen_series=sgen_series,
+        load_scale=spec.load_scale, vm_min_pu=float(lim.get("vm_min_pu", 0.95)),
+        vm_max_pu=float(lim.get("vm_max_pu", 1.05)),
+        loading_max_percent=float(lim.get("loading_max_percent", 100.0)),
+        penalty=float(rw.get("penalty", 100.0)), shared=bool(rw.get("shared", False)),
+        reward_scale=float(rw.get("scale", 1.0)),
+        centralized=bool(raw.get("observation", {}).get("centralized", False)),
+        learned=raw.get("hierarchy", {}).get("learned", "grid"), tree_ids=tree_ids,
+        tree_level=tuple(a["level"] for a in agents), tree_parent=tree_parent, bus_owner=bus_owner,
+        groups=groups, protocol=ProtocolSpec.from_raw(raw.get("protocol", {})),
+        communication=CommunicationSpec.from_raw(raw.get("communication", {})), profile_spec=spec)
