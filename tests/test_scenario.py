@@ -114,3 +114,31 @@ def test_registry_versions_and_overrides():
     assert c.profiles.shape[0] == 4 * 8784  # 2024 test year, resampled to 15 minutes
     with pytest.raises(TypeError, match="unknown override"):
         scenario.compile_scenario(GOOD, colour="red")
+
+
+def test_compiled_sections_are_typed():
+    raw = mutate(protocol={"vertical": "price_signal", "graph": "ring"},
+                 communication={"msg_delay": {"A": 2}, "loss_prob": 0.1})
+    c = scenario.compile_scenario(raw)
+    assert c.protocol == scenario.ProtocolSpec("price_signal", "none", {"graph": "ring"})  # no defaults filled
+    assert c.communication == scenario.CommunicationSpec(msg_delay={"A": 2}, loss_prob=0.1)
+    assert c.communication.tick_interval == 1 and c.communication.jitter_kind == "uniform"
+    spec = c.profile_spec
+    assert (spec.train, spec.test, spec.split, spec.resample) == ("caiso_2023", "caiso_2024", "train", "repeat")
+    assert spec.loads == (("*", "load_SDGE-TAC"),) and spec.price == "price_0096WD_7_N001"
+
+
+def test_profile_start_hour():
+    from pgjax.profiles import start_hour
+
+    assert start_hour("2023-01-01T08:00:00+00:00") == 0.0  # CAISO: UTC stamps of local (PST) midnight
+    assert start_hour("2016-01-01T06:30:00+01:00") == 6.5  # other stamps: as given
+    assert start_hour("") == 0.0
+
+
+def test_device_types_check_their_own_entries():
+    """Type-specific checks come from the type's `validate` hook (no device type name in the validator)."""
+    pcc = {"type": "pcc", "ext_grid": 0, "branch": {"line": 0}}
+    found, _ = problems_of(mutate(agents__0__devices__0=pcc, agents__1__devices__0__e_min_mwh=2.0))
+    assert "exactly one of 'branch' and 'ext_grid'" in found["agents[0].devices[0].branch"].expected
+    assert found["agents[1].devices[0].e_max_mwh"].expected == "a number >= e_min_mwh (2.0)"

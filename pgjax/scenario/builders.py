@@ -53,6 +53,24 @@ def _ties(base):
     return lines, [int(base.line.at[i, "from_bus"]) for i in lines]
 
 
+# copied tables and their bus columns
+TABLES = (("bus", ()), ("line", ("from_bus", "to_bus")), ("trafo", ("hv_bus", "lv_bus")),
+          ("switch", ("bus", "element")), ("load", ("bus",)), ("sgen", ("bus",)), ("storage", ("bus",)))
+
+
+def _template(base, template_buses) -> dict:
+    """Microgrid 1's rows per table of `TABLES`: its buses and the `MG1 ...` elements on them."""
+    template = {}
+    for table, columns in TABLES:
+        src = base[table]
+        rows = src.loc[src.index.isin(template_buses)] if table == "bus" else src.loc[
+            src[columns[0]].isin(template_buses) & src["name"].astype(str).str.startswith("MG1 ")]
+        if table == "line":
+            rows = rows[rows.to_bus.isin(template_buses)]
+        template[table] = rows
+    return template
+
+
 def multi_microgrid_network(n_microgrids: int = 12):
     """The composite feeder with `n_microgrids` copies of microgrid 1 (see the module docstring)."""
     from pandapower.toolbox import drop_buses
@@ -73,18 +91,9 @@ def multi_microgrid_network(n_microgrids: int = 12):
     drop_buses(net, base.bus.index[names.str.match(r"^MG\d+ ")], drop_elements=True)
     # the template's rows per table, taken once; every copy shifts them (one concat per table at
     # the end: appending copy by copy is quadratic in n_microgrids)
-    tables = (("bus", ()), ("line", ("from_bus", "to_bus")), ("trafo", ("hv_bus", "lv_bus")),
-              ("switch", ("bus", "element")), ("load", ("bus",)), ("sgen", ("bus",)), ("storage", ("bus",)))
-    template = {}
-    for table, columns in tables:
-        src = base[table]
-        rows = src.loc[src.index.isin(template_buses)] if table == "bus" else src.loc[
-            src[columns[0]].isin(template_buses) & src["name"].astype(str).str.startswith("MG1 ")]
-        if table == "line":
-            rows = rows[rows.to_bus.isin(template_buses)]
-        template[table] = rows
-    nxt = {t: int(net[t].index.max()) + 1 if len(net[t]) else 0 for t, _ in tables}
-    pieces = {t: [] for t, _ in tables}
+    template = _template(base, template_buses)
+    nxt = {t: int(net[t].index.max()) + 1 if len(net[t]) else 0 for t, _ in TABLES}
+    pieces = {t: [] for t, _ in TABLES}
     tie_row = base.line.loc[[tie_lines[0]]]
     tie_to = int(base.line.at[tie_lines[0], "to_bus"])
     lo, hi = int(template_buses.min()), int(template_buses.max())
@@ -92,7 +101,7 @@ def multi_microgrid_network(n_microgrids: int = 12):
     for k in range(1, n_microgrids + 1):
         offset = nxt["bus"] - lo
         nxt["bus"] = hi + offset + 1
-        for table, columns in tables:
+        for table, columns in TABLES:
             rows = template[table].copy()
             if table == "bus":
                 rows.index = rows.index + offset
@@ -112,7 +121,7 @@ def multi_microgrid_network(n_microgrids: int = 12):
         tie.index = [nxt["line"]]
         nxt["line"] += 1
         pieces["line"].append(tie)
-    for table, _ in tables:
+    for table, _ in TABLES:
         parts = [net[table]] if len(net[table]) else []
         net[table] = pd.concat(parts + pieces[table])
     net.ext_grid = net.ext_grid[net.ext_grid.bus.isin(net.bus.index)]
