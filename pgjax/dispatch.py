@@ -13,10 +13,10 @@ static loop over device types and merit tiers, none over agents or devices):
   reachable output: 0 where they may be off); a shortfall is covered in merit order
   (storage discharge, then fuel units) and a surplus absorbed in reverse (fuel units down,
   storage charging, then curtailment), each tier proportionally to its devices' headroom.
-- `respond`: each device maximizes its own profit at the price it receives
-  (`pgjax.protocols.price_signal.response`, closed form) within its feasible range.
+The price response (each device maximizes its profit at the price it receives) is
+`pgjax.protocols.price_signal.respond`, built on `ranges`.
 
-Both return per-group device actions `[n_type, act_dim]` through each type's
+`track` returns per-group device actions `[n_type, act_dim]` through each type's
 `Dispatch.p_action`, so the environment decodes them like any other action.
 """
 
@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 
 from pgjax import devices as dev
-from pgjax.protocols import price_signal
 
 MERIT_TIERS = (0, 1, 2)
+RENEWABLE, STORAGE, FUEL = MERIT_TIERS  # `Dispatch.merit` of renewables, storage, fuel-burning units
 
 
 def dispatchable(group_types) -> list[int]:
@@ -74,24 +74,3 @@ def track(types, params, states, ctx, grid_of, need_mw, n_grid):
         p = [p_ - mv for p_, mv in zip(p, moved)]
         residual = residual + per_grid(moved)
     return {t: dev.get(t).dispatch.p_action(params[t], states[t], ctx, p_) for t, p_ in zip(types, p)}
-
-
-def respond(types, params, states, ctx, price_of, price_range):
-    """Device actions of profit-maximizing responses to `price_of[t] [n_type]` ($/MWh).
-
-    Storage values its energy at the middle of `price_range = (low, high)` $/MWh, more when
-    nearly empty and less when nearly full (`energy_value_slope` = half the range).
-    """
-    lo, hi = ranges(types, params, states, ctx)
-    low, high = price_range
-    out = {}
-    for t, lo_, hi_ in zip(types, lo, hi):
-        a, b, is_storage, soc = dev.get(t).dispatch.price_terms(params[t], states[t])
-        prm = price_signal.Params(
-            owner=jnp.zeros(lo_.shape, jnp.int32), p_min_mw=lo_, p_max_mw=hi_, cost_a=a, cost_b=b,
-            is_storage=is_storage, energy_value=jnp.full_like(lo_, (low + high) / 2),
-            energy_value_slope=jnp.full_like(lo_, (high - low) / 2), soc_ref=jnp.full_like(lo_, 0.5),
-            price_min=jnp.asarray(low, lo_.dtype), price_max=jnp.asarray(high, lo_.dtype))
-        p = price_signal.response(prm, price_of[t], lo_, hi_, soc)
-        out[t] = dev.get(t).dispatch.p_action(params[t], states[t], ctx, p)
-    return out

@@ -22,7 +22,7 @@ Built-in types: `generator`, `storage`, `pv`, `wind`, `pcc`, `shunt`, `tap_chang
 
 from __future__ import annotations
 
-from pgjax.devices.base import Context, DeviceType, Dispatch, Field, Setpoint
+from pgjax.devices.base import Context, DeviceType, Dispatch, Feature, Field, GridConnection, Setpoint
 from pgjax.devices.flexible_load import CURTAILABLE_LOAD, SHIFTABLE_LOAD
 from pgjax.devices.generator import GENERATOR
 from pgjax.devices.pcc import PCC
@@ -38,6 +38,10 @@ def _check(device_type: DeviceType) -> None:
         raise ValueError(f"device type '{device_type.name}': fields and params_cls differ in {sorted(missing)}")
     if len(device_type.default_action) != device_type.act_dim:
         raise ValueError(f"device type '{device_type.name}': default_action needs {device_type.act_dim} values")
+    for what, feats, dim in (("obs_features", device_type.obs_features, device_type.obs_dim),
+                             ("act_features", device_type.act_features, device_type.act_dim)):
+        if feats and len(feats) != dim:
+            raise ValueError(f"device type '{device_type.name}': {what} names {len(feats)} columns, expected {dim}")
 
 
 REGISTRY = Registry("device type", _check)
@@ -48,4 +52,4 @@ get = REGISTRY.lookup
 for _t in (GENERATOR, STORAGE, PV, WIND, PCC, SHUNT, TAP_CHANGER, CURTAILABLE_LOAD, SHIFTABLE_LOAD):
     register(_t)
 
-__all__ = ["Context", "DeviceType", "Dispatch", "Field", "Setpoint", "REGISTRY", "register", "get"]
+__all__ = ["Context", "DeviceType", "Dispatch", "Feature", "Field", "GridConnection", "Setpoint", "REGISTRY", "register", "get"]

@@ -107,6 +107,38 @@ class Dispatch:
     p_action: Callable
     merit: int
     price_terms: Callable
+    p_columns: tuple = (0,)  # action columns `p_action` sets for the active power (the rest keep their action)
+
+
+@dataclasses.dataclass(frozen=True)
+class Feature:
+    """One named column of a device type's observation or action, with its physical unit."""
+
+    name: str
+    unit: str = ""
+    doc: str = ""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GridConnection:
+    """What a type that couples an agent's grid to the grid above (a PCC) tells the core.
+
+    - `import_mw(params, state) -> [n]`: the import measured at the end of the last step;
+    - `exchange(params, pf) -> [n]`: the import of this step's power flow (MW, import > 0);
+    - `limits(params) -> (import_max_mw, export_max_mw)`: finite exchange limits `[n]`;
+    - `tariff(params) -> (sell_discount, price_scale)`: terms of the energy bill `[n]`;
+    - `bill(params, price, import_mw, dt_h) -> [n]`: the bill of an exchange, $.
+    """
+
+    import_mw: Callable
+    exchange: Callable
+    limits: Callable
+    tariff: Callable
+    bill: Callable
+
+
+def _unit_scale(params, n: int, dim: int):
+    return np.ones((n, dim)), np.zeros((n, dim))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity (a static jit argument)
@@ -131,9 +163,28 @@ class DeviceType:
     metrics: Callable = _no_metrics
     rule: Callable | None = None  # (params, state, ctx) -> [n, act_dim]: fixed policy when no agent
     dispatch: Dispatch | None = None  # active-power dispatch by fixed grid controllers
+    grid_connection: GridConnection | None = None  # set by types that are an agent's point of common coupling
+    obs_features: tuple = ()  # [obs_dim] Feature: the columns `observe` returns (default names obs0, obs1, ...)
+    act_features: tuple = ()  # [act_dim] Feature: the action columns, each in [-1, 1] (see the type's decode)
+    # (params of numpy arrays [n]) -> (scale, offset) [n, obs_dim]: observed = (physical - offset) / scale
+    obs_scale: Callable | None = None
     validate: Callable | None = None  # (entry: dict, path: str) -> list of (path, expected, actual): type-specific checks of a YAML entry
     complete: Callable | None = None  # (entry: dict, net) -> entry with type-specific defaults filled (net: pgjax.scenario.Network)
     doc: str = ""
+
+    def observation_features(self) -> tuple:
+        return self.obs_features or tuple(Feature(f"obs{k}") for k in range(self.obs_dim))
+
+    def action_features(self) -> tuple:
+        return self.act_features or tuple(Feature(f"act{k}") for k in range(self.act_dim))
+
+    def observation_scale(self, params, n: int):
+        """`(scale, offset)` `[n, obs_dim]` of the observation columns (host numpy)."""
+        if self.obs_scale is None:
+            return _unit_scale(params, n, self.obs_dim)
+        scale, offset = self.obs_scale(params)
+        shape = (n, self.obs_dim)
+        return np.broadcast_to(np.asarray(scale, float), shape).copy(), np.broadcast_to(np.asarray(offset, float), shape).copy()
 
     def build(self, values: dict[str, list]) -> Any:
         """Parameter dataclass from resolved per-device values (`name -> list of n values`)."""

@@ -20,7 +20,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from pgjax.devices.base import DeviceType, Field, Setpoint, lerp, take, unit_interval
+import numpy as np
+
+from pgjax.devices.base import DeviceType, Feature, Field, Setpoint, lerp, take, unit_interval
 
 EPS = 1e-9
 
@@ -84,11 +86,17 @@ def _curt_metrics(params, state, sp, ctx):
     return {"load_curtailed_mwh": sp.aux * ctx.dt_h}
 
 
+def _curt_obs_scale(params):
+    return np.maximum(np.asarray(params.p_nom_mw), EPS)[:, None], 0.0
+
+
 CURTAILABLE_LOAD = DeviceType(
     name="curtailable_load", params_cls=CurtailableParams, state_cls=CurtailableState,
     fields=CURTAILABLE_FIELDS, act_dim=1, obs_dim=2, default_action=(-1.0,), init=_curt_init,
     decode=_curt_decode, dynamics=_curt_dynamics, cost=_curt_cost, safety=_curt_safety,
-    observe=_curt_observe, metrics=_curt_metrics, doc=__doc__)
+    observe=_curt_observe, metrics=_curt_metrics, obs_scale=_curt_obs_scale,
+    obs_features=(Feature("p_mw", "MW", "consumption"), Feature("curtailed_mw", "MW")),
+    act_features=(Feature("curtail", "", "-1 .. 1 -> 0 .. curtail_max of the demand"),), doc=__doc__)
 
 
 @struct.dataclass
@@ -156,8 +164,15 @@ def _shift_observe(params, state, ctx):
                       state.e_served_mwh / jnp.maximum(params.e_daily_mwh, EPS)], axis=-1)
 
 
+def _shift_obs_scale(params):
+    return np.stack([np.maximum(np.asarray(params.p_max_mw), EPS), np.maximum(np.asarray(params.e_daily_mwh), EPS)],
+                    axis=-1), 0.0
+
+
 SHIFTABLE_LOAD = DeviceType(
     name="shiftable_load", params_cls=ShiftableParams, state_cls=ShiftableState,
     fields=SHIFTABLE_FIELDS, act_dim=1, obs_dim=2, default_action=(0.0,), init=_shift_init,
     decode=_shift_decode, dynamics=_shift_dynamics, cost=_shift_cost, safety=_shift_safety,
-    observe=_shift_observe, doc=__doc__)
+    observe=_shift_observe, obs_scale=_shift_obs_scale,
+    obs_features=(Feature("p_mw", "MW", "consumption"), Feature("e_served_mwh", "MWh", "energy served today")),
+    act_features=(Feature("p_mw", "MW", "-1 .. 1 -> the range that still meets the daily energy"),), doc=__doc__)

@@ -18,8 +18,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+import numpy as np
+
 from pgjax.devices import checks
-from pgjax.devices.base import DeviceType, Dispatch, Field, Setpoint, lerp, q_capability, to_action
+from pgjax.devices.base import DeviceType, Dispatch, Feature, Field, Setpoint, lerp, q_capability, to_action
 
 EPS = 1e-6
 
@@ -135,6 +137,12 @@ def observe(params: Params, state: State, ctx):
                       state.on.astype(scale.dtype), jnp.minimum(state.hours_in_state, 24.0) / 24.0], axis=-1)
 
 
+def obs_scale(params: Params):
+    p_max, s_max = np.asarray(params.p_max_mw), np.asarray(params.s_max_mva)
+    one = np.ones_like(p_max)
+    return np.stack([np.maximum(p_max, 1e-9), np.maximum(s_max, 1e-9), one, 24.0 * one], axis=-1), 0.0
+
+
 def p_range(params: Params, state: State, ctx):
     """Lowest and highest reachable output; the lowest is 0 where the unit can be (or stay) off."""
     can_start, can_stop = can_switch(params, state, ctx.dt_h)
@@ -165,4 +173,9 @@ GENERATOR = DeviceType(
     name="generator", params_cls=Params, state_cls=State, fields=FIELDS, act_dim=3, obs_dim=4,
     default_action=(1.0, -1.0, 0.0), init=init, decode=decode, dynamics=dynamics, cost=cost,
     safety=safety, observe=observe, validate=validate, doc=__doc__,
-    dispatch=Dispatch(p_range=p_range, p_action=p_action, merit=2, price_terms=price_terms))
+    dispatch=Dispatch(p_range=p_range, p_action=p_action, merit=2, price_terms=price_terms, p_columns=(0, 1)),
+    obs_features=(Feature("p_mw", "MW"), Feature("q_mvar", "Mvar"), Feature("on", "", "committed (1) or off (0)"),
+                  Feature("hours_in_state", "h", "hours since the last switch, capped at 24")),
+    act_features=(Feature("commit", "", "> 0: on"), Feature("p_mw", "MW", "ramp- and limit-feasible window"),
+                  Feature("q_mvar", "Mvar", "capability range")),
+    obs_scale=obs_scale)

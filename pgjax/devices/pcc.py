@@ -14,7 +14,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from pgjax.devices.base import DeviceType, Field, Setpoint, take
+import numpy as np
+
+from pgjax.devices.base import DeviceType, Feature, Field, GridConnection, Setpoint, take
 
 
 @struct.dataclass
@@ -85,9 +87,29 @@ def measure(params: Params, state: State, ctx) -> State:
     return State(import_mw=exchange(params, ctx.pf))
 
 
+FINITE_MAX_MW = 1e3  # exchange limits above this count as unlimited (normalization, protocol ranges)
+
+
+def limits(params: Params):
+    """Finite import and export limits `[n]`, MW (capped at `FINITE_MAX_MW`)."""
+    return (jnp.minimum(params.import_max_mw, FINITE_MAX_MW), jnp.minimum(params.export_max_mw, FINITE_MAX_MW))
+
+
+def tariff(params: Params):
+    return params.sell_discount, params.price_scale
+
+
+def last_import(params: Params, state: State):
+    return state.import_mw
+
+
 def observe(params: Params, state: State, ctx):
-    scale = jnp.maximum(jnp.minimum(params.import_max_mw, 1e3), 1e-9)
+    scale = jnp.maximum(limits(params)[0], 1e-9)
     return jnp.stack([state.import_mw / scale], axis=-1)
+
+
+def obs_scale(params: Params):
+    return np.maximum(np.minimum(np.asarray(params.import_max_mw), FINITE_MAX_MW), 1e-9)[:, None], 0.0
 
 
 def metrics(params, state, sp, ctx):
@@ -106,4 +128,6 @@ def validate(entry: dict, path: str) -> list[tuple]:
 PCC = DeviceType(
     name="pcc", params_cls=Params, state_cls=State, fields=FIELDS, act_dim=0, obs_dim=1,
     default_action=(), init=init, decode=decode, dynamics=dynamics, cost=cost, safety=safety,
-    observe=observe, measure=measure, metrics=metrics, validate=validate, doc=__doc__)
+    observe=observe, measure=measure, metrics=metrics, validate=validate,
+    grid_connection=GridConnection(import_mw=last_import, exchange=exchange, limits=limits, tariff=tariff, bill=bill),
+    obs_features=(Feature("import_mw", "MW", "measured import, negative: export"),), obs_scale=obs_scale, doc=__doc__)

@@ -12,7 +12,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from pgjax.devices.base import DeviceType, Dispatch, Field, Setpoint, q_capability, take, to_action, unit_interval
+import numpy as np
+
+from pgjax.devices.base import (DeviceType, Dispatch, Feature, Field, Setpoint, q_capability, take, to_action,
+                              unit_interval)
 
 
 @struct.dataclass
@@ -84,6 +87,11 @@ def observe(params: Params, state: State, ctx):
                       state.q_mvar / jnp.maximum(params.s_max_mva, 1e-9)], axis=-1)
 
 
+def obs_scale(params: Params):
+    cap = np.maximum(np.asarray(params.p_max_mw), 1e-9)
+    return np.stack([cap, cap, np.maximum(np.asarray(params.s_max_mva), 1e-9)], axis=-1), 0.0
+
+
 def metrics(params, state, sp, ctx):
     return {"curtailment_mwh": (sp.aux - sp.p_mw) * ctx.dt_h, "renewable_mwh": sp.p_mw * ctx.dt_h,
             "reactive_mvarh": jnp.abs(sp.q_mvar) * ctx.dt_h}
@@ -109,7 +117,11 @@ def _make(name):
         name=name, params_cls=Params, state_cls=State, fields=FIELDS, act_dim=2, obs_dim=3,
         default_action=(1.0, 0.0), init=init, decode=decode, dynamics=dynamics, cost=cost,
         safety=safety, observe=observe, metrics=metrics, doc=__doc__,
-        dispatch=Dispatch(p_range=p_range, p_action=p_action, merit=0, price_terms=price_terms))
+        dispatch=Dispatch(p_range=p_range, p_action=p_action, merit=0, price_terms=price_terms),
+        obs_features=(Feature("p_avail_mw", "MW"), Feature("p_mw", "MW"), Feature("q_mvar", "Mvar")),
+        act_features=(Feature("p_share", "", "-1 .. 1 -> 0 .. 100 % of the available power (curtailable units)"),
+                      Feature("q_mvar", "Mvar", "fraction of the capability left by p")),
+        obs_scale=obs_scale)
 
 
 PV = _make("pv")

@@ -14,7 +14,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from pgjax.devices.base import DeviceType, Field, Setpoint
+import numpy as np
+
+from pgjax.devices.base import DeviceType, Feature, Field, Setpoint
 
 
 @struct.dataclass
@@ -87,7 +89,13 @@ def observe(params: Params, state: State, ctx):
     return jnp.stack([state.step / jnp.maximum(params.max_step, 1)], axis=-1)
 
 
+def obs_scale(params: Params):
+    return np.maximum(np.asarray(params.max_step), 1)[:, None], 0.0
+
+
 SHUNT = DeviceType(
     name="shunt", params_cls=Params, state_cls=State, fields=FIELDS, act_dim=1, obs_dim=1,
     default_action=(0.0,), init=init, decode=decode, dynamics=dynamics, cost=cost,
-    safety=safety, observe=observe, apply_to_grid=apply_to_grid, rule=rule, doc=__doc__)
+    safety=safety, observe=observe, apply_to_grid=apply_to_grid, rule=rule, obs_scale=obs_scale,
+    obs_features=(Feature("step", "steps", "switched capacitor/reactor steps"),),
+    act_features=(Feature("step_change", "steps", "-1 .. 1 -> -max_step_change .. +max_step_change"),), doc=__doc__)

@@ -15,8 +15,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+import numpy as np
+
 from pgjax.devices import checks
-from pgjax.devices.base import DeviceType, Dispatch, Field, Setpoint, q_capability
+from pgjax.devices.base import DeviceType, Dispatch, Feature, Field, Setpoint, q_capability
 
 
 @struct.dataclass
@@ -108,6 +110,11 @@ def observe(params: Params, state: State, ctx):
     return jnp.stack([state.e_mwh / params.e_max_mwh, state.p_mw / p_scale], axis=-1)
 
 
+def obs_scale(params: Params):
+    p_scale = np.maximum(np.maximum(np.asarray(params.p_charge_max_mw), np.asarray(params.p_discharge_max_mw)), 1e-9)
+    return np.stack([np.asarray(params.e_max_mwh), p_scale], axis=-1), 0.0
+
+
 def metrics(params, state, sp, ctx):
     return {"storage_throughput_mwh": jnp.abs(sp.p_mw) * ctx.dt_h}
 
@@ -142,4 +149,9 @@ STORAGE = DeviceType(
     name="storage", params_cls=Params, state_cls=State, fields=FIELDS, act_dim=2, obs_dim=2,
     default_action=(0.0, 0.0), init=init, decode=decode, dynamics=dynamics, cost=cost,
     safety=safety, observe=observe, metrics=metrics, validate=validate, doc=__doc__,
-    dispatch=Dispatch(p_range=p_range, p_action=p_action, merit=1, price_terms=price_terms))
+    dispatch=Dispatch(p_range=p_range, p_action=p_action, merit=1, price_terms=price_terms),
+    obs_features=(Feature("e_mwh", "MWh", "stored energy (observed as SOC, a fraction of e_max_mwh)"),
+                  Feature("p_mw", "MW", "last injection, negative: charging")),
+    act_features=(Feature("p_mw", "MW", "-1 full charge .. +1 full discharge within SOC limits"),
+                  Feature("q_mvar", "Mvar", "fraction of the capability left by p")),
+    obs_scale=obs_scale)

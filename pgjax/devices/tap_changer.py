@@ -21,7 +21,7 @@ import numpy as np
 from flax import struct
 
 from pgjax.devices import checks
-from pgjax.devices.base import DeviceType, Field, Setpoint
+from pgjax.devices.base import DeviceType, Feature, Field, Setpoint
 
 
 @struct.dataclass
@@ -114,6 +114,12 @@ def observe(params: Params, state: State, ctx):
     return jnp.stack([2 * (state.pos - params.tap_min) / span - 1], axis=-1)
 
 
+def obs_scale(params: Params):
+    lo, hi = np.asarray(params.tap_min, float), np.asarray(params.tap_max, float)
+    half = np.maximum(hi - lo, 1.0) / 2
+    return half[:, None], (lo + half)[:, None]
+
+
 def validate(entry: dict, path: str) -> list[tuple]:
     """Scenario check of a YAML entry: a branch is given (not null), `tap_min <= tap_max`."""
     problems = checks.ordered(entry, path, [("tap_min", "tap_max")])
@@ -151,4 +157,5 @@ TAP_CHANGER = DeviceType(
     name="tap_changer", params_cls=Params, state_cls=State, fields=FIELDS, act_dim=1, obs_dim=1,
     default_action=(0.0,), init=init, decode=decode, dynamics=dynamics, cost=cost,
     safety=safety, observe=observe, apply_to_grid=apply_to_grid, rule=rule, validate=validate,
-    complete=complete, doc=__doc__)
+    complete=complete, obs_scale=obs_scale, obs_features=(Feature("tap_pos", "steps"),),
+    act_features=(Feature("tap_change", "steps", "-1 .. 1 -> -max_step_change .. +max_step_change"),), doc=__doc__)

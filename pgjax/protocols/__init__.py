@@ -21,10 +21,13 @@ Everything is `jnp` with static shapes: protocols jit, vmap over environments an
 over time; none loops in Python over agents or steps at run time.
 
 Built-in protocols (module `pgjax.protocols.<module>`):
-  vertical   (parent -> children): `none`, `setpoint`, `price_signal`, `volt_var`
-  horizontal (peer <-> peer):      `none_horizontal`, `consensus`, `p2p_trading`, `admm_dispatch`
+  vertical   (parent -> children): `none`, `setpoint`, `price_signal`
+  horizontal (peer <-> peer):      `none_horizontal` (`none` in scenarios), `consensus`, `p2p_trading`,
+                                   `admm_dispatch`
 Local controllers (droop P-f / Q-V, volt-var curves) are plain functions in
-`pgjax.protocols.local`. Add a protocol with `register(Protocol(...))`; see
+`pgjax.protocols.local` (the device rules use them); they send no messages and are not protocols.
+Add a protocol with `register(Protocol(...))`; with a `coupling`
+(`pgjax.protocols.coupling.Coupling`) a scenario can name it. See
 `scripts/example_protocol.py` for a complete one in under 100 lines.
 """
 
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -86,6 +90,7 @@ class Protocol:
     init: Callable  # (params) -> proto_state
     apply: Callable  # (params, proto_state, agent_outputs, messages_in) -> (commands, messages_out, state)
     doc: str = ""
+    coupling: Any = None  # `pgjax.protocols.coupling.Coupling`: how a scenario uses it (None: not selectable)
 
     def __call__(self, params, proto_state, agent_outputs, messages_in):
         return self.apply(params, proto_state, agent_outputs, messages_in)
@@ -101,12 +106,30 @@ register = REGISTRY.register
 get = REGISTRY.lookup
 
 
-def names(kind: str | None = None) -> list[str]:
-    """Registered protocol names, optionally only of one kind."""
-    return sorted(n for n, p in REGISTRY.items() if kind is None or p.kind == kind)
+def names(kind: str | None = None, selectable: bool = False) -> list[str]:
+    """Registered protocol names, optionally only of one kind or only those a scenario can name."""
+    return sorted(n for n, p in REGISTRY.items()
+                  if (kind is None or p.kind == kind) and (not selectable or p.coupling is not None))
+
+
+def scenario_names(kind: str) -> list[str]:
+    """What `protocol.<kind>` of a scenario accepts: the selectable protocols of that kind ('none' for none)."""
+    return sorted(NONE_ALIASES.get(n, n) for n in names(kind, selectable=True))
+
+
+def find(kind: str, name: str) -> Protocol:
+    """The selectable protocol a scenario's `protocol.<kind>: <name>` means."""
+    full = {v: k for k, v in NONE_ALIASES.items()}.get(name, name) if kind == "horizontal" else name
+    protocol = REGISTRY.get(full)
+    if protocol is None or protocol.kind != kind or protocol.coupling is None:
+        raise ValueError(f"protocol.{kind}: unknown protocol {name!r}; selectable: {scenario_names(kind)}")
+    return protocol
+
+
+NONE_ALIASES = {"none_horizontal": "none"}  # registered name -> the name scenarios use
 
 
 # Built-ins register themselves on import (after the names above exist).
 from pgjax.protocols import admm, consensus, local, none, p2p, price_signal, setpoint  # noqa: F401
 
-__all__ = ["REGISTRY", "Messages", "Protocol", "get", "names", "register"]
+__all__ = ["REGISTRY", "Messages", "Protocol", "find", "get", "names", "register", "scenario_names"]

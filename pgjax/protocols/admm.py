@@ -24,7 +24,11 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from pgjax.protocols import Messages, Protocol, register
+import numpy as np
+
+from pgjax import devices as dev
+from pgjax.devices.base import Feature
+from pgjax.protocols import Messages, Protocol, coupling, register
 
 
 @struct.dataclass
@@ -94,4 +98,55 @@ def optimal_dispatch(cost_a, cost_b, p_min, p_max, demand, iters=200):
     return jnp.clip((lam - b) / (2 * a), lo, hi), lam
 
 
-ADMM_DISPATCH = register(Protocol("admm_dispatch", "horizontal", Params, init, apply, __doc__))
+GRID_COST_A = 1.0  # $/(MW^2 h): curvature given to the grid as a participant (import at the price)
+GRID_HEADROOM_MW = 1e3  # the grid's import range beyond the agents' import limits
+
+
+def _env_init(links, dtype):
+    return State(x=jnp.zeros(links.n_grid + 1, dtype), u=jnp.zeros((), dtype))
+
+
+def _env_step(links, state, inputs, key):
+    """Joint dispatch of each grid agent's first fuel unit, with the grid as the last participant."""
+    n, d = links.n_grid, inputs.import_mw.dtype
+    unit = dev.get(links.unit_type).dispatch if links.unit_type else None
+    if unit is None:  # no unit to dispatch: every agent only reports its need
+        gp = gs = None
+        lo = hi = a = b = p_last = jnp.zeros(1, d)
+    else:
+        gp, gs = inputs.params[links.unit_type], inputs.states[links.unit_type]
+        lo, hi = unit.p_range(gp, gs, inputs.ctx)
+        a, b, _, _ = unit.price_terms(gp, gs)
+        p_last = gs.p_mw
+    pick = lambda x, fill: coupling.take_grid(x, links.unit_of_grid, fill)  # noqa: E731
+    need = inputs.import_mw + pick(p_last, 0.0)
+    cost_a = jnp.concatenate([pick(jnp.maximum(a, 1e-3), 1.0), jnp.full(1, GRID_COST_A, d)])
+    cost_b = jnp.concatenate([pick(b, 0.0), jnp.full(1, inputs.price, d)])
+    p_min = jnp.concatenate([pick(lo, 0.0), -jnp.full(1, links.export_max_mw.sum(), d)])
+    p_max = jnp.concatenate([pick(hi, 0.0), jnp.full(1, links.import_max_mw.sum() + GRID_HEADROOM_MW, d)])
+    prm = make_params(cost_a, cost_b, p_min, p_max, iterations=links.options["iterations"],
+                      adjacency=coupling.graph("complete", n + 1))
+    prm = jax.tree.map(lambda x: x.astype(d) if jnp.issubdtype(x.dtype, jnp.floating) else x, prm)
+    out, msgs, state = apply(prm, state, {"demand_mw": jnp.concatenate([need, jnp.zeros(1, d)])}, None)
+    state = jax.tree.map(lambda x: x.astype(d), state)
+    p_mw, price = out["p_mw"][:n], out["price"][0]
+    actions = {}
+    if unit is not None:
+        idx = jnp.asarray(np.maximum(links.unit_of_grid, 0))
+        target = jnp.zeros(gp.p_max_mw.shape, d).at[idx].set(p_mw)
+        act = unit.p_action(gp, gs, inputs.ctx, target)
+        dispatched = np.isin(np.arange(act.shape[0]), links.unit_of_grid)
+        columns = np.isin(np.arange(act.shape[1]), unit.p_columns)
+        actions = {links.unit_type: (jnp.asarray(dispatched[:, None] & columns[None, :]), act)}
+    messages = jnp.stack([p_mw, jnp.full(n, price, d)], axis=-1)
+    return coupling.Outputs(received=jnp.zeros(n, d), messages=messages, actions=actions, n_sent=msgs.count,
+                            info={"admm_residual_mw": out["residual"].astype(d)}), state
+
+
+# In a scenario: the grid agents' first fuel units (`Dispatch.merit == 2`) dispatched jointly by
+# consensus ADMM, warm-started from the last step; agents observe their dispatch and the price.
+ENV_COUPLING = coupling.Coupling(
+    features=(Feature("dispatch_mw", "MW", "over the import limit"), Feature("admm_price", "$/MWh", "over 100")),
+    init=_env_init, step=_env_step, scale=coupling.scale_mw_and_price, defaults={"iterations": 50},
+    info={"admm_residual_mw": "scalar"})
+ADMM_DISPATCH = register(Protocol("admm_dispatch", "horizontal", Params, init, apply, __doc__, coupling=ENV_COUPLING))

@@ -23,7 +23,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from pgjax.protocols import Messages, Protocol, register
+from pgjax import comms
+from pgjax.devices.base import Feature
+from pgjax.protocols import Messages, Protocol, coupling, register
 
 
 @struct.dataclass
@@ -74,4 +76,21 @@ def make_params(adjacency, iterations=50, step_size=1.0, dim=1):
                   iterations=int(iterations), dim=int(dim))
 
 
-CONSENSUS = register(Protocol("consensus", "horizontal", Params, init, apply, __doc__))
+def _env_step(links, chan, inputs, key):
+    """Each grid agent starts from its last import and averages over the links delivered this step."""
+    h_links = links.adjacency
+    msgs = Messages.broadcast(inputs.import_mw, h_links)
+    delivered, chan = comms.transmit(links.hparams, chan, msgs, key)
+    prm = make_params(links.adjacency, iterations=links.options["iterations"])
+    out, _, _ = apply(prm, init(prm), {"value": inputs.import_mw}, delivered)
+    value = out["value"].reshape(-1)
+    return coupling.Outputs(received=jnp.zeros_like(value), messages=value[:, None], actions={}, n_sent=msgs.count,
+                            info={}), chan
+
+
+# In a scenario: the grid agents agree on their mean import; each observes the agreed value.
+ENV_COUPLING = coupling.Coupling(
+    features=(Feature("consensus_mw", "MW", "agreed import, over the import limit"),),
+    init=coupling.peer_channel_init(1), step=_env_step, scale=lambda links: links.scale_mw[:, None],
+    defaults={"iterations": 10, "graph": "complete"})
+CONSENSUS = register(Protocol("consensus", "horizontal", Params, init, apply, __doc__, coupling=ENV_COUPLING))

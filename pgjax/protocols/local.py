@@ -1,4 +1,4 @@
-"""Local controllers: droop (P-f, Q-V) and volt-var curves, as pure functions and a protocol.
+"""Local controllers: droop (P-f, Q-V) and volt-var curves, as pure functions.
 
 All functions are elementwise over `[n]` device arrays (jit / vmap friendly) and return
 setpoints in MW / Mvar clipped to the given limits; `to_action` maps a setpoint back into
@@ -13,18 +13,13 @@ agents, baselines).
   `(v1, q1), (v2, 0), (v3, 0), (v4, q4)` as fractions of the rating, flat outside
   (defaults: Category B, 0.92/0.98/1.02/1.08 pu, +-0.44).
 
-The `volt_var` protocol (vertical) applies the curve at each device's bus:
-agent_outputs `vm_pu [n_bus]` (measured voltages); commands `q_mvar [n_dev]`.
-It sends nothing (a purely local controller).
+They send no messages, so they are not registered protocols: a device type's `rule` or a
+baseline controller calls them (the frequency task's governors use `droop_pf`).
 """
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
-from flax import struct
-
-from pgjax.protocols import Messages, Protocol, register
 
 CATEGORY_B = ((0.92, 0.44), (0.98, 0.0), (1.02, 0.0), (1.08, -0.44))
 
@@ -64,24 +59,3 @@ def to_action(setpoint, lo, hi):
     """Invert the devices' linear decode: the action in [-1, 1] giving `setpoint` in `[lo, hi]`."""
     span = jnp.maximum(hi - lo, 1e-12)
     return jnp.clip(2.0 * (setpoint - lo) / span - 1.0, -1.0, 1.0)
-
-
-@struct.dataclass
-class VoltVarParams:
-    bus: jax.Array  # [n_dev] int, bus whose voltage the device measures
-    s_rated_mva: jax.Array  # [n_dev]
-    curve: jax.Array  # [n_dev, 4, 2] or [4, 2]
-    n_agents: int = struct.field(pytree_node=False, default=1)
-
-
-def _init(params):
-    return ()
-
-
-def _apply(params: VoltVarParams, state, agent_outputs, messages_in):
-    v = jnp.asarray(agent_outputs["vm_pu"])[params.bus]
-    q = volt_var(v, params.s_rated_mva, params.curve)
-    return {"q_mvar": q}, Messages.empty(params.n_agents, params.bus.shape[0]), state
-
-
-VOLT_VAR = register(Protocol("volt_var", "vertical", VoltVarParams, _init, _apply, __doc__))

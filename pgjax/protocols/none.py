@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from flax import struct
 
-from pgjax.protocols import Messages, Protocol, register
+import jax.numpy as jnp
+import numpy as np
+
+from pgjax.protocols import Messages, Protocol, coupling, register
 
 
 @struct.dataclass
@@ -25,5 +28,15 @@ def apply(params: Params, state, agent_outputs, messages_in):
     return {}, Messages.empty(params.n_senders, params.n_receivers), state
 
 
-NONE = register(Protocol("none", "vertical", Params, init, apply, __doc__))
-NONE_HORIZONTAL = register(Protocol("none_horizontal", "horizontal", Params, init, apply, __doc__))
+def _env_init(links, dtype):
+    return ()
+
+
+def _env_step(links, state, inputs, key):
+    return coupling.empty_outputs(links.n_grid, inputs.price.dtype), state
+
+
+NOTHING = coupling.Coupling(features=(), init=_env_init, step=_env_step, scale=lambda links: np.zeros((links.n_grid, 0)),
+                            sends=False)
+NONE = register(Protocol("none", "vertical", Params, init, apply, __doc__, coupling=NOTHING))
+NONE_HORIZONTAL = register(Protocol("none_horizontal", "horizontal", Params, init, apply, __doc__, coupling=NOTHING))

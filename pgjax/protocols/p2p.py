@@ -33,7 +33,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from pgjax.protocols import Messages, Protocol, register
+from pgjax import comms
+from pgjax import devices as dev
+from pgjax.devices.base import Feature
+from pgjax.protocols import Messages, Protocol, coupling, register
 
 
 @struct.dataclass
@@ -113,4 +116,43 @@ def apply(params: Params, state, agent_outputs, messages_in):
     return commands, msgs, new_state
 
 
-P2P_TRADING = register(Protocol("p2p_trading", "horizontal", Params, init, apply, __doc__))
+def _env_step(links, chan, inputs, key):
+    """Bids of the last measured deficit / surplus to the peers; delivered bids clear the market."""
+    d = inputs.import_mw.dtype
+    discount, scale = coupling.connection_terms(links, inputs.params, d)
+    net = -inputs.import_mw
+    offer = jnp.where(net > 0, (1.0 - discount) * scale * inputs.price, scale * inputs.price)
+    msgs = Messages.broadcast(jnp.stack([net, offer], axis=-1), links.adjacency)
+    delivered, chan = comms.transmit(links.hparams, chan, msgs, key)
+    arrived = jnp.any(delivered.mask, axis=1)  # a bid arrives at the peers together
+    count = jnp.maximum(jnp.sum(delivered.mask, axis=1), 1)[:, None]
+    bid = jnp.sum(jnp.where(delivered.mask[..., None], delivered.data, 0.0), axis=1) / count
+    prm = make_params(links.n_grid, mechanism=links.options["mechanism"],
+                      participate=arrived & (links.connection_of_grid >= 0))
+    prm = prm.replace(dt_h=jnp.asarray(1.0, d), k=jnp.asarray(0.5, d))
+    out, _, _ = apply(prm, init(prm), {"net_mw": bid[:, 0], "price": bid[:, 1]}, delivered)
+    p2p_mw = out["p2p_mw"].astype(d)
+    messages = jnp.stack([p2p_mw, jnp.nan_to_num(out["clearing_price"]) * jnp.ones(links.n_grid, d)], axis=-1)
+    info = {"p2p_mw": p2p_mw, "p2p_volume_mw": jnp.sum(jnp.maximum(p2p_mw, 0)), "p2p_payment": out["payment"]}
+    return coupling.Outputs(received=jnp.zeros(links.n_grid, d), messages=messages, actions={}, n_sent=msgs.count,
+                            info=info), chan
+
+
+def _settle(links, outputs, import_mw, price, dt_h, params):
+    """Change of each grid agent's cost `[n_grid]` ($): the grid bills the untraded rest, peers pay the trades."""
+    if links.connection_type is None:
+        return jnp.zeros(links.n_grid, import_mw.dtype)
+    conn = dev.get(links.connection_type).grid_connection
+    prm = jax.tree.map(lambda x: x[jnp.asarray(links.connection_of_grid.clip(0))], params[links.connection_type])
+    grid_import = import_mw - outputs.info["p2p_mw"]
+    return (conn.bill(prm, price, grid_import, dt_h) - conn.bill(prm, price, import_mw, dt_h)
+            + outputs.info["p2p_payment"] * dt_h)
+
+
+# In a scenario: double auction among the grid agents, settled after the power flow.
+ENV_COUPLING = coupling.Coupling(
+    features=(Feature("p2p_mw", "MW", "traded, over the import limit"), Feature("clearing_price", "$/MWh", "over 100")),
+    init=coupling.peer_channel_init(2), step=_env_step, scale=coupling.scale_mw_and_price, settle=_settle,
+    defaults={"mechanism": "uniform", "graph": "complete"},
+    info={"p2p_mw": "grid", "p2p_volume_mw": "scalar", "p2p_payment": "grid"})
+P2P_TRADING = register(Protocol("p2p_trading", "horizontal", Params, init, apply, __doc__, coupling=ENV_COUPLING))

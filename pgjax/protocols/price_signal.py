@@ -26,9 +26,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
-from pgjax.protocols import Messages, Protocol, register
+from pgjax import devices as dev
+from pgjax import dispatch
+from pgjax.devices.base import Feature
+from pgjax.protocols import Messages, Protocol, coupling, register
 
 
 @struct.dataclass
@@ -91,4 +95,46 @@ def apply(params: Params, state, agent_outputs, messages_in):
     return {"p_mw": p, "price": price}, Messages.broadcast(agent_price, link), state
 
 
-PRICE_SIGNAL = register(Protocol("price_signal", "vertical", Params, init, apply, __doc__))
+def respond(types, params, states, ctx, price_of, price_range):
+    """Device actions of profit-maximizing responses to `price_of[t] [n_type]` ($/MWh).
+
+    Storage values its energy at the middle of `price_range = (low, high)` $/MWh, more when
+    nearly empty and less when nearly full (`energy_value_slope` = half the range).
+    """
+    lo, hi = dispatch.ranges(types, params, states, ctx)
+    low, high = price_range
+    out = {}
+    for t, lo_, hi_ in zip(types, lo, hi):
+        a, b, is_storage, soc = dev.get(t).dispatch.price_terms(params[t], states[t])
+        prm = Params(
+            owner=jnp.zeros(lo_.shape, jnp.int32), p_min_mw=lo_, p_max_mw=hi_, cost_a=a, cost_b=b,
+            is_storage=is_storage, energy_value=jnp.full_like(lo_, (low + high) / 2),
+            energy_value_slope=jnp.full_like(lo_, (high - low) / 2), soc_ref=jnp.full_like(lo_, 0.5),
+            price_min=jnp.asarray(low, lo_.dtype), price_max=jnp.asarray(high, lo_.dtype))
+        p = response(prm, price_of[t], lo_, hi_, soc)
+        out[t] = dev.get(t).dispatch.p_action(params[t], states[t], ctx, p)
+    return out
+
+
+def _price_range(links):
+    return float(links.options["price_min"]), float(links.options["price_max"])
+
+
+def _prices(links, u, price):
+    """A learned parent's action `u` in [0, 1] -> price in `[price_min, price_max]`; fixed: the market price."""
+    low, high = _price_range(links)
+    market = jnp.full(links.n_grid, price, u.dtype)
+    return low + u * (high - low), market, market
+
+
+def _respond(links, received, inputs):
+    price_of = {t: received[jnp.maximum(jnp.asarray(links.tracked_of[t]), 0)] for t in links.dispatch_types}
+    return respond(links.dispatch_types, inputs.params, inputs.states, inputs.ctx, price_of, _price_range(links))
+
+
+# In a scenario: each grid agent's price from its parent; tracked children's devices respond (`respond`).
+ENV_COUPLING = coupling.vertical_coupling(
+    features=(Feature("price", "$/MWh", "price received, over 100"),),
+    scale=lambda links: np.full((links.n_grid, 1), 100.0), values=_prices, respond=_respond,
+    defaults={"price_min": 0.0, "price_max": 200.0})
+PRICE_SIGNAL = register(Protocol("price_signal", "vertical", Params, init, apply, __doc__, coupling=ENV_COUPLING))

@@ -16,7 +16,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from pgjax.protocols import Messages, Protocol, register
+from pgjax import dispatch
+from pgjax.devices.base import Feature
+from pgjax.protocols import Messages, Protocol, coupling, register
 
 
 @struct.dataclass
@@ -42,4 +44,23 @@ def apply(params: Params, state, agent_outputs, messages_in):
     return {"p_mw": p}, msgs, state
 
 
-SETPOINT = register(Protocol("setpoint", "vertical", Params, init, apply, __doc__))
+def _exchange_setpoints(links, u, price):
+    """A learned parent's action `u` in [0, 1] -> exchange setpoint in [-export_max, import_max] MW."""
+    d = u.dtype
+    learned = -jnp.asarray(links.export_max_mw, d) + u * jnp.asarray(links.import_max_mw + links.export_max_mw, d)
+    zero = jnp.zeros(links.n_grid, d)  # a fixed parent asks each child to balance itself
+    return learned, zero, zero
+
+
+def _track(links, received, inputs):
+    grid_of = {t: jnp.asarray(links.tracked_of[t]) for t in links.dispatch_types}
+    return dispatch.track(links.dispatch_types, inputs.params, inputs.states, inputs.ctx, grid_of,
+                          inputs.net_load_mw - received, links.n_grid)
+
+
+# In a scenario: each grid agent's exchange setpoint from its parent; tracked children dispatch
+# their devices to meet it (`pgjax.dispatch.track`).
+ENV_COUPLING = coupling.vertical_coupling(
+    features=(Feature("setpoint_mw", "MW", "exchange setpoint received, over the import limit"),),
+    scale=lambda links: links.scale_mw[:, None], values=_exchange_setpoints, respond=_track)
+SETPOINT = register(Protocol("setpoint", "vertical", Params, init, apply, __doc__, coupling=ENV_COUPLING))

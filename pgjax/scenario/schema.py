@@ -229,13 +229,16 @@ def _check_agents(c: _Checker, raw: dict) -> list:
 
 def _check_coordination(c: _Checker, raw: dict, ids: list) -> None:
     """The `protocol` and `communication` sections (see `pgjax.coordination`)."""
+    from pgjax import protocols
     from pgjax.comms import JITTER_KINDS
-    from pgjax.coordination import GRAPHS, HORIZONTAL, VERTICAL
+    from pgjax.protocols.coupling import GRAPHS
 
     pr = c.section(raw, "protocol")
-    c.keys(pr, {"vertical", "horizontal", "graph", "price_min", "price_max", "iterations", "mechanism"}, "protocol")
-    c.value(pr, "vertical", "string", "protocol", choices=VERTICAL)
-    c.value(pr, "horizontal", "string", "protocol", choices=HORIZONTAL)
+    options = {"graph", "price_min", "price_max", "iterations", "mechanism"}
+    for kind in ("vertical", "horizontal"):
+        if c.value(pr, kind, "string", "protocol", choices=protocols.scenario_names(kind)) is not None:
+            options |= set(protocols.find(kind, pr[kind]).coupling.defaults)  # a plug-in's own options
+    c.keys(pr, {"vertical", "horizontal", *options}, "protocol")
     c.value(pr, "graph", "string", "protocol", choices=GRAPHS)
     c.value(pr, "iterations", "int", "protocol", minimum=1)
     c.value(pr, "mechanism", "string", "protocol", choices=("uniform", "pay_as_bid"))

@@ -1,0 +1,83 @@
+"""Cost, safety, reward and `info` of one step (the reward is replaceable, like Jumanji's `reward_fn`).
+
+After the power flow the step gathers an `Outcome`: per-agent cost ($) and device safety,
+bus voltage and branch loading excesses, and whether the power flow converged. Then
+
+    safety = voltage excess @ bus accounts + loading excess / 100 @ branch accounts
+             + device safety + nonconverged                                  [n_agents]
+    reward = -(cost + penalty * safety) * reward_scale                       [n_agents]
+(or the sum over agents for every agent with `reward.shared`). `Env(..., reward_fn=f)`
+replaces the second line: `f(outcome, params, shared) -> [n_agents]`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from pgjax.powerflow import network
+
+
+@struct.dataclass
+class Outcome:
+    """What a step did, before it is turned into a reward (per agent `[n_agents]` unless noted)."""
+
+    cost: jax.Array  # $ this step, attributed to learned agents
+    cost_total: jax.Array  # [] $, all devices and settlements
+    safety: jax.Array  # constraint violations attributed to learned agents (see the module docstring)
+    device_safety: jax.Array
+    v_excess: jax.Array  # [n_bus] pu outside [vm_min_pu, vm_max_pu] (0 on de-energized buses)
+    l_excess: jax.Array  # [n_branch] loading above the limit / 100
+    nonconverged: jax.Array  # [] 1.0 where the power flow did not converge
+    energized: jax.Array  # [n_bus] bool
+
+
+def grid_excess(params, grid, pf):
+    """`(v_excess [n_bus], l_excess [n_branch], energized [n_bus])` of a power-flow result."""
+    on = network.energized(grid)
+    vm = pf.vm_pu
+    v_excess = jnp.where(on, jnp.maximum(params.vm_min_pu - vm, 0) + jnp.maximum(vm - params.vm_max_pu, 0), 0)
+    l_excess = jnp.maximum(jnp.nan_to_num(pf.loading_percent, posinf=0.0) - params.loading_max_percent, 0) / 100
+    return v_excess, l_excess, on
+
+
+def outcome(layout, params, grid, pf, cost, cost_total, device_safety) -> Outcome:
+    """The step's `Outcome` from its attributed costs and device safety and its power flow."""
+    dt = cost.dtype
+    v_excess, l_excess, on = grid_excess(params, grid, pf)
+    nonconv = 1.0 - pf.converged.astype(dt)
+    safety = (v_excess @ jnp.asarray(layout.bus_account, dt) + l_excess @ jnp.asarray(layout.branch_account, dt)
+              + device_safety + nonconv)
+    return Outcome(cost=cost, cost_total=cost_total, safety=safety, device_safety=device_safety,
+                   v_excess=v_excess, l_excess=l_excess, nonconverged=nonconv, energized=on)
+
+
+def default_reward(out: Outcome, params, shared: bool):
+    """`-(cost + penalty * safety) * reward_scale` per agent, or its sum for every agent (`shared`)."""
+    if shared:
+        total = -(jnp.sum(out.cost) + params.penalty * jnp.sum(out.safety)) * params.reward_scale
+        return jnp.full(out.cost.shape, total, out.cost.dtype)
+    return -(out.cost + params.penalty * out.safety) * params.reward_scale
+
+
+def info(out: Outcome, params, pf, p_bus, net_load_mw, totals: dict, dt) -> dict:
+    """The scalar and per-agent diagnostics every step reports (protocol values are added by the step)."""
+    on, vm = out.energized, pf.vm_pu
+    n_on = jnp.maximum(jnp.sum(on), 1)
+    v_viol = on & (out.v_excess > 0)
+    slack = jnp.sum(jnp.where(params.grid.ext_grid.in_service, pf.slack_p_mw, 0))
+    total = lambda k: jnp.asarray(totals.get(k, 0.0), dt)  # noqa: E731
+    return {
+        "cost": out.cost, "safety": out.safety, "cost_total": out.cost_total,
+        "safety_voltage": jnp.sum(out.v_excess), "safety_loading": jnp.sum(out.l_excess),
+        "safety_devices": jnp.sum(out.device_safety), "nonconverged": out.nonconverged,
+        "pf_iterations": pf.iterations, "losses_mw": pf.p_loss_mw, "voltage_violation_rate": jnp.sum(v_viol) / n_on,
+        "vm_min_pu": jnp.min(jnp.where(on, vm, jnp.inf)), "vm_max_pu": jnp.max(jnp.where(on, vm, -jnp.inf)),
+        "controllable": ((jnp.sum(v_viol) == 0) & (jnp.sum(out.l_excess) == 0) & pf.converged).astype(dt),
+        "curtailment_mwh": total("curtailment_mwh"), "renewable_mwh": total("renewable_mwh"),
+        "reactive_mvarh": total("reactive_mvarh"),  # |Q| of inverters (MAPDN Q cost)
+        "import_mwh": jnp.maximum(slack, 0) * params.dt_h, "export_mwh": jnp.maximum(-slack, 0) * params.dt_h,
+        "net_load_variance_mw2": jnp.var(net_load_mw),
+        "p_injected_mw": jnp.sum(jnp.where(on, p_bus, 0)), "slack_p_mw": slack,
+    }
