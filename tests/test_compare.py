@@ -61,12 +61,13 @@ def test_controllers_read_the_price():
         env = pgjax.make("multi_microgrid", split="test", **kw)
         obs, state = env.reset(key)
         obs = obs.astype(np.float32)  # as the rollouts see it (`baselines.common.MARLEnv`)
-        price = float(env._context(state.start + state.t, env.default_params, state.vm_pu).price)
+        price = float(env.context(state.start + state.t, env.default_params, state.vm_pu).price)
         ctrl, _ = cp.policy_for("rule_based", env)
         actions, history = ctrl.act(ctrl.init(), key, obs, None)
         if cp.is_system(env):
-            lay = env.coordinator.layout
-            sent = (np.asarray(actions)[lay.parent_agent, lay.parent_col] + 1) / 2 * (lay.price_max - lay.price_min)
-            np.testing.assert_allclose(sent, np.clip(price, lay.price_min, lay.price_max), rtol=1e-5)
+            links = env.coordinator.links
+            lo, hi = links.options["price_min"], links.options["price_max"]
+            sent = (np.asarray(actions)[links.parent_agent, links.parent_col] + 1) / 2 * (hi - lo)
+            np.testing.assert_allclose(sent, np.clip(price, lo, hi), rtol=1e-5)
         else:  # the rule-based controller stores the observed price in its 24 h history
             assert np.any(np.isclose(np.asarray(history), price, rtol=1e-5))

@@ -33,7 +33,7 @@ def dso_setpoint():
 
 
 def setpoint_action(env, target_mw):
-    lay = env.coordinator.layout
+    lay = env.coordinator.links
     u = (np.asarray(target_mw) + lay.export_max_mw) / (lay.import_max_mw + lay.export_max_mw)
     a = np.zeros((env.num_agents, env.act_dim))
     a[lay.parent_agent, lay.parent_col] = 2 * u - 1
@@ -43,10 +43,10 @@ def setpoint_action(env, target_mw):
 def test_learned_operator_sends_one_setpoint_per_microgrid(dso_setpoint):
     env = dso_setpoint
     assert env.agents == ("DSO",)
-    lay = env.coordinator.layout
+    lay = env.coordinator.links
     assert lay.tracked.all() and len(lay.grid_nodes) == 3
     # the operator commands its own taps/shunts directly and one exchange setpoint per microgrid
-    own = sum(g.n * pgjax.devices.get(g.type).act_dim for g in env.groups if (g.controller == 0).any())
+    own = sum(g.n * pgjax.devices.get(g.type).act_dim for g in env.layout.groups if (g.controller == 0).any())
     assert env.act_sizes == (own + 3,)
     infos, _ = rollout(env, [setpoint_action(env, [0.3, -0.2, 0.1])] * 2)
     np.testing.assert_allclose(infos[-1]["message_received"], [0.3, -0.2, 0.1], atol=1e-12)
@@ -75,7 +75,7 @@ def test_zero_delay_is_synchronous_and_delay_k_arrives_k_steps_later():
 
 def test_price_signal_moves_dispatch_the_right_way():
     env = pgjax.make("multi_microgrid", learned="system", vertical="price_signal")
-    lay = env.coordinator.layout
+    lay = env.coordinator.links
 
     def imports(action):
         a = np.zeros((1, env.act_dim))
@@ -169,7 +169,7 @@ def test_admm_dispatch_meets_the_optimality_conditions():
     for info, o in zip(infos[2:], obs[2:]):
         assert info["admm_residual_mw"] < 1e-3
         lam = o[0, -1] * 100  # each agent observes the ADMM price as its last feature
-        p = np.asarray(o[:, -2]) * env.coordinator.layout.scale_mw  # each agent's dispatch, MW
+        p = np.asarray(o[:, -2]) * env.coordinator.links.scale_mw  # each agent's dispatch, MW
         marginal = b + 2 * c * p
         at_min = np.isclose(p, 0, atol=1e-4) | np.isclose(p, np.asarray(gen.p_min_mw), atol=1e-4)
         balanced = np.isclose(marginal, lam, atol=0.05)

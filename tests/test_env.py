@@ -49,7 +49,7 @@ def test_reset_step_shapes_and_spaces(mm):
     for a in env.agents:
         assert env.action_space(a).shape[0] <= env.act_dim and env.observation_space(a).shape[0] <= env.obs_dim
     assert env.action_mask.shape == (env.num_agents, env.act_dim)
-    assert env.world_state(state2).shape == (env.n_features,)
+    assert env.world_state(state2).shape == (env.layout.observation.n_features,)
     for key in ("cost_total", "losses_mw", "voltage_violation_rate", "controllable", "curtailment_mwh",
                 "import_mwh", "export_mwh", "net_load_variance_mw2", "nan_actions", "final_observation"):
         assert key in info

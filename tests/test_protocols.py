@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pgjax  # noqa: F401  (float64)
 from pgjax import protocols as P
 from pgjax.devices import storage
 from pgjax.protocols import (
@@ -44,7 +43,8 @@ def all_links(n):
 # ----------------------------------------------------------------------------- registry
 
 def test_registry_lists_builtins_and_rejects_unknown():
-    assert {"none", "setpoint", "price_signal", "volt_var"} <= set(P.names("vertical"))
+    assert {"none", "setpoint", "price_signal"} <= set(P.names("vertical", selectable=True))
+    assert {"admm_dispatch", "consensus", "none", "p2p_trading"} <= set(P.scenario_names("horizontal"))
     assert {"none_horizontal", "consensus", "p2p_trading", "admm_dispatch"} <= set(P.names("horizontal"))
     for name in P.names():
         assert P.get(name).doc.strip(), f"{name} has no docstring"
@@ -250,10 +250,6 @@ def test_local_controllers():
     qv = local.droop_qv(jnp.array([0.95, 1.0, 1.005, 1.05]), 1.0, droop_v=0.05, deadband_pu=0.01)
     np.testing.assert_allclose(qv, [0.8, 0.0, 0.0, -0.8])
     np.testing.assert_allclose(local.to_action(jnp.array([0.0, 5.0, 10.0]), 0.0, 10.0), [-1, 0, 1])
-    prm = local.VoltVarParams(bus=jnp.array([0, 2]), s_rated_mva=jnp.array([1.0, 1.0]),
-                              curve=jnp.asarray(local.CATEGORY_B), n_agents=1)
-    cmd = P.get("volt_var")(prm, (), {"vm_pu": jnp.array([1.08, 1.0, 0.92])}, None)[0]
-    np.testing.assert_allclose(cmd["q_mvar"], [-0.44, 0.44])
 
 
 # ----------------------------------------------------------------------------- example protocol

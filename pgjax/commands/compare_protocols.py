@@ -98,47 +98,46 @@ def dso_controller(env, band: float = 0.1, charge_frac: float = 0.3):
     import jax.numpy as jnp
 
     from baselines.common import MARLEnv
-    from baselines.rule_based import Controller, _local_pos, training_price_by_slot
+    from baselines.rule_based import Controller, training_price_by_slot
+    from pgjax import devices as dev
 
     menv = MARLEnv.wrap(env)
-    lay = env.coordinator.layout
+    links, schema = env.coordinator.links, env.layout.observation
     if not is_system(env):
         raise ValueError("dso_controller: needs a vertical protocol with a learned system operator")
+    setpoint = env.scenario.protocol.vertical == "setpoint"
     prm = menv.params.devices
-    dt_h = float(env.compiled.dt_h)
+    dt_h = float(env.scenario.dt_h)
     n_slots = max(round(24 / dt_h), 1)
-    rows = np.flatnonzero(lay.tracked)  # tracked microgrids
-    a0 = int(lay.parent_agent[rows[0]])
-    price_pos, sin_pos, cos_pos = (_local_pos(env, a0, env.time_start + j) for j in range(3))
-    n_grid = len(lay.grid_nodes)
-    # per microgrid: (obs position, MW scale) of its import and its storage and generator injections,
-    # and (soc position, e_min, e_max, charge MW, discharge MW, eta_c, eta_d) of its storage units
-    terms, stores = [[] for _ in range(n_grid)], [[] for _ in range(n_grid)]
-    for g in env.groups:
-        grid_of = env.tracked_of.get(g.type, np.full(g.n, -1))
-        for k in range(g.n):
-            i = int(grid_of[k])
-            if i < 0:
+    rows = np.flatnonzero(links.tracked)  # tracked microgrids
+    a0 = int(links.parent_agent[rows[0]])
+    price_pos, sin_pos, cos_pos = (schema.local(a0, f"time//{n}") for n in ("price", "sin_hour", "cos_hour"))
+    # per microgrid: (obs position, MW per observed unit) of its import and its storage and generator
+    # injections, and (position of the stored energy, MWh per observed unit, storage limits) of its storage
+    terms, stores = [[] for _ in range(links.n_grid)], [[] for _ in range(links.n_grid)]
+    for g in env.layout.groups:
+        t, grid_of = dev.get(g.type), links.tracked_of[g.type]
+        for k in np.flatnonzero(grid_of >= 0):
+            i, name = int(grid_of[k]), g.names[k]
+            if t.grid_connection is not None:
+                key = f"{g.type}/{name}/import_mw"
+            elif g.type in ("storage", "generator"):
+                key = f"{g.type}/{name}/p_mw"
+            else:
                 continue
-            if g.type == "pcc":
-                terms[i].append((_local_pos(env, a0, g.obs_start + k), float(lay.scale_mw[i])))
-            elif g.type == "storage":
-                sp = prm["storage"]
-                f = {n: float(np.asarray(getattr(sp, n))[k]) for n in (
-                    "e_min_mwh", "e_max_mwh", "p_charge_max_mw", "p_discharge_max_mw", "eta_charge", "eta_discharge")}
-                terms[i].append((_local_pos(env, a0, g.obs_start + 2 * k + 1),
-                                 max(f["p_charge_max_mw"], f["p_discharge_max_mw"], 1e-9)))
-                stores[i].append((_local_pos(env, a0, g.obs_start + 2 * k), f))
-            elif g.type == "generator":
-                terms[i].append((_local_pos(env, a0, g.obs_start + 4 * k),
-                                 float(np.asarray(prm["generator"].p_max_mw)[k])))
+            terms[i].append((schema.local(a0, key), schema.feature(key).scale))
+            if g.type == "storage":
+                f = {n: float(np.asarray(getattr(prm["storage"], n))[k]) for n in (
+                    "e_min_mwh", "p_charge_max_mw", "p_discharge_max_mw", "eta_charge", "eta_discharge")}
+                key = f"storage/{name}/e_mwh"
+                stores[i].append((schema.local(a0, key), {**f, "e_max_mwh": schema.feature(key).scale}))
     positions = [price_pos, sin_pos, cos_pos] + ([p for i in rows for p, _ in terms[i]] +
-                                                 [p for i in rows for p, _ in stores[i]]
-                                                 if lay.vertical == "setpoint" else [])
+                                                 [p for i in rows for p, _ in stores[i]] if setpoint else [])
     if min(positions) < 0:
         raise ValueError("dso_controller: the system operator does not observe the price or its microgrids' devices")
-    agent, col = lay.parent_agent[rows], lay.parent_col[rows]
-    imax, emax = lay.import_max_mw[rows], lay.export_max_mw[rows]
+    agent, col = links.parent_agent[rows], links.parent_col[rows]
+    imax, emax = links.import_max_mw[rows], links.export_max_mw[rows]
+    price_min, price_max = (float(links.options.get(k, d)) for k, d in (("price_min", 0.0), ("price_max", 200.0)))
     default = jnp.asarray(menv.default_actions, jnp.float32)
     mask = jnp.asarray(menv.action_mask, jnp.float32)
     prior = jnp.asarray(training_price_by_slot(env), jnp.float32)
@@ -158,7 +157,7 @@ def dso_controller(env, band: float = 0.1, charge_frac: float = 0.3):
         price = o[price_pos] * 100.0
         hour = jnp.mod(jnp.arctan2(o[sin_pos], o[cos_pos]) * 24 / (2 * jnp.pi), 24.0)
         history = history.at[jnp.mod(jnp.round(hour / dt_h).astype(jnp.int32), n_slots)].set(price.astype(history.dtype))
-        if lay.vertical == "setpoint":
+        if setpoint:
             median = jnp.median(history)
             cheap, dear = price < median - band * jnp.abs(median), price > median + band * jnp.abs(median)
             setpoints = []
@@ -169,7 +168,7 @@ def dso_controller(env, band: float = 0.1, charge_frac: float = 0.3):
                 setpoints.append(base + delta)
             a = 2.0 * (jnp.clip(jnp.stack(setpoints), -emax, imax) + emax) / (imax + emax) - 1.0
         else:
-            a = jnp.full(len(rows), 2.0 * (price - lay.price_min) / (lay.price_max - lay.price_min) - 1.0)
+            a = jnp.full(len(rows), 2.0 * (price - price_min) / (price_max - price_min) - 1.0)
         actions = default.at[agent, col].set(jnp.clip(a, -1.0, 1.0).astype(jnp.float32))
         return actions * mask, history
 
@@ -178,8 +177,8 @@ def dso_controller(env, band: float = 0.1, charge_frac: float = 0.3):
 
 def is_system(env) -> bool:
     """True when the learned agent is the system operator sending setpoints / prices to fixed microgrids."""
-    lay = getattr(getattr(env, "coordinator", None), "layout", None)
-    return lay is not None and lay.vertical != "none" and bool(np.any(lay.tracked))
+    links = getattr(getattr(env, "coordinator", None), "links", None)
+    return links is not None and bool(np.any(links.tracked))
 
 
 def policy_for(name: str, env):
@@ -316,7 +315,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         steps = int(env.episode_steps)
         totals, _ = make_rollout(env, [ctrl], args.episodes)(key)
         row = {"config": name, "description": description, "policy": label, "agents": " ".join(env.agents),
-               "episodes": args.episodes, **summarize(totals, steps, float(env.compiled.dt_h)),
+               "episodes": args.episodes, **summarize(totals, steps, float(env.scenario.dt_h)),
                "seconds": round(time.perf_counter() - t_cfg, 1)}
         print(f"{name}: {label}, {row['seconds']:.1f} s (compile, {args.episodes} x {steps} steps)", flush=True)
         return row

@@ -71,7 +71,7 @@ def test_env(cfg):
     if cfg.env in TOY_ENVS:
         return make_env(cfg.env, **cfg.env_kwargs), "n/a"
     env = make_env(cfg.env, **{**cfg.env_kwargs, "split": "test"})
-    pr = env.compiled.profile_spec
+    pr = env.scenario.profile_spec
     data = pr.test or f"{pr.train} (no test profiles: the training data)"
     return env, data
 
@@ -93,7 +93,7 @@ def plot_day(env, trace, png_path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     info, st = trace["info"], trace["state"]
-    dt = float(env.compiled.dt_h) if hasattr(env, "compiled") else 1.0
+    dt = float(env.scenario.dt_h) if hasattr(env, "scenario") else 1.0
     steps = np.asarray(info["price"]).shape[-1] if "price" in info else np.asarray(info["cost"]).shape[-1]
     hours = np.arange(steps) * dt
     panels = ["price", "dispatch", "soc", "voltage"] + (["q"] if st.get("q") else [])
@@ -122,8 +122,8 @@ def plot_day(env, trace, png_path, title: str) -> None:
         elif panel == "voltage":
             ax.plot(hours, info["vm_min_pu"][0], label="min V")
             ax.plot(hours, info["vm_max_pu"][0], label="max V")
-            if hasattr(env, "compiled"):
-                for lim in (env.compiled.vm_min_pu, env.compiled.vm_max_pu):
+            if hasattr(env, "scenario"):
+                for lim in (env.scenario.vm_min_pu, env.scenario.vm_max_pu):
                     ax.axhline(lim, color="r", ls=":", lw=1)
             ax.set_ylabel("bus voltage pu")
             ax.legend(fontsize=7, loc="upper left")
@@ -143,9 +143,9 @@ def plot_day(env, trace, png_path, title: str) -> None:
 
 def state_features(env):
     """`state_fn` for the trace: per device type, p_mw (and q_mvar of PV / wind) and storage SOC."""
-    if not hasattr(env, "groups"):
+    if not hasattr(env, "layout"):
         return None
-    e_max = {g.type: np.asarray(env.default_params.devices[g.type].e_max_mwh) for g in env.groups
+    e_max = {g.type: np.asarray(env.default_params.devices[g.type].e_max_mwh) for g in env.layout.groups
              if g.type == "storage"}
 
     def fn(state):

@@ -19,6 +19,7 @@ baseline controller calls them (the frequency task's governors use `droop_pf`).
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 CATEGORY_B = ((0.92, 0.44), (0.98, 0.0), (1.02, 0.0), (1.08, -0.44))

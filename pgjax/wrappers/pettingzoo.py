@@ -123,7 +123,7 @@ class _Backend:
     # host-side network layout for render()
     def layout(self):
         if self._layout is None:
-            self._layout = _tree_layout(self.env.compiled.grid)
+            self._layout = _tree_layout(self.env.scenario.grid)
         return self._layout
 
 
@@ -185,7 +185,7 @@ class PgjaxParallelEnv(ParallelEnv):
             a: gymnasium.spaces.Box(-np.inf, np.inf, (n,), np.float32) for a, n in zip(env.agents, b.obs_sizes)}
         self.action_spaces = {
             a: gymnasium.spaces.Box(-1.0, 1.0, (n,), np.float32) for a, n in zip(env.agents, b.act_sizes)}
-        self.state_space = gymnasium.spaces.Box(-np.inf, np.inf, (env.n_features,), np.float32)
+        self.state_space = gymnasium.spaces.Box(-np.inf, np.inf, (env.layout.observation.n_features,), np.float32)
         self._key = None
         self._state = None
         self._fig = None
@@ -460,7 +460,9 @@ def _tree_layout(grid) -> dict:
 def _dispatch(env, state, params):
     """[(device name, MW injected (PCC: imported), type, bus or -1)] for devices with an active-power state."""
     out = []
-    for g in env.groups:
+    from pgjax import devices as dev
+
+    for g in env.layout.groups:
         st = state.devices[g.type]
         if hasattr(st, "p_mw"):
             vals = np.asarray(st.p_mw, float).reshape(-1)
@@ -468,7 +470,7 @@ def _dispatch(env, state, params):
             vals = np.asarray(st.import_mw, float).reshape(-1)  # into the grid below the PCC
         else:
             continue
-        bus = np.asarray(params.devices[g.type].bus).reshape(-1) if g.type != "pcc" else np.full(g.n, -1)
+        bus = np.full(g.n, -1) if dev.get(g.type).grid_connection is not None else g.bus
         for k in range(g.n):
             out.append((g.names[k], float(vals[k]), g.type, int(bus[k])))
     return out
