@@ -1,11 +1,18 @@
-"""Compare pgjax's power flow with pandapower's `runpp` on one pandapower net.
+"""The one comparison of pgjax's power flow with pandapower's `runpp`.
 
-`compare(net, method)` converts the net, solves it with pgjax (float64) and returns the
-largest differences to a pandapower reference run: bus voltage magnitudes (p.u.) and
-angles (degrees, both relative to the ext_grid angle reference), active power at both
-ends of every branch (MW) and active power of every external grid (MW), each with the
-element where it occurs. `passes(errors, method)` checks them against `TARGETS`.
-`pgjax/commands/verify.py` runs this over a zoo of networks; tests import it directly.
+`pgjax verify` and the tests use it alike:
+- `run_reference(net)`: pandapower's Newton-Raphson on a copy of the net, with the options
+  the converter models (`REFERENCE_TOLERANCES_MVA`, `REFERENCE_MAX_ITERATION`);
+- `differences(result, netmap, ref)`: the largest absolute differences of a pgjax
+  `PowerFlowResult` to the solved net, each with the element where it occurs: bus voltage
+  magnitudes (p.u.) and angles (degrees, both against the ext_grid angle reference; a bus
+  isolated on one side only counts as an infinite difference), active and reactive power
+  at both ends of every branch (MW, Mvar; pandapower's NaN flows of isolated branches
+  count as zero), of every external grid, and the reactive power of generators alone at a
+  non-slack bus (pandapower's split of Q among several generators at one bus is a
+  convention, not physics);
+- `failures(errors)`: which of `TARGETS` a difference dict misses (and non-convergence);
+- `compare(net, method)`: convert, solve with pgjax in float64 and take the differences.
 """
 
 from __future__ import annotations
@@ -22,7 +29,10 @@ TARGETS = {
     "dvm_pu": 1e-8,  # bus voltage magnitude, p.u.
     "dva_deg": 1e-6,  # bus voltage angle, degrees
     "dp_branch_mw": 1e-6,  # active power at either end of any branch, MW
+    "dq_branch_mvar": 1e-6,  # reactive power at either end of any branch, Mvar
     "dp_slack_mw": 1e-6,  # active power of any external grid, MW
+    "dq_slack_mvar": 1e-6,  # reactive power of any external grid, Mvar
+    "dq_gen_mvar": 1e-6,  # reactive power of a generator alone at a non-slack bus, Mvar
 }
 # Methods solving the full AC equations (checked against TARGETS) and approximations (reported only).
 EXACT_METHODS = ("newton", "fixed_point")
@@ -33,14 +43,16 @@ MAX_ITER = {"newton": 30, "fixed_point": 500, "distflow": 200, "lindistflow": 20
 REFERENCE_TOLERANCES_MVA = (1e-10, 1e-9)
 REFERENCE_MAX_ITERATION = 50
 
-# (net table, result table, [(result column, branch end, grid rows column of a trafo3w)]).
+# (net table, result table, [(P column, Q column, branch end, grid rows column of a trafo3w)]).
 _BRANCH_RESULTS = (
-    ("line", "res_line", (("p_from_mw", "from", None), ("p_to_mw", "to", None))),
-    ("trafo", "res_trafo", (("p_hv_mw", "from", None), ("p_lv_mw", "to", None))),
+    ("line", "res_line", (("p_from_mw", "q_from_mvar", "from", None), ("p_to_mw", "q_to_mvar", "to", None))),
+    ("trafo", "res_trafo", (("p_hv_mw", "q_hv_mvar", "from", None), ("p_lv_mw", "q_lv_mvar", "to", None))),
     # pandapower's star equivalent: hv winding hv bus -> star point, mv/lv windings star point -> bus.
-    ("trafo3w", "res_trafo3w", (("p_hv_mw", "from", 0), ("p_mv_mw", "to", 1), ("p_lv_mw", "to", 2))),
-    ("impedance", "res_impedance", (("p_from_mw", "from", None), ("p_to_mw", "to", None))),
-    ("switch", "res_switch", (("p_from_mw", "from", None), ("p_to_mw", "to", None))),
+    ("trafo3w", "res_trafo3w", (("p_hv_mw", "q_hv_mvar", "from", 0), ("p_mv_mw", "q_mv_mvar", "to", 1),
+                                ("p_lv_mw", "q_lv_mvar", "to", 2))),
+    ("impedance", "res_impedance", (("p_from_mw", "q_from_mvar", "from", None),
+                                    ("p_to_mw", "q_to_mvar", "to", None))),
+    ("switch", "res_switch", (("p_from_mw", "q_from_mvar", "from", None), ("p_to_mw", "q_to_mvar", "to", None))),
 )
 
 
@@ -118,30 +130,29 @@ def _jitted_solve(method: str, max_iter: int):
     return jax.jit(functools.partial(solve, method=method, max_iter=max_iter))
 
 
-def _max_abs_diff(ours, theirs, labels):
-    """Largest |ours - theirs| over entries where `theirs` is finite; `(value, label)`.
+def _worst(ours, theirs, labels, nan_is_zero: bool = False) -> tuple[float, str]:
+    """Largest |ours - theirs| and the label where it occurs (`(0.0, "")` when empty).
 
-    A non-finite value of ours where pandapower has a number counts as infinite.
+    NaN on both sides agrees; a non-finite value on one side only is an infinite
+    difference. With `nan_is_zero`, pandapower's NaN (`theirs`) means zero.
     """
     ours = np.asarray(ours, dtype=float)
     theirs = np.asarray(theirs, dtype=float)
-    ok = np.isfinite(theirs)
-    if not ok.any():
+    if nan_is_zero:
+        theirs = np.nan_to_num(theirs, nan=0.0, posinf=np.inf, neginf=-np.inf)
+    if ours.size == 0:
         return 0.0, ""
-    d = np.where(ok, np.abs(ours - theirs), 0.0)
-    d = np.where(ok & ~np.isfinite(ours), np.inf, d)
+    d = np.abs(ours - theirs)
+    d = np.where(np.isnan(ours) & np.isnan(theirs), 0.0, np.where(np.isfinite(d), d, np.inf))
     i = int(np.argmax(d))
     return float(d[i]), labels[i]
 
 
-def branch_flow_errors(result, netmap, ref) -> tuple[float, str]:
-    """Largest |dP| in MW over both ends of all branches of all kinds, and where it is.
-
-    `result` is a pgjax `PowerFlowResult`, `ref` the solved pandapower net.
-    """
-    p_from = np.asarray(result.p_from_mw)
-    p_to = np.asarray(result.p_to_mw)
-    worst, where = 0.0, ""
+def _branch_differences(result, netmap, ref) -> dict:
+    """`dp_branch_mw`, `dq_branch_mvar` over both ends of all branches of all kinds, with where."""
+    ends = {"from": (np.asarray(result.p_from_mw), np.asarray(result.q_from_mvar)),
+            "to": (np.asarray(result.p_to_mw), np.asarray(result.q_to_mvar))}
+    worst = {"dp_branch_mw": (0.0, ""), "dq_branch_mvar": (0.0, "")}
     for kind, res_table, columns in _BRANCH_RESULTS:
         rows = netmap.branch_rows.get(kind)
         if rows is None or len(rows) == 0:
@@ -153,20 +164,82 @@ def branch_flow_errors(result, netmap, ref) -> tuple[float, str]:
         if len(index) != len(rows):
             raise RuntimeError(f"{kind}: {len(rows)} grid branch rows but {len(index)} pandapower result rows")
         res = ref[res_table].reindex(index)
-        for col, end, winding in columns:
-            if col not in res:
-                continue
+        for p_col, q_col, end, winding in columns:
             r = rows if winding is None else rows[:, winding]
-            ours = (p_from if end == "from" else p_to)[r]
-            d, label = _max_abs_diff(ours, res[col].values, [f"{kind} {i} {col}" for i in index])
-            if d > worst or not where:
-                worst, where = d, label
-    return worst, where
+            for key, col, ours in (("dp_branch_mw", p_col, ends[end][0]), ("dq_branch_mvar", q_col, ends[end][1])):
+                if col not in res:
+                    continue
+                d = _worst(ours[r], res[col].values, [f"{kind} {i} {col}" for i in index], nan_is_zero=True)
+                if d[0] > worst[key][0] or not worst[key][1]:
+                    worst[key] = d
+    return worst
+
+
+def _lone_generators(netmap, ref) -> np.ndarray:
+    """`[n_gen]` bool: in-service generators alone at their (grid) bus, which is no slack bus."""
+    gen = ref.gen.reindex(netmap.gen_index)
+    if not len(gen):
+        return np.zeros(0, bool)
+    grid_bus = netmap.bus_lookup[ref.bus.index.get_indexer(gen.bus)]
+    on = gen.in_service.values.astype(bool)
+    count = np.bincount(grid_bus[on], minlength=int(grid_bus.max()) + 1)[grid_bus]
+    eg = ref.ext_grid[ref.ext_grid.in_service.astype(bool)]
+    slack_buses = netmap.bus_lookup[ref.bus.index.get_indexer(eg.bus)]
+    slack = np.isin(grid_bus, slack_buses)
+    if "slack" in gen:
+        slack |= gen.slack.fillna(False).values.astype(bool)
+    return on & (count == 1) & ~slack
+
+
+def differences(result, netmap, ref) -> dict:
+    """Largest absolute differences of a pgjax result to the pandapower-solved net `ref`.
+
+    Args:
+      result: an unbatched pgjax `PowerFlowResult` of the converted grid (padding allowed).
+      netmap: the converter's `NetMap` of that grid.
+      ref: the net solved by pandapower (e.g. `run_reference(net)[0]`).
+
+    Returns a dict: `converged`, `iterations` (pgjax), every key of `TARGETS` (p.u.,
+    degrees, MW, Mvar) and, for each, `where_<key>`, the element where it occurs.
+    """
+    from converters.pandapower import bus_results
+
+    out = {"converged": bool(np.asarray(result.converged)), "iterations": int(np.asarray(result.iterations))}
+    bus = bus_results(result, netmap)
+    labels = [f"bus {i}" for i in ref.bus.index]
+    index = netmap.bus_index
+    diffs = {
+        "dvm_pu": _worst(bus["vm_pu"], ref.res_bus.vm_pu.reindex(index).values, labels),
+        "dva_deg": _worst(bus["va_deg"], ref.res_bus.va_degree.reindex(index).values, labels),
+        **_branch_differences(result, netmap, ref),
+    }
+    n_eg = len(netmap.ext_grid_index)
+    res_eg = ref.res_ext_grid.reindex(netmap.ext_grid_index)
+    eg_labels = [f"ext_grid {i}" for i in netmap.ext_grid_index]
+    diffs["dp_slack_mw"] = _worst(np.asarray(result.slack_p_mw)[:n_eg], res_eg.p_mw.values, eg_labels, True)
+    diffs["dq_slack_mvar"] = _worst(np.asarray(result.slack_q_mvar)[:n_eg], res_eg.q_mvar.values, eg_labels, True)
+    lone = _lone_generators(netmap, ref)
+    gen_labels = [f"gen {i}" for i in np.asarray(netmap.gen_index)[lone]]
+    diffs["dq_gen_mvar"] = _worst(np.asarray(result.gen_q_mvar)[:len(lone)][lone],
+                                  ref.res_gen.q_mvar.reindex(netmap.gen_index).values[lone], gen_labels, True)
+    for key, (value, where) in diffs.items():
+        out[key], out[f"where_{key}"] = value, where
+    return out
+
+
+def failures(errors: dict) -> list[str]:
+    """What `errors` (from `differences` or `compare`) misses: "not converged" and each
+    key of `TARGETS` it exceeds, with the element ("dvm_pu 3.2e-07 at bus 5"); empty: passes."""
+    failed = [] if errors["converged"] else ["not converged"]
+    for key, target in TARGETS.items():
+        if not errors[key] <= target:
+            failed.append(f"{key} {errors[key]:.1e} at {errors[f'where_{key}']}")
+    return failed
 
 
 def compare(net, method: str = "newton", *, reference=None, converted=None, pad: bool = True,
             max_iter: int | None = None) -> dict:
-    """Solve `net` with pgjax `method` (float64) and compare with pandapower's `runpp`.
+    """Solve `net` with pgjax `method` (float64) and take its `differences` to pandapower.
 
     Args:
       net: a pandapower net (not modified).
@@ -177,16 +250,14 @@ def compare(net, method: str = "newton", *, reference=None, converted=None, pad:
       pad: pad the grid to `bucket` sizes so that similar networks share a jit compilation.
       max_iter: pgjax iteration limit (default `MAX_ITER[method]`).
 
-    Returns a dict: `n_bus` (rows of net.bus), `n_branch` (grid branch rows), `converged`
-    (pgjax), `iterations`, `reference_tol_mva`, the largest absolute differences
-    `dvm_pu` (p.u.), `dva_deg` (degrees), `dp_branch_mw` and `dp_slack_mw` (MW) with the
-    element where each occurs in `where_vm`, `where_va`, `where_branch`, `where_slack`,
-    and `solve_s`, the wall time of the pgjax solve in seconds including jit compilation.
-    Isolated buses (NaN in pandapower) are skipped.
+    Needs JAX's 64-bit mode (`pgjax.precision.require_x64` raises otherwise). Returns
+    `differences` plus `n_bus` (rows of net.bus), `n_branch` (grid branch rows),
+    `reference_tol_mva` and `solve_s`, the wall time of the pgjax solve in seconds
+    including jit compilation.
     """
     import jax
 
-    from converters.pandapower import bus_results, from_pandapower
+    from converters.pandapower import from_pandapower
     from pgjax.grid import astype
     from pgjax.powerflow import check_method
 
@@ -202,55 +273,8 @@ def compare(net, method: str = "newton", *, reference=None, converted=None, pad:
     result = _jitted_solve(method, MAX_ITER.get(method, 30) if max_iter is None else max_iter)(grid64)
     result = jax.device_get(result)
     solve_s = time.perf_counter() - t0
-
-    bus = bus_results(result, netmap)
-    bus_labels = [f"bus {i}" for i in net.bus.index]
-    dvm, where_vm = _max_abs_diff(bus["vm_pu"], ref.res_bus.vm_pu.reindex(net.bus.index).values, bus_labels)
-    dva, where_va = _max_abs_diff(bus["va_deg"], ref.res_bus.va_degree.reindex(net.bus.index).values, bus_labels)
-    dp_branch, where_branch = branch_flow_errors(result, netmap, ref)
-    n_eg = len(netmap.ext_grid_index)
-    dp_slack, where_slack = _max_abs_diff(
-        np.asarray(result.slack_p_mw)[:n_eg], ref.res_ext_grid.p_mw.reindex(netmap.ext_grid_index).values,
-        [f"ext_grid {i}" for i in netmap.ext_grid_index])
-    return {
-        "n_bus": len(net.bus),
-        "n_branch": n_branch,
-        "converged": bool(result.converged),
-        "iterations": int(result.iterations),
-        "reference_tol_mva": tol_mva,
-        "dvm_pu": dvm,
-        "dva_deg": dva,
-        "dp_branch_mw": dp_branch,
-        "dp_slack_mw": dp_slack,
-        "where_vm": where_vm,
-        "where_va": where_va,
-        "where_branch": where_branch,
-        "where_slack": where_slack,
-        "solve_s": solve_s,
-    }
-
-
-def failures(errors: dict, method: str) -> list[str] | None:
-    """Which targets `errors` (from `compare`) misses; None for approximate methods.
-
-    An empty list means the row passes: pgjax converged and every difference is within
-    `TARGETS`.
-    """
-    if method not in EXACT_METHODS:
-        return None
-    failed = [] if errors["converged"] else ["not converged"]
-    where = {"dvm_pu": "where_vm", "dva_deg": "where_va", "dp_branch_mw": "where_branch",
-             "dp_slack_mw": "where_slack"}
-    for key, target in TARGETS.items():
-        if not errors[key] <= target:
-            failed.append(f"{key} at {errors[where[key]]}")
-    return failed
-
-
-def passes(errors: dict, method: str) -> bool | None:
-    """True if `errors` meets `TARGETS` (exact methods), None for approximate methods."""
-    failed = failures(errors, method)
-    return None if failed is None else not failed
+    return {"n_bus": len(net.bus), "n_branch": n_branch, "reference_tol_mva": tol_mva,
+            **differences(result, netmap, ref), "solve_s": solve_s}
 
 
 class _TimedOut(Exception):

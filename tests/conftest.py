@@ -1,40 +1,43 @@
-"""Shared test helpers: test networks, a pandapower reference run and result comparison.
+"""Shared test helpers: test networks, bucket padding, and parity with pandapower.
+
+The comparison with pandapower is `pgjax.verification`'s, the one `pgjax verify` ships:
+its reference run (`run_reference`), its differences (bus voltages, P and Q of branches,
+external grids and generators) and its targets (`TARGETS`: 1e-8 p.u., 1e-6 degree,
+1e-6 MW / Mvar); `assert_parity` asserts them.
 
 Compile cost dominates this suite (1-3 s per new array shape), so every network solved
 through `solve_jit` is first padded to one of a few fixed size classes (`bucket`); all
 networks of one class then share a single compiled solver. `pad` is documented to leave
 results on real entries unchanged, and `test_grid.py` checks exactly that against
 unpadded solves.
+
+A test session is a program: it switches JAX's 64-bit mode on here, before any array is
+made (importing pgjax does not; `tests/test_precision.py` checks that in a fresh process).
 """
 
 from __future__ import annotations
 
-import copy
 import functools
-import warnings
 
 import jax
-import numpy as np
-import pandapower as pp
-import pandapower.networks as pn
-import pytest
 
-import pgjax  # noqa: F401  (enables float64)
-import pgjax.networks
-from converters.pandapower import bus_results, from_pandapower
-from pgjax.grid import TABLES, pad, shape_of
-from pgjax.powerflow import solve
+jax.config.update("jax_enable_x64", True)
+
+import pandapower as pp  # noqa: E402
+import pandapower.networks as pn  # noqa: E402
+import pytest  # noqa: E402
+
+import pgjax.networks  # noqa: E402
+from converters.pandapower import from_pandapower  # noqa: E402
+from pgjax import verification  # noqa: E402
+from pgjax.grid import TABLES, pad, shape_of  # noqa: E402
+from pgjax.powerflow import solve  # noqa: E402
 
 # One jitted solver for the whole session; jax caches one executable per (shape, statics).
 SOLVE = jax.jit(solve, static_argnames=("method", "max_iter", "tol", "jacobian"))
 
 # Size classes: every table of a grid is padded to the smallest class that fits all tables.
 BUCKETS = (96, 192)
-
-# Tolerances of the issue (float64, newton).
-TOL_VM = 1e-8  # pu
-TOL_VA = 1e-6  # degree
-TOL_P = 1e-6  # MW / Mvar
 
 
 def bucket(grid):
@@ -47,86 +50,17 @@ def bucket(grid):
 
 
 def reference(net):
-    """pandapower's own AC power flow on a copy of `net` (tight tolerance)."""
-    net = copy.deepcopy(net)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pp.runpp(net, tolerance_mva=1e-10, max_iteration=50)
-    return net
+    """pandapower's own AC power flow on a copy of `net` (`pgjax.verification.run_reference`)."""
+    return verification.run_reference(net)[0]
 
 
-def _np(x):
-    return np.asarray(x)
-
-
-def compare(ref_net, result, netmap):
-    """Largest absolute differences between a pgjax result and pandapower's results.
-
-    Returns a dict name -> float (max abs error, 0 when the element kind is absent), plus
-    `nan_pattern_ok` telling whether pgjax's bus results are NaN exactly where pandapower's
-    are (isolated buses). Branch flows are compared at both ends through
-    `netmap.branch_rows`; pandapower's NaN flows of isolated branches count as zero.
-    """
-    out = {}
-    buses = bus_results(result, netmap)
-    ref_vm = ref_net.res_bus.vm_pu.loc[netmap.bus_index].values
-    ref_va = ref_net.res_bus.va_degree.loc[netmap.bus_index].values
-    out["nan_pattern_ok"] = bool(
-        np.array_equal(np.isnan(buses["vm_pu"]), np.isnan(ref_vm))
-        and np.array_equal(np.isnan(buses["va_deg"]), np.isnan(ref_va)))
-    out["vm_pu"] = float(np.nanmax(np.abs(buses["vm_pu"] - ref_vm), initial=0.0))
-    # both wrap angles into (-180, 180]
-    dva = buses["va_deg"] - ref_va
-    out["va_deg"] = float(np.nanmax(np.abs(dva), initial=0.0))
-
-    pf, qf, pt, qt = (_np(result.p_from_mw), _np(result.q_from_mvar), _np(result.p_to_mw), _np(result.q_to_mvar))
-
-    def err(ours, theirs):
-        theirs = np.nan_to_num(np.asarray(theirs, dtype=float))
-        return float(np.max(np.abs(ours - theirs), initial=0.0))
-
-    rows = netmap.branch_rows
-    if "line" in rows:
-        r, res = rows["line"], ref_net.res_line.loc[ref_net.line.index]
-        out["line_p"] = max(err(pf[r], res.p_from_mw), err(pt[r], res.p_to_mw))
-        out["line_q"] = max(err(qf[r], res.q_from_mvar), err(qt[r], res.q_to_mvar))
-    if "trafo" in rows:
-        r, res = rows["trafo"], ref_net.res_trafo.loc[ref_net.trafo.index]
-        out["trafo_p"] = max(err(pf[r], res.p_hv_mw), err(pt[r], res.p_lv_mw))
-        out["trafo_q"] = max(err(qf[r], res.q_hv_mvar), err(qt[r], res.q_lv_mvar))
-    if "trafo3w" in rows:
-        r, res = rows["trafo3w"], ref_net.res_trafo3w.loc[ref_net.trafo3w.index]
-        out["trafo3w_p"] = max(err(pf[r[:, 0]], res.p_hv_mw), err(pt[r[:, 1]], res.p_mv_mw),
-                               err(pt[r[:, 2]], res.p_lv_mw))
-        out["trafo3w_q"] = max(err(qf[r[:, 0]], res.q_hv_mvar), err(qt[r[:, 1]], res.q_mv_mvar),
-                               err(qt[r[:, 2]], res.q_lv_mvar))
-    if "impedance" in rows:
-        r, res = rows["impedance"], ref_net.res_impedance.loc[ref_net.impedance.index]
-        out["impedance_p"] = max(err(pf[r], res.p_from_mw), err(pt[r], res.p_to_mw))
-        out["impedance_q"] = max(err(qf[r], res.q_from_mvar), err(qt[r], res.q_to_mvar))
-
-    n_eg = len(netmap.ext_grid_index)
-    res_eg = ref_net.res_ext_grid.loc[netmap.ext_grid_index]
-    out["ext_grid_p"] = err(_np(result.slack_p_mw)[:n_eg], res_eg.p_mw)
-    out["ext_grid_q"] = err(_np(result.slack_q_mvar)[:n_eg], res_eg.q_mvar)
-
-    # Generator Q where one in-service gen sits alone at a non-slack bus (pandapower's
-    # split of Q between several gens at one bus is a convention, not physics).
-    gen = ref_net.gen.loc[netmap.gen_index]
-    if len(gen):
-        alone = gen.bus.map(gen[gen.in_service].bus.value_counts()).fillna(0).values == 1
-        alone &= ~gen.bus.isin(ref_net.ext_grid.bus[ref_net.ext_grid.in_service]).values & gen.in_service.values
-        ours = _np(result.gen_q_mvar)[:len(gen)][alone]
-        out["gen_q"] = err(ours, ref_net.res_gen.q_mvar.loc[netmap.gen_index].values[alone])
-    return out
-
-
-def assert_parity(errors, tol_vm=TOL_VM, tol_va=TOL_VA, tol_p=TOL_P):
-    """Assert the issue's parity tolerances on a `compare` dict."""
-    assert errors["nan_pattern_ok"], "isolated buses differ from pandapower's NaN buses"
-    bad = {k: v for k, v in errors.items() if k != "nan_pattern_ok" and not (
-        v <= {"vm_pu": tol_vm, "va_deg": tol_va}.get(k, tol_p))}
-    assert not bad, f"parity violated: {bad} (all errors: {errors})"
+def assert_parity(result, netmap, ref) -> dict:
+    """Assert that a pgjax `result` equals the solved pandapower net `ref` within
+    `pgjax.verification.TARGETS` (and converged); returns the differences."""
+    errors = verification.differences(result, netmap, ref)
+    failed = verification.failures(errors)
+    assert not failed, f"differs from pandapower: {failed} (all differences: {errors})"
+    return errors
 
 
 # --------------------------------------------------------------------------- networks

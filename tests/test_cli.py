@@ -1,21 +1,71 @@
 """The `pgjax` command and the README's set-up commands."""
 
+import functools
 import re
+import time
 from pathlib import Path
 
 import pytest
 
+from pgjax import networks
 from pgjax.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_verify_quick_passes_against_pandapower():
-    """`pgjax verify --quick` solves its networks with pgjax and pandapower and exits 0 only
-    when every newton/fixed_point row is within the accuracy targets."""
+def _verify(*argv):
+    """`pgjax verify ARGV`: its exit code."""
     with pytest.raises(SystemExit) as exit_info:
-        main(["verify", "--quick"])
-    assert exit_info.value.code == 0
+        main(["verify", *argv])
+    return exit_info.value.code
+
+
+def test_verify_quick_passes_against_pandapower(capsys):
+    """`pgjax verify --quick` solves its networks with pgjax and pandapower and exits 0 only
+    when every newton/fixed_point row is within the accuracy targets: each network it
+    names has a PASS newton row, and none was skipped or not run."""
+    from pgjax.commands.verify import COLUMNS, QUICK
+
+    code = _verify("--quick")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    width = COLUMNS[0][1]
+    for name in QUICK:
+        rows = [ln[width:].split() for ln in out.splitlines() if ln[:width].strip() in (name, f"pgjax {name}")]
+        # cells after the name: buses, branches, method, ..., result
+        assert any(r[2] == "newton" and r[-1] == "PASS" for r in rows if len(r) > 3), f"{name}: no PASS row\n{out}"
+    assert "; 0 skipped" in out and "NOT RUN" not in out, out
+
+
+def test_verify_rejects_an_unknown_network_name(capsys):
+    assert _verify("--networks", "case9,no_such_network") == 2
+    assert "no_such_network" in capsys.readouterr().err
+
+
+def _no_such_networks():
+    """The quick zoo's entries for two names that build nothing (as a typo in `QUICK` would)."""
+    return [(f"pgjax {name}", functools.partial(networks.load, name), None, True)
+            for name in ("no_such_network_a", "no_such_network_b")], []
+
+
+def _slow_build():
+    time.sleep(10)
+
+
+def test_verify_fails_when_a_named_network_does_not_run(monkeypatch, capsys):
+    """Named networks whose build fails or times out are failures (exit 1, each named), not skips."""
+    from pgjax.commands import verify
+
+    monkeypatch.setattr(verify, "quick_zoo", _no_such_networks)
+    assert _verify("--quick", "--jobs", "0") == 1
+    out = capsys.readouterr().out
+    assert "no_such_network_a" in out and "no_such_network_b" in out and "2 NOT RUN" in out, out
+
+    monkeypatch.setattr(verify, "quick_zoo", lambda: ([("slow_network", _slow_build, None, True)], []))
+    monkeypatch.setattr(verify, "TIMEOUT_S", 0.2)
+    assert _verify("--quick", "--jobs", "0") == 1
+    out = capsys.readouterr().out
+    assert "slow_network: build timed out" in out, out
 
 
 def test_unknown_bench_is_rejected():

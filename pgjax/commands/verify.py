@@ -1,20 +1,26 @@
 """Compare pgjax's power flow (float64) with pandapower's runpp on a zoo of networks.
 
-    python pgjax/commands/verify.py [--quick] [--methods newton,fixed_point] [--csv PATH]
+    pgjax verify [--quick | --networks NAME,...] [--methods newton,fixed_point] [--csv PATH]
 
 The zoo: every builder in `pandapower.networks` without required arguments whose net has
 at most `--max-buses` buses and converges in pandapower, plus case1354pegase, CIGRE
 networks with DER, mv_oberrhein and Dickert variants, a few SimBench grids and pgjax's
-shipped networks. `--quick` runs six small networks (for CI).
+shipped networks. `--quick` runs six small networks (for CI), `--networks` the ones named
+(`pandapower.networks` builders or pgjax's shipped networks). The comparison, options of
+the reference run and targets are `pgjax.verification`'s, the ones the tests use.
 
 Rows: one per network and method; "branches" counts the grid's branch rows (a three-winding
 transformer is three, bus-bus switches with an impedance count). newton and fixed_point (exact AC) PASS when pgjax
 converged and every difference is within `pgjax.verification.TARGETS`; distflow and
 lindistflow rows are informational ("approx"). Networks pgjax cannot convert are
-"unsupported" rows (listed exceptions). Networks that cannot be built, are too large or
-do not converge in pandapower are listed in the footer.
+"unsupported" rows. Networks found by looking through `pandapower.networks` that cannot be
+built, are too large or do not converge in pandapower are listed in the footer as skipped
+(unsupported ones are listed exceptions); a network the zoo names itself (`--quick`,
+`--networks`, the additions listed above) that does not run (build failed or timed out,
+pandapower did not converge, unsupported) is a failure, listed as "not run".
 
-Exit code 0 when every newton/fixed_point row passes or is unsupported, 1 otherwise.
+Exit code 0 when every newton/fixed_point row passes and every named network ran, 1
+otherwise (2 for an unknown method or network name).
 Building nets and running pandapower happens in one worker process (`--jobs 1`, default)
 while the main process solves with pgjax; `--jobs 0` does everything in-process.
 """
@@ -73,7 +79,8 @@ def _size_by_name(name: str) -> int | None:
 
 
 def zoo(max_buses: int):
-    """`(entries, pre_skipped)`: entries are (label, picklable builder, bus limit or None)."""
+    """`(entries, pre_skipped)`: entries are (label, picklable builder, bus limit or None,
+    named); `named` entries (all but the builders found in `pandapower.networks`) must run."""
     import pandapower.networks as pn
     import simbench
 
@@ -88,36 +95,38 @@ def zoo(max_buses: int):
             how = "known size" if name in KNOWN_LARGE else "by name"
             skipped.append((name, f"{size} buses > {max_buses} ({how}, not built)"))
             continue
-        entries.append((name, fn, max_buses))
-    entries.append(("case1354pegase", pn.case1354pegase, None))
+        entries.append((name, fn, max_buses, False))
+    entries.append(("case1354pegase", pn.case1354pegase, None, True))
     for der in ("pv_wind", "all"):
         entries.append((f"create_cigre_network_mv(with_der={der!r})",
-                        functools.partial(pn.create_cigre_network_mv, with_der=der), None))
-    entries.append(("mv_oberrhein(scenario='generation')", functools.partial(pn.mv_oberrhein, scenario="generation"), None))
+                        functools.partial(pn.create_cigre_network_mv, with_der=der), None, True))
+    entries.append(("mv_oberrhein(scenario='generation')", functools.partial(pn.mv_oberrhein, scenario="generation"),
+                    None, True))
     for fr, lt, cu, ca in DICKERT_VARIANTS:
         entries.append((f"dickert({fr},{lt},{cu},{ca})", functools.partial(
-            pn.create_dickert_lv_network, feeders_range=fr, linetype=lt, customer=cu, case=ca), None))
+            pn.create_dickert_lv_network, feeders_range=fr, linetype=lt, customer=cu, case=ca), None, True))
     for code in SIMBENCH_CODES:
-        entries.append((f"simbench {code}", functools.partial(simbench.get_simbench_net, code), None))
-    for name in networks.names():
-        entries.append((f"pgjax {name}", functools.partial(networks.load, name), None))
-    return entries, skipped
+        entries.append((f"simbench {code}", functools.partial(simbench.get_simbench_net, code), None, True))
+    return entries + named_zoo(networks.names()), skipped
+
+
+def named_zoo(names) -> list:
+    """Entries (label, builder, None, True) for `pandapower.networks` builder names and pgjax's
+    shipped network names; raises `ValueError` naming every name that is neither."""
+    from pgjax import networks
+
+    builders = _pn_builders()
+    unknown = [n for n in names if n not in builders and n not in networks.names()]
+    if unknown:
+        raise ValueError(f"unknown network(s) {unknown}: neither a pandapower.networks builder without "
+                         f"required arguments nor one of pgjax's networks {networks.names()}")
+    return [(name, builders[name], None, True) if name in builders
+            else (f"pgjax {name}", functools.partial(networks.load, name), None, True) for name in names]
 
 
 def quick_zoo():
-    """A handful of fast networks: meshed with PV buses, radial feeders, a shipped one."""
-    import pandapower.networks as pn
-
-    from pgjax import networks
-
-    entries = []
-    for name in QUICK:
-        fn = getattr(pn, name, None)
-        if fn is None:
-            entries.append((f"pgjax {name}", functools.partial(networks.load, name), None))
-        else:
-            entries.append((name, fn, None))
-    return entries, []
+    """`(entries, [])`: a handful of fast networks (`QUICK`): meshed with PV buses, radial feeders, a shipped one."""
+    return named_zoo(QUICK), []
 
 
 COLUMNS = (("network", 38, "<"), ("buses", 5, ">"), ("branches", 8, ">"), ("method", 11, "<"),
@@ -174,10 +183,10 @@ def run_case(label, case, methods, emit) -> list[dict]:
                     V.suppress_warnings()
                     errors = V.compare(case["net"], method, reference=case["reference"], converted=(grid, netmap))
                 row.update(errors)
-                failed = V.failures(errors, method)
-                if failed is None:
+                if method in V.APPROX_METHODS:
                     row.update(status="approx", detail="")
                 else:
+                    failed = V.failures(errors)
                     row.update(status="PASS" if not failed else "FAIL", detail="; ".join(failed))
             except Exception as exc:  # noqa: BLE001 - a crash is a finding, reported as a row
                 row.update(status="error", detail=f"{type(exc).__name__}: {V._short(exc, 200)}")
@@ -209,6 +218,9 @@ def _row_ok(row) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="six fast networks (CI)")
+    parser.add_argument("--networks", metavar="NAMES",
+                        help="comma-separated network names instead of the zoo (pandapower.networks builders, "
+                             "pgjax's shipped networks)")
     parser.add_argument("--methods", default="newton,fixed_point",
                         help="comma-separated pgjax methods (default newton,fixed_point; "
                              "fixed_point runs only where it applies)")
@@ -219,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="1: build nets and run pandapower in a worker process (default); 0: in-process")
     args = parser.parse_args(argv)
 
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # a program comparing in float64
     from pgjax.powerflow import METHODS
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -229,11 +244,17 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     warnings.filterwarnings("ignore", message=".*numba.*")
     V.suppress_warnings()
-    entries, skipped = quick_zoo() if args.quick else zoo(args.max_buses)
+    try:
+        if args.networks:
+            entries, skipped = named_zoo([n.strip() for n in args.networks.split(",") if n.strip()]), []
+        else:
+            entries, skipped = quick_zoo() if args.quick else zoo(args.max_buses)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     print(f"pgjax vs pandapower runpp (tolerance_mva {V.REFERENCE_TOLERANCES_MVA[0]:g}), float64; targets for "
-          f"{'/'.join(V.EXACT_METHODS)}: |dvm| <= {V.TARGETS['dvm_pu']:g} pu, |dva| <= {V.TARGETS['dva_deg']:g} deg, "
-          f"|dP_branch| <= {V.TARGETS['dp_branch_mw']:g} MW, |dP_slack| <= {V.TARGETS['dp_slack_mw']:g} MW")
+          f"{'/'.join(V.EXACT_METHODS)}: " + ", ".join(f"{k} <= {v:g}" for k, v in V.TARGETS.items())
+          + " (columns: P; a FAIL names the difference and element)")
     header = _fmt_row([c[0] for c in COLUMNS])
     print(header)
     print("-" * len(header))
@@ -248,14 +269,21 @@ def main(argv: list[str] | None = None) -> int:
         executor = concurrent.futures.ProcessPoolExecutor(
             max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         futures = [executor.submit(V.prepare_case, build, max_buses=limit, timeout_s=TIMEOUT_S)
-                   for _, build, limit in entries]
+                   for _, build, limit, _ in entries]
         cases = (f.result() for f in futures)
     else:
-        cases = (V.prepare_case(build, max_buses=limit, timeout_s=TIMEOUT_S) for _, build, limit in entries)
+        cases = (V.prepare_case(build, max_buses=limit, timeout_s=TIMEOUT_S) for _, build, limit, _ in entries)
+    not_run = []  # (label, reason): named networks that did not run
     try:
-        for (label, _, _), case in zip(entries, cases):
+        for (label, _, _, named), case in zip(entries, cases):
+            if named and case["status"] in ("skipped", "unsupported"):
+                not_run.append((label, case["reason"]))
             if case["status"] == "skipped":
-                skipped.append((label, case["reason"]))
+                if named:
+                    print(_fmt_row((label, case["n_bus"], None, "-", *[""] * 6, f"NOT RUN: {case['reason']}")),
+                          flush=True)
+                else:
+                    skipped.append((label, case["reason"]))
                 continue
             rows += run_case(label, case, methods, emit)
     finally:
@@ -268,25 +296,30 @@ def main(argv: list[str] | None = None) -> int:
         for label, reason in skipped:
             print(f"  {label}: {reason}")
     counts = {s: sum(r["status"] == s for r in rows) for s in ("PASS", "FAIL", "error", "unsupported", "approx", "n/a")}
-    print("\n" + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + f"; {len(skipped)} skipped")
+    tally = [", ".join(f"{k} {v}" for k, v in counts.items() if v) or "no rows", f"{len(skipped)} skipped"]
+    print("\n" + "; ".join(tally + ([f"{len(not_run)} NOT RUN"] if not_run else [])))
+    if not_run:
+        print(f"named networks that did not run ({len(not_run)}):")
+        for label, reason in not_run:
+            print(f"  {label}: {reason}")
     if bad:
         print("rows failing targets:")
         for r in bad:
-            where = ", ".join(f"{k}={r[k]}" for k in ("where_vm", "where_va", "where_branch", "where_slack") if r.get(k))
-            print(f"  {r['network']} [{r['method']}]: {r['status']} {r.get('detail', '')}" + (f" ({where})" if where else ""))
+            print(f"  {r['network']} [{r['method']}]: {r['status']} {r.get('detail', '')}")
     print(f"total wall time {time.perf_counter() - t_start:.1f} s")
 
     if args.csv:
         fields = ["network", "n_bus", "n_branch", "method", "status", "detail", "converged", "iterations",
-                  "reference_tol_mva", "dvm_pu", "where_vm", "dva_deg", "where_va", "dp_branch_mw", "where_branch",
-                  "dp_slack_mw", "where_slack", "solve_s"]
+                  "reference_tol_mva", *(f for k in V.TARGETS for f in (k, f"where_{k}")), "solve_s"]
         with open(args.csv, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
             for label, reason in skipped:
                 writer.writerow({"network": label, "status": "skipped", "detail": reason})
-    return 1 if bad else 0
+            for label, reason in not_run:
+                writer.writerow({"network": label, "status": "not run", "detail": reason})
+    return 1 if bad or not_run else 0
 
 
 if __name__ == "__main__":
