@@ -15,9 +15,11 @@ import copy
 import dataclasses
 import warnings
 
+import jax
 import numpy as np
 
-from pgjax.grid import NONE, Branches, Buses, ExtGrids, Generators, Grid, Injections
+from pgjax.grid import NONE, Branches, Buses, ExtGrids, Generators, Grid, Injections, astype
+from pgjax.precision import require_x64
 
 # Element tables that pgjax does not model; any in-service row raises `UnsupportedElementError`.
 UNSUPPORTED_TABLES = (
@@ -187,8 +189,13 @@ def _branches(net, ppc) -> tuple[Branches, dict]:
     ), rows
 
 
-def from_pandapower(net) -> tuple[Grid, NetMap]:
-    """Convert a pandapower net to a `Grid` (float64 numpy arrays) and its `NetMap`.
+def from_pandapower(net, dtype=None) -> tuple[Grid, NetMap]:
+    """Convert a pandapower net to a `Grid` and its `NetMap`.
+
+    With `dtype=None` the grid holds pandapower's parameters as float64 numpy arrays (host
+    data: solving it as is needs JAX's 64-bit mode, else cast it with `pgjax.grid.astype`);
+    with a `dtype` it is `astype(grid, dtype)`, JAX arrays of that dtype (float64 raises
+    `ValueError` unless the 64-bit mode is on, see `pgjax.precision`).
 
     Buses follow `net.bus` order, then pandapower's auxiliary buses (three-winding star
     points, open-switch ends); buses fused by closed bus-bus switches share one grid bus.
@@ -196,6 +203,8 @@ def from_pandapower(net) -> tuple[Grid, NetMap]:
     the table, index and reason for anything pgjax does not model, and `ValueError` for
     non-finite parameters.
     """
+    if dtype is not None:
+        require_x64(f"from_pandapower(net, dtype={np.dtype(dtype).name})", dtype)
     from pandapower.pypower import idx_bus as BI
 
     _check_supported(net)
@@ -247,7 +256,7 @@ def from_pandapower(net) -> tuple[Grid, NetMap]:
         ward_index=ward_index, gen_index=g.index.values, ext_grid_index=eg.index.values,
     )
     _check_injections_match(grid, pb)
-    return grid, netmap
+    return (grid if dtype is None else astype(grid, dtype)), netmap
 
 
 def _check_injections_match(grid: Grid, ppc_bus) -> None:
@@ -256,7 +265,8 @@ def _check_injections_match(grid: Grid, ppc_bus) -> None:
 
     from pgjax.powerflow import bus_injections
 
-    p_mw, q_mvar = (np.asarray(x) for x in bus_injections(grid, include_gen=False))
+    with jax.enable_x64(True):  # the float64 totals, whatever the program's setting
+        p_mw, q_mvar = (np.asarray(x) for x in bus_injections(grid, include_gen=False))
     energized = np.asarray(grid.bus.bus_type) != NONE
     dp = np.where(energized, p_mw + ppc_bus[:, BI.PD].real, 0.0)
     dq = np.where(energized, q_mvar + ppc_bus[:, BI.QD].real, 0.0)

@@ -4,6 +4,12 @@
 
 Each subcommand is a module of `pgjax.commands` with `main(argv)`, shipped in the package
 (so the command works from an installed wheel).
+
+The command is a program, so it switches JAX's 64-bit mode on at start, for every
+subcommand: `verify` and `bench powerflow` compute in float64, `train`, `eval`, `compare`
+and `bench env` build float64 environments when the dtype chosen (or the scenario's own)
+is float64, and float32 runs keep the integer and float defaults they were measured with.
+Importing `pgjax` changes no setting (`pgjax.precision`).
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ def _run_command(module: str, argv: list[str], name: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
     parser = argparse.ArgumentParser(prog="pgjax", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=sorted(COMMANDS), help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
     args, rest = parser.parse_known_args(argv[:1])

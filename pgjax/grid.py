@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from pgjax.precision import require_x64
+
 PQ, PV, REF, NONE = 1, 2, 3, 4
 
 
@@ -184,7 +186,11 @@ def stack(grids: list[Grid]) -> Grid:
 
 
 def astype(grid: Grid, dtype) -> Grid:
-    """Cast every floating-point array of the grid to `dtype` (float32 or float64)."""
+    """Cast every floating-point array of the grid to `dtype` (float32 or float64).
+
+    float64 needs JAX's 64-bit mode (`pgjax.precision.require_x64` raises otherwise).
+    """
+    require_x64(f"pgjax.grid.astype(grid, {np.dtype(dtype).name})", dtype)
     return jax.tree.map(
         lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else jnp.asarray(x),
         grid,

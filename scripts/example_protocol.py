@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-import pgjax  # noqa: F401  (float64)
 from pgjax import comms
 from pgjax.protocols import REGISTRY, Messages, Protocol, register
 

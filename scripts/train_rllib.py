@@ -29,8 +29,12 @@ import argparse
 import math
 import os
 
+import jax
 import numpy as np
 from pettingzoo.utils import BaseParallelWrapper
+
+# A program: the scenarios' float64 environments need JAX's 64-bit mode (pgjax.precision).
+jax.config.update("jax_enable_x64", True)
 
 ENV_NAME = "pgjax_pettingzoo"
 
@@ -65,7 +69,7 @@ class FiniteCheck(BaseParallelWrapper):
 
 def agent_types(env) -> dict[str, str]:
     """Agent id -> type (policy / RLModule id) of a pgjax `ParallelEnv`: agents with equal spaces share a type."""
-    level = env.fenv.compiled.learned
+    level = env.fenv.scenario.learned
     groups: list[tuple] = []  # (observation space, action space, [agent ids])
     for a in env.possible_agents:
         obs, act = env.observation_space(a), env.action_space(a)
@@ -88,6 +92,7 @@ def _make_env(env_config: dict):
 
     from pgjax.wrappers.pettingzoo import parallel_env
 
+    jax.config.update("jax_enable_x64", True)  # also in remote EnvRunners (other processes)
     return ParallelPettingZooEnv(FiniteCheck(parallel_env(env_config["scenario"], **env_config.get("overrides", {}))))
 
 

@@ -14,7 +14,11 @@ from __future__ import annotations
 import argparse
 import time
 
+import jax
 import numpy as np
+
+# A program: the scenarios' float64 environments need JAX's 64-bit mode (pgjax.precision).
+jax.config.update("jax_enable_x64", True)
 
 
 def make_vec_env(scenario: str = "multi_microgrid", num_copies: int = 1, **overrides):

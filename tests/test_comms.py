@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import pgjax  # noqa: F401  (float64)
 from pgjax import comms
 from pgjax.protocols import Messages
 

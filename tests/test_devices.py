@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from flax import struct
 
-import pgjax  # noqa: F401  (float64)
 from pgjax import devices as dev
 from pgjax.devices import flexible_load, generator, renewable, storage, tap_changer
 from pgjax.devices.base import Context, DeviceType, Field, Setpoint

@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import pgjax  # noqa: F401  (enables float64)
 from converters.pandapower import bus_results, from_pandapower
 from pgjax import networks
 from pgjax.grid import PQ, REF, Branches, Buses, ExtGrids, Generators, Grid, Injections, astype

@@ -29,6 +29,7 @@ from pgjax.grid import Grid
 from pgjax.powerflow import network, newton, radial, reference
 from pgjax.powerflow.network import bus_injections, make_ybus
 from pgjax.powerflow.result import PowerFlowResult, finish
+from pgjax.precision import is_64bit, require_x64
 
 METHODS = ("newton", "fixed_point", "distflow", "lindistflow", "pandapower")
 JACOBIANS = ("exact", "chord", "sparse")
@@ -89,7 +90,8 @@ def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str = "newton", max_ite
     """Solve the AC power flow of one grid (vmap for batches).
 
     Args:
-      grid: an unbatched `Grid` (float32 or float64).
+      grid: an unbatched `Grid` (float32, or float64 with JAX's 64-bit mode on: a float64
+        grid raises `ValueError` without it, see `pgjax.precision`).
       p_mw, q_mvar: optional net bus injections `[n_bus]`, generation positive, that replace
         `bus_injections(grid)`; PV-generator active power is part of `p_mw`.
       method: one of `METHODS`.
@@ -114,6 +116,8 @@ def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str = "newton", max_ite
         raise ValueError(f"jacobian '{jacobian}' unknown; choose one of {JACOBIANS}")
     if _is_concrete(grid):
         check_method(grid, method)
+    if any(is_64bit(x.dtype) for x in jax.tree.leaves(grid) if hasattr(x, "dtype")):
+        require_x64("pgjax.powerflow.solve on a float64 grid (pgjax.grid.astype casts it)")
     with jax.ensure_compile_time_eval():  # concrete leaves stay concrete (jacobian="sparse")
         grid = jax.tree.map(jnp.asarray, grid)  # numpy leaves (a converted grid) index like traced ones
     dtype = grid.bus.gs_mw.dtype
