@@ -10,7 +10,7 @@ import pytest
 from pgjax import networks
 from pgjax.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _verify(*argv):

@@ -26,7 +26,7 @@ from pgjax.protocols import (
     setpoint,
 )
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def ring(n):

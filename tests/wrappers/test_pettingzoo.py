@@ -216,7 +216,7 @@ def test_sb3_parameter_sharing_trains_a_few_hundred_steps():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "train_sb3.py"
+    path = Path(__file__).resolve().parents[2] / "scripts" / "train_sb3.py"
     spec = importlib.util.spec_from_file_location("train_sb3", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

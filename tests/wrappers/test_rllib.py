@@ -15,7 +15,7 @@ import pytest
 
 from pgjax.wrappers.pettingzoo import parallel_env
 
-PATH = Path(__file__).resolve().parents[1] / "scripts" / "train_rllib.py"
+PATH = Path(__file__).resolve().parents[2] / "scripts" / "train_rllib.py"
 
 
 def load_script():
