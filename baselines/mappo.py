@@ -165,14 +165,14 @@ def agent_type_keys(env: MARLEnv) -> list[tuple]:
 
     Sizes from `env.obs_sizes` / `env.act_sizes` when the env has them (pgjax scenarios and
     the toy env do), else the padded `obs_dim` and the action mask; the composition is the
-    sorted `(device type, count)` pairs the agent controls, read from `pgjax.Env.groups`
-    (empty for envs without devices).
+    sorted `(device type, count)` pairs the agent controls, read from the device groups of
+    `pgjax.Env.layout` (empty for envs without a layout, such as the toy env).
     """
     raw, n = env.env, env.num_agents
     obs_sizes = tuple(getattr(raw, "obs_sizes", (env.obs_dim,) * n))
     act_sizes = tuple(getattr(raw, "act_sizes", env.action_mask.sum(1)))
     devices = [Counter() for _ in range(n)]
-    for group in getattr(raw, "groups", ()):
+    for group in getattr(getattr(raw, "layout", None), "groups", ()):
         for a in np.asarray(group.controller):
             if a >= 0:
                 devices[a][group.type] += 1

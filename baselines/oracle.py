@@ -148,26 +148,27 @@ def renewable_action(params, p_mw, q_mvar, ctx) -> jax.Array:
 
 def applies(env) -> str | None:
     """`None` if the oracle can plan `env`, else the reason why not (a sentence)."""
-    c = getattr(env, "compiled", None)
-    if c is None:
+    layout, c = getattr(env, "layout", None), getattr(env, "scenario", None)
+    if layout is None or c is None:
         return "not a pgjax scenario"
-    if c.learned == "device":
+    if layout.learned_level == "device":
         return "agents are single devices (the oracle plans per microgrid)"
-    for g in env.groups:
+    for g in layout.groups:
         if g.type not in PLANNED + PASSIVE:
             return f"it has '{g.type}' devices (the oracle plans {', '.join(PLANNED)} and a grid connection)"
-    nodes = [c.tree_ids.index(name) for name in env.agents]
-    for g, cg in zip(env.groups, c.groups):
+    nodes = layout.agent_nodes
+    for g in layout.groups:
         if g.type not in PLANNED:
             continue
-        bus_node = c.bus_owner[np.asarray(cg.params.bus)]
+        bus_node = c.bus_owner[g.bus]
         for k in range(g.n):
             if g.controller[k] < 0 or bus_node[k] != nodes[g.controller[k]]:
                 return f"{g.type} '{g.names[k]}' is not controlled by the agent whose buses it sits on"
-    pcc = next((cg for cg in c.groups if cg.type == "pcc"), None)
-    for name, node in zip(env.agents, nodes):
+    pcc = layout.group("pcc")
+    branch = np.asarray(env.default_params.devices["pcc"].branch) if pcc is not None else None
+    for name, node in zip(layout.agents, nodes):
         mine = np.flatnonzero(pcc.owner == node) if pcc is not None else []
-        if len(mine) != 1 or int(np.asarray(pcc.params.branch)[mine[0]]) < 0:
+        if len(mine) != 1 or int(branch[mine[0]]) < 0:
             return f"agent {name} does not have exactly one grid connection (pcc) on a branch"
     return None
 
@@ -175,7 +176,7 @@ def applies(env) -> str | None:
 def _contexts(env, params, start, steps: int):
     """The env's per-step `Context` for steps `start .. start + steps - 1` (leaves `[steps, ...]`)."""
     vm = jnp.ones(params.grid.n_bus, env.dtype)
-    return jax.vmap(lambda t: env._context(start + t, params, vm))(jnp.arange(steps))
+    return jax.vmap(lambda t: env.context(start + t, params, vm))(jnp.arange(steps))
 
 
 @struct.dataclass
@@ -273,13 +274,13 @@ def plan_episode(env, params, state, voltage: VoltageModel | None = None) -> Epi
     reason = applies(env)
     if reason is not None:
         raise ValueError(f"oracle: cannot plan scenario '{env.name}': {reason}")
-    c = env.compiled
+    layout, bus_owner = env.layout, env.scenario.bus_owner
     steps = int(env.episode_steps)
     ctxs = _contexts(env, params, state.start, steps)
     dt = float(params.dt_h)
     price = np.asarray(ctxs.price, float)  # [T]
     fixed = np.asarray(jax.vmap(lambda cx: bus_injections(scaled_grid(params, cx, params.grid))[0])(ctxs))  # [T, n_bus]
-    groups = {g.type: g for g in env.groups if g.type in PLANNED}
+    groups = {g.type: g for g in layout.groups if g.type in PLANNED}
     avail = {t: np.asarray(jax.vmap(lambda cx, prm=params.devices[t]: renewable.usable(prm, cx))(ctxs))
              for t in RENEWABLE if t in groups}
     n_agents = env.num_agents
@@ -288,14 +289,13 @@ def plan_episode(env, params, state, voltage: VoltageModel | None = None) -> Epi
     p_vars, q_vars = {}, {}  # (type, k) -> [T] column indices (q: None without voltage model)
     gen_u, storage_ce, pcc_vars, agent_cols = {}, {}, [], []
     with_q = voltage is not None
-    pcc_group = next(cg for cg in c.groups if cg.type == "pcc")
+    pcc_group = layout.group("pcc")
     loads = np.zeros((steps, n_agents))
     const = np.zeros(n_agents)
-    for a, name in enumerate(env.agents):
-        node = c.tree_ids.index(name)
+    for a, node in enumerate(layout.agent_nodes):
         first = len(m.lb)
         balance = [[] for _ in range(steps)]  # per step: (column, coefficient) of injections
-        loads[:, a] = -fixed[:, c.bus_owner == node].sum(axis=1)
+        loads[:, a] = -fixed[:, bus_owner == node].sum(axis=1)
         ch_total, gen_total = 0.0, 0.0
         for t_name, g in groups.items():
             for k in np.flatnonzero(g.controller == a):
@@ -468,7 +468,7 @@ def plan_actions(env, params, state, plan: EpisodePlan) -> jax.Array:
     Steps through the episode with the device types' own `decode` / `dynamics`, inverting
     the decoding at each step's device state.
     """
-    groups = {g.type: g for g in env.groups if g.type in PLANNED}
+    groups = {g.type: g for g in env.layout.groups if g.type in PLANNED}
     targets = {"storage": (plan.storage_p_mw, plan.storage_q_mvar),
                "generator": (plan.generator_on, plan.generator_p_mw, plan.generator_q_mvar),
                **{t: (plan.renewable_p_mw[t], plan.renewable_q_mvar[t]) for t in plan.renewable_p_mw}}
@@ -479,7 +479,7 @@ def plan_actions(env, params, state, plan: EpisodePlan) -> jax.Array:
 
     def step(dev_states, xs):
         t, target = xs
-        ctx = env._context(state.start + t, params, state.vm_pu)
+        ctx = env.context(state.start + t, params, state.vm_pu)
         actions = jnp.zeros((env.num_agents, env.act_dim), env.dtype)
         new_states = dict(dev_states)
         for name, g in groups.items():
@@ -524,10 +524,10 @@ def voltage_sensitivity(env, params, state) -> tuple[jax.Array, jax.Array]:
     (1e-3 MW / Mvar) of the scenario's power flow at each step's loads with no device
     injection and the taps and shunts as at `state`.
     """
-    col_bus = np.unique(np.concatenate([np.asarray(params.devices[g.type].bus) for g in env.groups
+    col_bus = np.unique(np.concatenate([np.asarray(params.devices[g.type].bus) for g in env.layout.groups
                                         if g.type in PLANNED]))
     grid0 = params.grid
-    for g in env.groups:
+    for g in env.layout.groups:
         t_dev = dev.get(g.type)
         if t_dev.apply_to_grid is not None:
             grid0 = t_dev.apply_to_grid(params.devices[g.type], state.devices[g.type], grid0)
@@ -595,7 +595,7 @@ class Oracle:
         return best[1], best[2], objectives
 
     def _planned(self) -> list[str]:
-        return [g.type for g in self.env.groups if g.type in PLANNED]
+        return [g.type for g in self.env.layout.groups if g.type in PLANNED]
 
     def _columns(self) -> np.ndarray:
         return np.unique(np.concatenate([np.asarray(self.params.devices[t].bus) for t in self._planned()]))

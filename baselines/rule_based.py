@@ -14,7 +14,9 @@ trained parameters); `as_controller(policy)` wraps a policy. `make_rollout` comp
 environment once for several controllers.
 
 `rule_based_controller(env)`: generic over pgjax scenarios, reading only what the agent
-observes (its local observation) plus the parameters of its own devices:
+observes (its local observation, decoded by feature key through `env.layout.observation`)
+plus the parameters of its own devices, and writing the action columns that
+`env.layout.action` names for them:
 - storage: arbitrage on price: charge at `charge_frac` of the feasible rate when the price
   is below the median of the last 24 h of prices by `band` (relative), discharge when above
   by `band` (at most the microgrid's net load measured at its grid connection in the last
@@ -49,11 +51,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from baselines.common import MARLEnv, Policy, evaluate, reduce_info
+from pgjax import devices as dev
+from pgjax.env.layout import bus_names
 
 __all__ = ["CONTROLLERS", "Controller", "as_controller", "controller", "do_nothing_policy", "evaluate",
            "make_rollout", "random_policy", "rollout", "rule_based_controller"]
 
 F32 = jnp.float32
+V_REF_PU, DROOP_BAND_PU = 1.0, 0.05  # volt-var droop: q = -k (V - V_REF) / DROOP_BAND of the headroom
+READS = {"storage": ("e_mwh", "p_mw"), "generator": ("p_mw", "on")}  # device features the rules decode
 
 
 def random_policy(env, params=None) -> Policy:
@@ -93,17 +99,11 @@ def as_controller(policy: Policy) -> Controller:
     return Controller(lambda: jnp.zeros((), F32), lambda carry, key, obs, aux: (policy(key, obs), carry))
 
 
-def _local_pos(env, agent: int, feature: int) -> int:
-    """Position of global feature `feature` in agent `agent`'s observation, -1 if not observed."""
-    hits = np.flatnonzero(np.asarray(env.obs_index[agent]) == feature)
-    return int(hits[0]) if len(hits) else -1
-
-
-def _time_positions(env, agent: int) -> tuple[int, int, int]:
-    """Local positions of price / 100, sin(hour) and cos(hour) (the env's time features)."""
-    pos = tuple(_local_pos(env, agent, env.time_start + j) for j in range(3))
-    if min(pos) < 0:
-        raise ValueError(f"agent {env.agents[agent]} does not observe the price and time of day")
+def _observed(schema, agent: int, key: str) -> int:
+    """Position of feature `key` in agent `agent`'s observation; ValueError if it does not observe it."""
+    pos = schema.local(agent, key)
+    if pos < 0:
+        raise ValueError(f"rule_based: agent {schema.agents[agent]} does not observe {key!r}")
     return pos
 
 
@@ -111,7 +111,7 @@ def training_price_by_slot(env) -> np.ndarray:
     """Median price of the scenario's *training* profiles per time-of-day slot (`[24 / dt_h]`)."""
     from pgjax import profiles
 
-    c = env.compiled
+    c = env.scenario
     pr = c.profile_spec
     n_slots = max(round(24 / c.dt_h), 1)
     if c.price_col < 0 or pr.train is None:
@@ -126,6 +126,26 @@ def training_price_by_slot(env) -> np.ndarray:
     return np.array([np.median(price[slot == s]) if np.any(slot == s) else np.median(price) for s in range(n_slots)])
 
 
+def _device_params(prm, k: int, fields: tuple) -> dict:
+    """Device `k`'s parameters `fields` as Python floats."""
+    return {f: float(np.asarray(getattr(prm, f))[k]) for f in fields}
+
+
+def _grid_import_keys(e) -> list:
+    """Per agent, the first grid-connection import it observes (feature key), else None."""
+    schema = e.layout.observation
+    keys = [None] * e.num_agents
+    for g in e.layout.groups:
+        if dev.get(g.type).grid_connection is None:
+            continue
+        for name in g.names:
+            key = f"{g.type}/{name}/import_mw"
+            for a in range(e.num_agents):
+                if keys[a] is None and schema.local(a, key) >= 0:
+                    keys[a] = key
+    return keys
+
+
 def rule_based_controller(env, params=None, band: float = 0.1, droop_gain: float = 0.3,
                           charge_frac: float = 0.3) -> Controller:
     """Storage arbitrage, merit-order generators, full renewables with volt-var droop (module docstring)."""
@@ -133,89 +153,78 @@ def rule_based_controller(env, params=None, band: float = 0.1, droop_gain: float
     e = menv.env
     prm = menv.params
     n_agents = menv.num_agents
+    schema = e.layout.observation
     default = np.asarray(menv.default_actions, np.float32)
-    vm_start = e.vm_start
-    dt_h = float(e.compiled.dt_h)
+    dt_h = float(e.scenario.dt_h)
     n_slots = max(round(24 / dt_h), 1)
+    for a in range(n_agents):  # every agent reads the price; agent 0 also the time of day
+        for name in ("price", "sin_hour", "cos_hour"):
+            _observed(schema, a, f"time//{name}")
+    import_key = _grid_import_keys(e)  # to discharge without exporting
+    bus_keys = [f"bus/{b}/vm_pu" for b in bus_names(e.scenario)]  # by grid bus index
 
-    # per agent: positions of price, sin, cos in its observation
-    time_pos = np.array([_time_positions(e, a) for a in range(n_agents)])  # [n_agents, 3]
     storage_cols, gens, renewables = [], [], []
-    for g in e.groups:
-        for k in range(g.n):
-            a, off = int(g.controller[k]), int(g.offset[k])
-            if a < 0:
-                continue
+    for g in e.layout.groups:
+        for k in np.flatnonzero(g.controller >= 0):
+            a, name = int(g.controller[k]), g.names[k]
+            col = {c.name: c.column for c in e.layout.action.columns[a] if c.kind == g.type and c.target == name}
+            keys = {f: f"{g.type}/{name}/{f}" for f in READS.get(g.type, ())}  # the features its rule reads
+            for key in keys.values():
+                _observed(schema, a, key)
             if g.type == "storage":
-                sp = prm.devices["storage"]
-                obs0 = g.obs_start + k * 2
-                storage_cols.append(dict(
-                    a=a, off=off, soc_pos=_local_pos(e, a, obs0), p_pos=_local_pos(e, a, obs0 + 1),
-                    **{f: float(np.asarray(getattr(sp, f))[k]) for f in (
-                        "e_min_mwh", "e_max_mwh", "p_charge_max_mw", "p_discharge_max_mw", "eta_discharge",
-                        "s_max_mva")}))
+                storage_cols.append(dict(a=a, col=col, keys=keys, **_device_params(prm.devices["storage"], k, (
+                    "e_min_mwh", "p_charge_max_mw", "p_discharge_max_mw", "eta_discharge", "s_max_mva"))))
             elif g.type == "generator":
-                p = prm.devices["generator"]
-                obs0 = g.obs_start + k * 4
-                gens.append(dict(
-                    a=a, off=off, p_pos=_local_pos(e, a, obs0), on_pos=_local_pos(e, a, obs0 + 2),
-                    **{f: float(np.asarray(getattr(p, f))[k]) for f in (
-                        "p_min_mw", "p_max_mw", "ramp_up_mw_per_h", "ramp_down_mw_per_h", "cost_a_per_h",
-                        "cost_b_per_mwh", "cost_c_per_mw2h")}))
+                gens.append(dict(a=a, col=col, keys=keys, **_device_params(prm.devices["generator"], k, (
+                    "p_min_mw", "p_max_mw", "ramp_up_mw_per_h", "ramp_down_mw_per_h", "cost_a_per_h",
+                    "cost_b_per_mwh", "cost_c_per_mw2h"))))
             elif g.type in ("pv", "wind"):
-                bus = int(np.asarray(prm.devices[g.type].bus)[k])
-                renewables.append((a, off, _local_pos(e, a, vm_start + bus)))
-    # import each agent observes at its grid connection (to discharge without exporting)
-    pcc_pos, pcc_scale = [-1] * n_agents, [1.0] * n_agents
-    for g in e.groups:
-        if g.type == "pcc":
-            for k in range(g.n):
-                for a in range(n_agents):
-                    pos = _local_pos(e, a, g.obs_start + k)
-                    if pos >= 0 and pcc_pos[a] < 0:
-                        pcc_pos[a] = pos
-                        pcc_scale[a] = float(max(min(np.asarray(prm.devices["pcc"].import_max_mw)[k], 1e3), 1e-9))
-    if storage_cols and min(time_pos.reshape(-1)) < 0:
-        raise ValueError("rule_based: storage agents must observe the price")
+                # q linear in the observed voltage: the droop composed with the feature's decoding on the
+                # host (decoding V ~ 1 in float32 and subtracting V_REF would cancel the deviation's low bits)
+                v_key = bus_keys[int(g.bus[k])]
+                vpos, f = schema.local(a, v_key), schema.feature(v_key)
+                slope = -droop_gain * f.scale / DROOP_BAND_PU
+                bias = -droop_gain * (f.offset - V_REF_PU) / DROOP_BAND_PU
+                renewables.append((a, col, vpos, slope, bias))
     prior = jnp.asarray(training_price_by_slot(e), F32)  # [n_slots]
 
     def act(carry, key, obs, aux=None):
-        price = obs[jnp.arange(n_agents), time_pos[:, 0]] * 100.0  # [n_agents] (the same price)
-        hour = jnp.mod(jnp.arctan2(obs[0, time_pos[0, 1]], obs[0, time_pos[0, 2]]) * 24 / (2 * jnp.pi), 24.0)
+        value = lambda a, k: schema.decode(obs[a], a, k)  # noqa: E731  physical value of feature k
+        price = jnp.stack([value(a, "time//price") for a in range(n_agents)])  # [n_agents] (the same price)
+        hour = jnp.mod(jnp.arctan2(value(0, "time//sin_hour"), value(0, "time//cos_hour")) * 24 / (2 * jnp.pi), 24.0)
         slot = jnp.mod(jnp.round(hour / dt_h).astype(jnp.int32), n_slots)
         history = carry.at[slot].set(price[0])
         median = jnp.median(history)
         actions = jnp.asarray(default)
         for sd in storage_cols:
-            a, off, p = sd["a"], sd["off"], price[sd["a"]]
+            a, col, p = sd["a"], sd["col"], price[sd["a"]]
             cmd = jnp.where(p > median + band * jnp.abs(median), 1.0,
                             jnp.where(p < median - band * jnp.abs(median), -charge_frac, 0.0))
-            if pcc_pos[a] >= 0:  # discharge at most the microgrid's own net load (no export)
-                p_scale = max(sd["p_charge_max_mw"], sd["p_discharge_max_mw"], 1e-9)
-                net_load = obs[a, pcc_pos[a]] * pcc_scale[a] + obs[a, sd["p_pos"]] * p_scale
-                e_mwh = obs[a, sd["soc_pos"]] * sd["e_max_mwh"]
+            if import_key[a] is not None:  # discharge at most the microgrid's own net load (no export)
+                net_load = value(a, import_key[a]) + value(a, sd["keys"]["p_mw"])
+                e_mwh = value(a, sd["keys"]["e_mwh"])
                 s_cap = sd["s_max_mva"] if sd["s_max_mva"] > 0 else np.inf
                 dis = jnp.clip(jnp.minimum(sd["p_discharge_max_mw"], (e_mwh - sd["e_min_mwh"]) * sd["eta_discharge"] / dt_h),
                                0.0, s_cap)
                 cmd = jnp.where(cmd > 0, jnp.clip(net_load / jnp.maximum(dis, 1e-9), 0.0, 1.0), cmd)
-            actions = actions.at[a, off].set(cmd).at[a, off + 1].set(0.0)
+            actions = actions.at[a, col["p_mw"]].set(cmd).at[a, col["q_mvar"]].set(0.0)
         for gd in gens:
-            a, p = gd["a"], price[gd["a"]]
+            a, col, p = gd["a"], gd["col"], price[gd["a"]]
             c2 = max(gd["cost_c_per_mw2h"], 1e-9)
             p_star = jnp.clip((p - gd["cost_b_per_mwh"]) / (2 * c2), gd["p_min_mw"], gd["p_max_mw"])
             profit = p * p_star - (gd["cost_a_per_h"] + gd["cost_b_per_mwh"] * p_star + gd["cost_c_per_mw2h"] * p_star ** 2)
-            on = obs[a, gd["on_pos"]] > 0.5
-            p_prev = obs[a, gd["p_pos"]] * gd["p_max_mw"]
+            on = value(a, gd["keys"]["on"]) > 0.5
+            p_prev = value(a, gd["keys"]["p_mw"])
             lo = jnp.where(on, jnp.maximum(gd["p_min_mw"], p_prev - gd["ramp_down_mw_per_h"] * dt_h), gd["p_min_mw"])
             hi_start = max(gd["p_min_mw"], min(gd["p_max_mw"], gd["ramp_up_mw_per_h"] * dt_h))
             hi = jnp.where(on, jnp.minimum(gd["p_max_mw"], p_prev + gd["ramp_up_mw_per_h"] * dt_h), hi_start)
             hi = jnp.maximum(hi, lo)
             frac = jnp.where(hi > lo, (jnp.clip(p_star, lo, hi) - lo) / jnp.maximum(hi - lo, 1e-9), 0.0)
-            actions = (actions.at[a, gd["off"]].set(jnp.where(profit > 0, 1.0, -1.0))
-                       .at[a, gd["off"] + 1].set(2 * frac - 1).at[a, gd["off"] + 2].set(0.0))
-        for a, off, vpos in renewables:
-            q = 0.0 if vpos < 0 else jnp.clip(-droop_gain * obs[a, vpos], -1.0, 1.0)  # obs: (V - 1) / 0.05
-            actions = actions.at[a, off].set(1.0).at[a, off + 1].set(q)
+            actions = (actions.at[a, col["commit"]].set(jnp.where(profit > 0, 1.0, -1.0))
+                       .at[a, col["p_mw"]].set(2 * frac - 1).at[a, col["q_mvar"]].set(0.0))
+        for a, col, vpos, slope, bias in renewables:
+            q = 0.0 if vpos < 0 else jnp.clip(obs[a, vpos] * slope + bias, -1.0, 1.0)
+            actions = actions.at[a, col["p_share"]].set(1.0).at[a, col["q_mvar"]].set(q)
         return actions * jnp.asarray(menv.action_mask, F32), history
 
     return Controller(lambda: prior, act)
