@@ -13,15 +13,29 @@ unpadded solves.
 
 A test session is a program: it switches JAX's 64-bit mode on here, before any array is
 made (importing pgjax does not; `tests/test_precision.py` checks that in a fresh process).
+It also gives JAX a persistent compilation cache in a temporary folder of this session
+(`PGJAX_TEST_JAX_CACHE` to choose one): many tests build the same scenario and compile the
+same step program, which then compiles once (8 -> 1 CPU-s for the multi_microgrid step);
+subprocesses (`pgjax train` in the CLI tests) inherit it through `JAX_COMPILATION_CACHE_DIR`.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import shutil
+import tempfile
 
 import jax
 
 jax.config.update("jax_enable_x64", True)
+_OWN_CACHE = "PGJAX_TEST_JAX_CACHE" not in os.environ  # a folder of this session: removed at its end
+_CACHE = os.environ.setdefault("PGJAX_TEST_JAX_CACHE", tempfile.mkdtemp(prefix="pgjax-test-jax-cache-"))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 import pandapower as pp  # noqa: E402
 import pandapower.networks as pn  # noqa: E402
@@ -227,3 +241,8 @@ def solved():
 @pytest.fixture(scope="session")
 def solve_jit():
     return SOLVE
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN_CACHE:
+        shutil.rmtree(_CACHE, ignore_errors=True)
