@@ -103,8 +103,8 @@ class MARLEnv:
 
 
 def make_env(name: str, **kwargs):
-    """A baselines test env by name (`baselines.toy_env.TOY_ENVS`), else `pgjax.make(name, **kwargs)`."""
-    from baselines.toy_env import TOY_ENVS
+    """A baselines test env by name (`pgjax.baselines.toy_env.TOY_ENVS`), else `pgjax.make(name, **kwargs)`."""
+    from pgjax.baselines.toy_env import TOY_ENVS
 
     if name in TOY_ENVS:
         return TOY_ENVS[name](**kwargs)

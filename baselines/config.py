@@ -1,4 +1,4 @@
-"""`MAPPOConfig`: the typed, validated configuration of `baselines.mappo`.
+"""`MAPPOConfig`: the typed, validated configuration of `pgjax.baselines.mappo`.
 
     cfg = MAPPOConfig.from_yaml("run.yaml")          # or from_dict({...}), or MAPPOConfig(...)
     cfg = cfg.replace(num_envs=64)                    # validated again

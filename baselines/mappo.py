@@ -65,9 +65,9 @@ import optax
 from flax import serialization, struct
 from flax.training.train_state import TrainState as NetState
 
-from baselines.common import MARLEnv, Policy, make_env
-from baselines.config import MAPPOConfig
-from baselines.networks import Actor, Critic, gaussian_entropy, gaussian_log_prob, sample_action
+from pgjax.baselines.common import MARLEnv, Policy, make_env
+from pgjax.baselines.config import MAPPOConfig
+from pgjax.baselines.networks import Actor, Critic, gaussian_entropy, gaussian_log_prob, sample_action
 
 F32 = jnp.float32
 EPS = 1e-8
@@ -468,7 +468,7 @@ class MAPPO:
         return jnp.clip(action, -1.0, 1.0) * self.action_mask
 
     def policy(self, ts: TrainState, deterministic: bool = True) -> Policy:
-        """`policy(key, obs)` for `baselines.common.evaluate` (one run's state, no seed axis)."""
+        """`policy(key, obs)` for `pgjax.baselines.common.evaluate` (one run's state, no seed axis)."""
         return lambda key, obs: self.act(ts, key, obs, deterministic)
 
 
@@ -583,12 +583,12 @@ def run(config: MAPPOConfig, out_dir, resume: bool = False, chunk_updates: int =
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m baselines.mappo [--config FILE] [--seeds N] [--out DIR] [--resume] [--chunk N] [key=value ...]`."""
+    """`python -m pgjax.baselines.mappo [--config FILE] [--seeds N] [--out DIR] [--resume] [--chunk N] [key=value ...]`."""
     import argparse
 
     import yaml
 
-    parser = argparse.ArgumentParser(prog="python -m baselines.mappo", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pgjax.baselines.mappo", description=main.__doc__)
     parser.add_argument("--config", help="YAML file of MAPPOConfig keys")
     parser.add_argument("--seeds", type=int, help="number of seeds (overrides num_seeds)")
     parser.add_argument("--out", default="runs/mappo", help="run folder")

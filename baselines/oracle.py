@@ -60,7 +60,7 @@ the feeder's rule-based capacitor banks), so reported cost and safety come from 
 environment.
 
 Episodes: a controller only sees observations, so `oracle_controller(env, key, n)` draws the
-episodes of `key` as `baselines.common.evaluate` and `baselines.rule_based.make_rollout` do
+episodes of `key` as `pgjax.baselines.common.evaluate` and `pgjax.baselines.rule_based.make_rollout` do
 (`draw_episodes`), plans them, and at the first step recognizes its episode by the initial
 observation (the nearest of the planned episodes' initial observations; exact in practice).
 If none matches (different key or episode count), its actions are NaN, which the environment
@@ -79,8 +79,8 @@ import scipy.sparse as sp
 from flax import struct
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from baselines.common import F32, MARLEnv
-from baselines.rule_based import Controller
+from pgjax.baselines.common import F32, MARLEnv
+from pgjax.baselines.rule_based import Controller
 from pgjax import devices as dev
 from pgjax.devices import generator, renewable, storage
 from pgjax.devices.base import q_capability, to_action
@@ -620,7 +620,7 @@ def _injections(plan: EpisodePlan, column: dict, n_col: int) -> tuple[np.ndarray
 def draw_episodes(env, key, num_episodes: int, params=None):
     """Initial `(obs [E, n_agents, obs_dim] float32, EnvState batched over E)` of the episodes of `key`.
 
-    The same draws as `baselines.common.evaluate` and `baselines.rule_based.make_rollout`:
+    The same draws as `pgjax.baselines.common.evaluate` and `pgjax.baselines.rule_based.make_rollout`:
     one key per episode from `split(key, num_episodes)`, reset with its first split.
     """
     menv = MARLEnv.wrap(env, params)

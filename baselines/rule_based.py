@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from baselines.common import MARLEnv, Policy, evaluate, reduce_info
+from pgjax.baselines.common import MARLEnv, Policy, evaluate, reduce_info
 from pgjax import devices as dev
 from pgjax.env.layout import bus_names
 
@@ -251,7 +251,7 @@ def make_rollout(env, controllers: list[Controller], num_episodes: int = 8, epis
     The environment is traced and compiled once; `index` (an int) picks the controller by
     `lax.switch` and `aux` is passed to its `act` (e.g. a MAPPO `TrainState`, so other
     states of the same shapes reuse the compiled rollout). Episodes are drawn as in
-    `baselines.common.evaluate` for the same key (one per parallel env), so every
+    `pgjax.baselines.common.evaluate` for the same key (one per parallel env), so every
     controller sees the same days and initial states. `totals` maps every scalar info
     metric (and `return`) to its per-episode sums `[num_episodes]`; with `trace=True`,
     `trace` holds the per-step `info`, `actions` and `state_fn(env_state)` after each step

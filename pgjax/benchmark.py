@@ -89,7 +89,7 @@ def operating_points(grid, factors, scale_gen: bool = False):
 
 def base_net(net, grid, netmap):
     """A copy of `net` whose element values equal the grid's (element `scaling` folded in)."""
-    from converters.pandapower import to_pandapower
+    from pgjax.converters.pandapower import to_pandapower
 
     return to_pandapower(net, grid, netmap)
 

@@ -68,15 +68,15 @@ def channel_params(n_senders, n_receivers, delay=0, loss_prob=0.0, jitter=0.0, j
         raise ValueError(f"jitter_kind must be one of {JITTER_KINDS}, got {jitter_kind!r}")
     shape = (n_senders, n_receivers)
     d = jnp.broadcast_to(jnp.asarray(delay, jnp.int32), shape)
-    j = jnp.broadcast_to(jnp.asarray(jitter, jnp.float64), shape)
+    j = jnp.broadcast_to(jnp.asarray(jitter, float), shape)
     if max_delay is None:
         extra = 0 if jitter_kind == "none" else int(jnp.ceil(jnp.max(j) * (4 if jitter_kind == "gaussian" else 1)))
         max_delay = int(jnp.max(d)) + extra
-    return ChannelParams(delay=d, loss_prob=jnp.broadcast_to(jnp.asarray(loss_prob, jnp.float64), shape),
+    return ChannelParams(delay=d, loss_prob=jnp.broadcast_to(jnp.asarray(loss_prob, float), shape),
                          jitter=j, max_delay=int(max_delay), jitter_kind=jitter_kind)
 
 
-def channel_init(params: ChannelParams, msg_dim: int, dtype=jnp.float64) -> ChannelState:
+def channel_init(params: ChannelParams, msg_dim: int, dtype=float) -> ChannelState:
     s, r = params.delay.shape
     depth = params.max_delay + 1
     zero = jnp.zeros((), jnp.int32)

@@ -202,7 +202,7 @@ def differences(result, netmap, ref) -> dict:
     Returns a dict: `converged`, `iterations` (pgjax), every key of `TARGETS` (p.u.,
     degrees, MW, Mvar) and, for each, `where_<key>`, the element where it occurs.
     """
-    from converters.pandapower import bus_results
+    from pgjax.converters.pandapower import bus_results
 
     out = {"converged": bool(np.asarray(result.converged)), "iterations": int(np.asarray(result.iterations))}
     bus = bus_results(result, netmap)
@@ -257,7 +257,7 @@ def compare(net, method: str = "newton", *, reference=None, converted=None, pad:
     """
     import jax
 
-    from converters.pandapower import from_pandapower
+    from pgjax.converters.pandapower import from_pandapower
     from pgjax.grid import astype
     from pgjax.powerflow import check_method
 
@@ -350,7 +350,7 @@ def prepare_case(build, *, max_buses: int | None = None, timeout_s: float | None
             return done(status="skipped", reason=str(exc))
         except Exception as exc:  # noqa: BLE001
             return done(status="skipped", reason=f"pandapower runpp failed: {type(exc).__name__}: {_short(exc)}")
-        from converters.pandapower import UnsupportedElementError, from_pandapower
+        from pgjax.converters.pandapower import UnsupportedElementError, from_pandapower
 
         try:
             converted = from_pandapower(net)

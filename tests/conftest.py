@@ -42,7 +42,7 @@ import pandapower.networks as pn  # noqa: E402
 import pytest  # noqa: E402
 
 import pgjax.networks  # noqa: E402
-from converters.pandapower import from_pandapower  # noqa: E402
+from pgjax.converters.pandapower import from_pandapower  # noqa: E402
 from pgjax import verification  # noqa: E402
 from pgjax.grid import TABLES, pad, shape_of  # noqa: E402
 from pgjax.powerflow import solve  # noqa: E402

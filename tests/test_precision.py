@@ -32,7 +32,7 @@ SCRIPT = textwrap.dedent("""
     import numpy as np
 
     import pgjax
-    from converters.pandapower import from_pandapower
+    from pgjax.converters.pandapower import from_pandapower
     from pgjax import networks
     from pgjax.grid import astype
     from pgjax.powerflow import solve

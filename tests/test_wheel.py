@@ -5,7 +5,7 @@ folder; without build isolation when this environment's setuptools is recent eno
 the checkout. That environment gets this one's dependencies through a `.pth` file naming
 this environment's site-packages; `.pth` files inside that folder are not processed, so
 the checkout's editable install is not visible, which the test asserts (`pgjax`,
-`converters` and `baselines` import from the new environment). The commands then run
+`pgjax.converters` and `pgjax.baselines` import from the new environment). The commands then run
 from a folder outside the checkout with the installed `pgjax` script.
 """
 
@@ -76,11 +76,15 @@ def installed(tmp_path_factory):
 def test_the_wheel_is_what_runs(installed):
     venv, work, env = installed
     out = run([venv / "bin" / "python", "-c",
-               "import baselines, converters, pgjax; print(pgjax.__file__, converters.__file__, baselines.__file__)"],
+               "import pgjax, pgjax.baselines as b, pgjax.converters as c; print(pgjax.__file__, b.__file__, c.__file__)"],
               work, env)
     for path in out.split():
         assert Path(path).resolve().is_relative_to(venv.resolve()), out
         assert not Path(path).resolve().is_relative_to(ROOT), out
+    # the top-level folders install inside pgjax, not as top-level names that could collide
+    missing = run([venv / "bin" / "python", "-c", "import importlib.util as u; "
+                   "print(u.find_spec('baselines') is None and u.find_spec('converters') is None)"], work, env)
+    assert missing.strip() == "True", missing
 
 
 @pytest.mark.slow

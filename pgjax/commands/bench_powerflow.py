@@ -112,7 +112,7 @@ def bench_network(name, args, peaks):
     import jax
     import pandapower as pp
 
-    from converters.pandapower import from_pandapower
+    from pgjax.converters.pandapower import from_pandapower
     from pgjax import benchmark as B
     from pgjax.powerflow import solve
     from pgjax.powerflow.tree import tree_of

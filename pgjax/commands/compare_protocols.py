@@ -16,7 +16,7 @@ Configurations (`CONFIGS`, `pgjax.make` overrides; protocols in `pgjax.coordinat
     admm            horizontal admm_dispatch: the microgrids' generators dispatched jointly
 
 Policies (`--policy`, applied to whoever is learned in the configuration):
-- grid-level agents (microgrid controllers): `baselines.rule_based` (`random`, `do_nothing`,
+- grid-level agents (microgrid controllers): `pgjax.baselines.rule_based` (`random`, `do_nothing`,
   `rule_based`);
 - the system operator (`learned: system`, one action column per microgrid plus its own tap
   changers and shunts): `random`; `do_nothing` = zeros (mid setpoint 0 MW, mid price
@@ -24,7 +24,7 @@ Policies (`--policy`, applied to whoever is learned in the configuration):
   * setpoint: each microgrid's setpoint is its uncontrolled net load measured at the
     previous step (its import plus its storage and generator injections, i.e. load minus
     renewables: "buy what you need"), plus storage arbitrage on the price against the
-    rolling 24 h median (as `baselines.rule_based`): `+ charge_frac * p_charge_max` when
+    rolling 24 h median (as `pgjax.baselines.rule_based`): `+ charge_frac * p_charge_max` when
     the price is below the median by `band`, `- p_discharge_max` (at most down to zero
     import, no export) when above, nothing in between, each within what the storage can
     take or give from its observed state of charge. The microgrid's tracker
@@ -37,7 +37,7 @@ Policies (`--policy`, applied to whoever is learned in the configuration):
   the others fall back to `--policy` (said so in the output and in the `policy` column).
 
 Every configuration is rolled out with the same key (`--seed`): the same days and initial
-states (`baselines.rule_based.make_rollout`: one jitted program per configuration,
+states (`pgjax.baselines.rule_based.make_rollout`: one jitted program per configuration,
 `vmap` over `--episodes` episodes). The `price` column (mean market price per step) is
 identical across rows when they saw the same days. The time is compilation (~20-45 s per
 configuration on a 2-core machine, depending on load); the rollouts take well under a second.
@@ -97,8 +97,8 @@ def dso_controller(env, band: float = 0.1, charge_frac: float = 0.3):
     """The fixed system-operator policy of `learned: system` (module docstring) as a `Controller`."""
     import jax.numpy as jnp
 
-    from baselines.common import MARLEnv
-    from baselines.rule_based import Controller, training_price_by_slot
+    from pgjax.baselines.common import MARLEnv
+    from pgjax.baselines.rule_based import Controller, training_price_by_slot
     from pgjax import devices as dev
 
     menv = MARLEnv.wrap(env)
@@ -183,7 +183,7 @@ def is_system(env) -> bool:
 
 def policy_for(name: str, env):
     """`(Controller, label)` for `--policy name` on `env` (the DSO rule for system-level configurations)."""
-    from baselines.rule_based import controller
+    from pgjax.baselines.rule_based import controller
 
     if is_system(env) and name == "rule_based":
         return dso_controller(env), "dso_rule"
@@ -194,9 +194,9 @@ def load_run(run_dir: Path):
     """`(MAPPO, seed-0 TrainState, MAPPOConfig)` of a `pgjax train` run folder."""
     import jax
 
-    from baselines.common import make_env
-    from baselines.config import MAPPOConfig
-    from baselines.mappo import CHECKPOINT, CONFIG, load_checkpoint, make_train
+    from pgjax.baselines.common import make_env
+    from pgjax.baselines.config import MAPPOConfig
+    from pgjax.baselines.mappo import CHECKPOINT, CONFIG, load_checkpoint, make_train
 
     for f in (CONFIG, CHECKPOINT):
         if not (run_dir / f).exists():
@@ -268,8 +268,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     import jax
 
     import pgjax
-    from baselines.common import MARLEnv
-    from baselines.rule_based import Controller, make_rollout
+    from pgjax.baselines.common import MARLEnv
+    from pgjax.baselines.rule_based import Controller, make_rollout
 
     t0 = time.perf_counter()
     scenario, base_kwargs, mappo = args.scenario, {}, None

@@ -10,8 +10,8 @@ the scenario's own dtype for runs without one), and rolls out every controller o
 same episodes (same days and initial states: the same key for all, one compiled program
 for all controllers): `mappo` (the deterministic mean action of each trained seed; metrics
 are the mean over seeds, per-seed costs listed), `random`, `do_nothing` and `rule_based`
-(`baselines.rule_based`), and, where it applies (`multi_microgrid`, `multi_microgrid_15min`),
-`oracle`: the perfect-foresight dispatch of `baselines.oracle` (one MILP per day with a
+(`pgjax.baselines.rule_based`), and, where it applies (`multi_microgrid`, `multi_microgrid_15min`),
+`oracle`: the perfect-foresight dispatch of `pgjax.baselines.oracle` (one MILP per day with a
 linear voltage model, rolled out in the environment), a cost reference from above; it plans
 the drawn days first (~10-20 s per day on a laptop core, `--no-oracle` skips it).
 
@@ -65,8 +65,8 @@ def summarize(totals: dict, steps: int) -> dict:
 
 def test_env(cfg):
     """The run's environment on its test split and training dtype (`env_kwargs`; toy envs as they are)."""
-    from baselines.common import make_env
-    from baselines.toy_env import TOY_ENVS
+    from pgjax.baselines.common import make_env
+    from pgjax.baselines.toy_env import TOY_ENVS
 
     if cfg.env in TOY_ENVS:
         return make_env(cfg.env, **cfg.env_kwargs), "n/a"
@@ -79,7 +79,7 @@ def test_env(cfg):
 def mappo_controller(train):
     import jax.numpy as jnp
 
-    from baselines.rule_based import Controller
+    from pgjax.baselines.rule_based import Controller
 
     return Controller(lambda: jnp.zeros((), jnp.float32),
                       lambda carry, key, obs, ts: (train.act(ts, key, obs, deterministic=True), carry))
@@ -176,10 +176,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import jax
 
-    from baselines.config import MAPPOConfig
-    from baselines.mappo import CHECKPOINT, CONFIG, load_checkpoint, make_train
-    from baselines.oracle import applies, oracle_controller
-    from baselines.rule_based import controller, make_rollout
+    from pgjax.baselines.config import MAPPOConfig
+    from pgjax.baselines.mappo import CHECKPOINT, CONFIG, load_checkpoint, make_train
+    from pgjax.baselines.oracle import applies, oracle_controller
+    from pgjax.baselines.rule_based import controller, make_rollout
 
     run_dir = Path(args.run_dir)
     for f in (CONFIG, CHECKPOINT):

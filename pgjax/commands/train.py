@@ -15,7 +15,7 @@ change). The environment runs in float32 unless `--dtype float64` (or an `env_kw
 `env_kwargs: {dtype: ...}` in the run's `config.yaml`, so `--resume` and `pgjax eval` use
 the dtype the run was trained with (toy envs have no dtype and get none). The float32 env
 matches float64 to 1e-4 p.u. over whole episodes (tests/test_float32.py) and steps several
-times faster; verification (`pgjax verify`) stays float64. Training runs `baselines.mappo.run` in jitted chunks; the chunk programs are
+times faster; verification (`pgjax verify`) stays float64. Training runs `pgjax.baselines.mappo.run` in jitted chunks; the chunk programs are
 compiled ahead of time so the compile time is printed apart from the training speed
 (env steps/s count every environment of the batch and every seed). Writes into the run
 folder: `config.yaml`, `metrics.jsonl` (one line per update and seed), `checkpoint.msgpack`
@@ -56,8 +56,8 @@ def build_config(args, parser):
     """The `MAPPOConfig` from preset, file, flags and overrides (see the module docstring)."""
     import yaml
 
-    from baselines.config import MAPPOConfig
-    from baselines.mappo import CONFIG
+    from pgjax.baselines.config import MAPPOConfig
+    from pgjax.baselines.mappo import CONFIG
 
     out = Path(args.out)
     if args.resume and (out / CONFIG).exists():
@@ -94,8 +94,8 @@ def build_config(args, parser):
 def with_dtype(merged: dict, dtype: str | None, resume: bool, parser) -> dict:
     """`merged` with the env dtype in `env_kwargs`: `dtype` (the --dtype flag) if given, else the
     one already there (config file, overrides, a resumed run's config.yaml), else float32.
-    Toy envs (`baselines.toy_env`) take no dtype; a resumed run keeps its own."""
-    from baselines.toy_env import TOY_ENVS
+    Toy envs (`pgjax.baselines.toy_env`) take no dtype; a resumed run keeps its own."""
+    from pgjax.baselines.toy_env import TOY_ENVS
 
     kwargs = dict(merged.get("env_kwargs") or {})
     if resume:
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     import jax
     import numpy as np
 
-    from baselines.mappo import CHECKPOINT, METRICS, make_train, run
+    from pgjax.baselines.mappo import CHECKPOINT, METRICS, make_train, run
 
     out = Path(args.out)
     t_start = time.perf_counter()
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         jax.block_until_ready(state)
         done = 0
         if args.resume and (out / CHECKPOINT).exists():
-            from baselines.mappo import load_checkpoint
+            from pgjax.baselines.mappo import load_checkpoint
 
             state, done = load_checkpoint(out / CHECKPOINT, state)
         left = max(cfg.num_updates - done, 0)

@@ -56,7 +56,7 @@ class Messages:
     mask: jax.Array
 
     @staticmethod
-    def empty(n_senders: int, n_receivers: int, msg_dim: int = 1, dtype=jnp.float64) -> Messages:
+    def empty(n_senders: int, n_receivers: int, msg_dim: int = 1, dtype=float) -> Messages:
         return Messages(jnp.zeros((n_senders, n_receivers, msg_dim), dtype),
                         jnp.zeros((n_senders, n_receivers), bool))
 

@@ -49,12 +49,12 @@ class State:
 
 
 def make_params(cost_a, cost_b, p_min_mw, p_max_mw, rho=None, iterations=100, adjacency=None):
-    a = jnp.asarray(cost_a, jnp.float64)
+    a = jnp.asarray(cost_a, float)
     n = a.shape[0]
-    return Params(cost_a=a, cost_b=jnp.asarray(cost_b, jnp.float64) * jnp.ones(n),
-                  p_min_mw=jnp.asarray(p_min_mw, jnp.float64) * jnp.ones(n),
-                  p_max_mw=jnp.asarray(p_max_mw, jnp.float64) * jnp.ones(n),
-                  rho=jnp.asarray(2.0 * jnp.mean(a) if rho is None else rho, jnp.float64),
+    return Params(cost_a=a, cost_b=jnp.asarray(cost_b, float) * jnp.ones(n),
+                  p_min_mw=jnp.asarray(p_min_mw, float) * jnp.ones(n),
+                  p_max_mw=jnp.asarray(p_max_mw, float) * jnp.ones(n),
+                  rho=jnp.asarray(2.0 * jnp.mean(a) if rho is None else rho, float),
                   adjacency=(jnp.ones((n, n), bool) & ~jnp.eye(n, dtype=bool)) if adjacency is None
                   else jnp.asarray(adjacency, bool), iterations=int(iterations))
 
@@ -82,7 +82,7 @@ def apply(params: Params, state: State, agent_outputs, messages_in):
 
 def optimal_dispatch(cost_a, cost_b, p_min, p_max, demand, iters=200):
     """Reference optimum by bisection on the price: `(p [n], lambda)`, p = clip((lambda-b)/2a, lo, hi)."""
-    a, b, lo, hi = (jnp.asarray(v, jnp.float64) for v in (cost_a, cost_b, p_min, p_max))
+    a, b, lo, hi = (jnp.asarray(v, float) for v in (cost_a, cost_b, p_min, p_max))
     total = lambda lam: jnp.sum(jnp.clip((lam - b) / (2 * a), lo, hi))
     l_lo = jnp.min(b + 2 * a * lo) - 1.0
     l_hi = jnp.max(b + 2 * a * hi) + 1.0

@@ -72,7 +72,7 @@ def apply(params: Params, state: State, agent_outputs, messages_in):
 
 
 def make_params(adjacency, iterations=50, step_size=1.0, dim=1):
-    return Params(adjacency=jnp.asarray(adjacency, bool), step_size=jnp.asarray(step_size, jnp.float64),
+    return Params(adjacency=jnp.asarray(adjacency, bool), step_size=jnp.asarray(step_size, float),
                   iterations=int(iterations), dim=int(dim))
 
 

@@ -51,7 +51,7 @@ def make_params(n, mechanism="uniform", dt_h=1.0, k=0.5, participate=None):
     if mechanism not in ("uniform", "pay_as_bid"):
         raise ValueError(f"p2p_trading mechanism must be 'uniform' or 'pay_as_bid', got {mechanism!r}")
     part = jnp.ones(n, bool) if participate is None else jnp.asarray(participate, bool)
-    return Params(participate=part, dt_h=jnp.asarray(dt_h, jnp.float64), k=jnp.asarray(k, jnp.float64),
+    return Params(participate=part, dt_h=jnp.asarray(dt_h, float), k=jnp.asarray(k, float),
                   mechanism=mechanism)
 
 

@@ -56,13 +56,13 @@ def make_params(owner, p_min_mw, p_max_mw, cost_a, cost_b, *, is_storage=None, e
                 energy_value_slope=None, soc_ref=None, price_min=0.0, price_max=200.0, n_agents=None):
     """Convenience constructor: storage fields default to 'no storage'."""
     owner = jnp.asarray(owner, jnp.int32)
-    f = lambda x, v: jnp.broadcast_to(jnp.asarray(v if x is None else x, jnp.float64), owner.shape)
+    f = lambda x, v: jnp.broadcast_to(jnp.asarray(v if x is None else x, float), owner.shape)
     return Params(owner=owner, p_min_mw=f(p_min_mw, 0), p_max_mw=f(p_max_mw, 0), cost_a=f(cost_a, 0),
                   cost_b=f(cost_b, 0),
                   is_storage=jnp.broadcast_to(jnp.asarray(False if is_storage is None else is_storage), owner.shape),
                   energy_value=f(energy_value, 0), energy_value_slope=f(energy_value_slope, 0),
-                  soc_ref=f(soc_ref, 0.5), price_min=jnp.asarray(price_min, jnp.float64),
-                  price_max=jnp.asarray(price_max, jnp.float64),
+                  soc_ref=f(soc_ref, 0.5), price_min=jnp.asarray(price_min, float),
+                  price_max=jnp.asarray(price_max, float),
                   n_agents=int(n_agents if n_agents is not None else int(jnp.max(owner)) + 1))
 
 

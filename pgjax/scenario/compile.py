@@ -39,7 +39,6 @@ class Compiled:
 
     name: str
     source: str
-    raw: dict  # deprecated: removed when env reads c.protocol
     net: Any
     grid: Any
     netmap: Any
@@ -82,7 +81,7 @@ class Network:
 
     net: Any  # pandapower net
     grid: Any  # pgjax Grid converted from it
-    netmap: Any  # converters.pandapower NetMap: pandapower rows -> grid indices
+    netmap: Any  # pgjax.converters.pandapower NetMap: pandapower rows -> grid indices
 
     def branch(self, ref: dict) -> tuple[int, str, Any] | None:
         """`(grid branch row, "line" | "trafo", pandapower index)` of `{line|trafo: name|index}`; None if absent."""
@@ -297,7 +296,7 @@ def _load(name_or_raw, overrides: dict) -> tuple[dict, str]:
 
 
 def _network(raw: dict, source: str) -> Network:
-    from converters.pandapower import from_pandapower
+    from pgjax.converters.pandapower import from_pandapower
 
     try:
         net = _resolve_network(raw["network"])
@@ -341,7 +340,7 @@ def compile_scenario(name_or_raw, **overrides) -> Compiled:
         raise ScenarioError(source, c.problems)
     lim, rw, pf = raw.get("limits", {}), raw.get("reward", {}), raw.get("powerflow", {})
     return Compiled(
-        name=raw["name"], source=source, raw=raw, net=net, grid=network.grid, netmap=netmap,
+        name=raw["name"], source=source, net=net, grid=network.grid, netmap=netmap,
         dtype=raw.get("dtype", "float64"), method=pf.get("method", "newton"),
         jacobian=pf.get("jacobian", "exact"), max_iter=int(pf.get("max_iter", 20)), dt_h=dt_h,
         episode_steps=steps, starts=starts, hour0=np.asarray(hour0),

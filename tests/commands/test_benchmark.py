@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from pandapower.topology import create_nxgraph
 
-from converters.pandapower import bus_results, from_pandapower
+from pgjax.converters.pandapower import bus_results, from_pandapower
 from pgjax import benchmark as B
 from pgjax.powerflow import solve
 

@@ -60,7 +60,7 @@ def test_controllers_read_the_price():
     for kw in ({"vertical": "price_signal", "learned": "system"}, {"horizontal": "p2p_trading"}):
         env = pgjax.make("multi_microgrid", split="test", **kw)
         obs, state = env.reset(key)
-        obs = obs.astype(np.float32)  # as the rollouts see it (`baselines.common.MARLEnv`)
+        obs = obs.astype(np.float32)  # as the rollouts see it (`pgjax.baselines.common.MARLEnv`)
         price = float(env.context(state.start + state.t, env.default_params, state.vm_pu).price)
         ctrl, _ = cp.policy_for("rule_based", env)
         actions, history = ctrl.act(ctrl.init(), key, obs, None)

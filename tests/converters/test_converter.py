@@ -10,7 +10,7 @@ import pandapower.networks as pn
 import pytest
 
 from conftest import SOLVE, assert_parity, bucket, reference
-from converters.pandapower import UnsupportedElementError, _ppc_of, from_pandapower, to_pandapower
+from pgjax.converters.pandapower import UnsupportedElementError, _ppc_of, from_pandapower, to_pandapower
 from pgjax.powerflow import check_method, make_ybus, solve
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandapower as pp
 import pytest
 
-from converters.pandapower import from_pandapower
+from pgjax.converters.pandapower import from_pandapower
 from pgjax import benchmark, networks, powerflow
 from pgjax.grid import astype
 from pgjax.powerflow import radial

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import NETWORKS, SOLVE, assert_parity, bucket, reference
-from converters.pandapower import bus_results
+from pgjax.converters.pandapower import bus_results
 from pgjax.grid import astype
 from pgjax.powerflow import bus_injections, solve
 

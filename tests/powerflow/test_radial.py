@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from converters.pandapower import bus_results, from_pandapower
+from pgjax.converters.pandapower import bus_results, from_pandapower
 from pgjax import networks
 from pgjax.grid import PQ, REF, Branches, Buses, ExtGrids, Generators, Grid, Injections, astype
 from pgjax.powerflow import bus_injections, check_method, solve

@@ -17,7 +17,7 @@ import pytest
 import scipy.sparse as sp
 
 import pgjax.networks
-from converters.pandapower import from_pandapower
+from pgjax.converters.pandapower import from_pandapower
 from pgjax.grid import pad
 from pgjax.powerflow import bus_injections, solve, sparse
 

@@ -6,7 +6,7 @@ import pandapower as pp
 import pytest
 
 import pgjax
-from converters.pandapower import from_pandapower
+from pgjax.converters.pandapower import from_pandapower
 from pgjax import networks, powerflow
 from pgjax.scenario import ScenarioError
 from pgjax.scenario.builders import multi_microgrid_network

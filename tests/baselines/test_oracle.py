@@ -1,4 +1,4 @@
-"""The perfect-foresight oracle (`baselines.oracle`) on multi_microgrid's test year.
+"""The perfect-foresight oracle (`pgjax.baselines.oracle`) on multi_microgrid's test year.
 
 The plan keeps the storage within its energy bounds and balances every microgrid at every
 step; rolled out in the environment, it costs less than rule-based and do-nothing on the
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import pgjax
-from baselines.oracle import (
+from pgjax.baselines.oracle import (
     Oracle,
     applies,
     draw_episodes,
@@ -24,7 +24,7 @@ from baselines.oracle import (
     renewable_action,
     storage_action,
 )
-from baselines.rule_based import controller, make_rollout
+from pgjax.baselines.rule_based import controller, make_rollout
 from pgjax.devices import generator, renewable, storage
 from pgjax.devices.base import Context
 

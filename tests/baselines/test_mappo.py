@@ -1,7 +1,7 @@
 """MAPPO / IPPO (`baselines/`): GAE, config validation, learning on a toy task, parameter
 sharing by agent type, checkpoints, resume.
 
-Everything trains on `baselines.toy_env.SetpointEnv` (agents steer points to targets; the
+Everything trains on `pgjax.baselines.toy_env.SetpointEnv` (agents steer points to targets; the
 optimum is closed-form) with tiny networks, so the file runs in well under a minute; one
 `slow` test runs a single update on the real `multi_microgrid` scenario.
 """
@@ -15,11 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from baselines.common import MARLEnv, evaluate
-from baselines.mappo import (MAPPOConfig, RunningStats, gae, load_checkpoint, main, make_train, param_index, run,
+from pgjax.baselines.common import MARLEnv, evaluate
+from pgjax.baselines.mappo import (MAPPOConfig, RunningStats, gae, load_checkpoint, main, make_train, param_index, run,
                              save_checkpoint)
-from baselines.rule_based import do_nothing_policy, random_policy
-from baselines.toy_env import SetpointEnv
+from pgjax.baselines.rule_based import do_nothing_policy, random_policy
+from pgjax.baselines.toy_env import SetpointEnv
 
 TINY = {"env": "setpoint", "num_envs": 8, "num_steps": 16, "update_epochs": 4, "num_minibatches": 2,
         "actor_hidden": (32,), "critic_hidden": (32,), "lr_actor": 3e-3, "lr_critic": 3e-3, "gamma": 0.9}
@@ -132,7 +132,7 @@ def test_config_parses_numeric_strings_as_yaml_1_1_gives_them(tmp_path):
 
 
 def test_mappo_command_line_takes_numeric_string_overrides(tmp_path):
-    """`python -m baselines.mappo key=value ...`: overrides are YAML values, so `1e-3` arrives as a string."""
+    """`python -m pgjax.baselines.mappo key=value ...`: overrides are YAML values, so `1e-3` arrives as a string."""
     out = tmp_path / "run"
     assert main(["--out", str(out), "env=setpoint", "num_envs=2", "num_steps=4", "num_minibatches=1",
                  "update_epochs=1", "total_timesteps=8e0", "lr_actor=1e-3", "lr_critic=5E-4",
