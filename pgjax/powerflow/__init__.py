@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from pgjax.grid import Grid
-from pgjax.powerflow import network, newton, radial, reference
+from pgjax.powerflow import network, newton, radial, reference, sparse
 from pgjax.powerflow.network import bus_injections, make_ybus
 from pgjax.powerflow.result import PowerFlowResult, finish
 from pgjax.precision import is_64bit, require_x64
@@ -137,7 +137,9 @@ def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str = "newton", max_ite
     if init is not None:
         x_init = _warm_start(grid, init, x_init)
 
-    if method == "newton":
+    if method == "newton" and jacobian == "sparse":  # the chord on sparse factors
+        x, (res, iterations) = sparse.solve(grid, s_spec, x_set, x_init, tol, max_iter, warm=init is not None)
+    elif method == "newton":
         x, (res, iterations) = newton.solve(grid, s_spec, x_set, x_init, tol, max_iter, jacobian,
                                             warm=init is not None)
     else:

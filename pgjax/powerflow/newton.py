@@ -241,13 +241,9 @@ def solve(grid: Grid, s_spec, x_set, x_init, tol, max_iter, jacobian: str, warm:
     `s_spec` `[n_bus]` complex specified injections (p.u.), `x_set`/`x_init` polar setpoints
     and initial guess `[2 n_bus]` (`warm`: `x_init` is a previous solution, which the chord
     iterations then start from instead of the base case). Differentiable in every input
-    through `jax.lax.custom_root` (implicit function theorem). `jacobian="sparse"` runs
-    `pgjax.powerflow.sparse.solve` (the chord on sparse factors).
+    through `jax.lax.custom_root` (implicit function theorem). `jacobian`: "exact" or
+    "chord" (`"sparse"` is `pgjax.powerflow.sparse.solve`, built on this module).
     """
-    if jacobian == "sparse":
-        from pgjax.powerflow import sparse  # imports this module
-
-        return sparse.solve(grid, s_spec, x_set, x_init, tol, max_iter, warm=warm)
     ybus = network.make_ybus(grid)
     eqs = equations(grid, x_set)
     y_init = to_rect(x_init)

@@ -28,7 +28,9 @@ import numpy as np
 
 from pgjax import devices as dev
 from pgjax.devices.base import Feature
-from pgjax.protocols import Messages, Protocol, coupling, register
+from pgjax.messages import Messages
+from pgjax.protocols import coupling
+from pgjax.protocols.registry import Protocol, register
 
 
 @struct.dataclass

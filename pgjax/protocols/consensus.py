@@ -25,7 +25,9 @@ from flax import struct
 
 from pgjax import comms
 from pgjax.devices.base import Feature
-from pgjax.protocols import Messages, Protocol, coupling, register
+from pgjax.messages import Messages
+from pgjax.protocols import coupling
+from pgjax.protocols.registry import Protocol, register
 
 
 @struct.dataclass

@@ -35,7 +35,7 @@ from flax import struct
 
 from pgjax import comms
 from pgjax.devices.base import Feature
-from pgjax.protocols import Messages
+from pgjax.messages import Messages
 
 BIG_AGE = 1 << 20  # channel age of a link that never delivered
 

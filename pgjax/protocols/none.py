@@ -11,7 +11,9 @@ from flax import struct
 import jax.numpy as jnp
 import numpy as np
 
-from pgjax.protocols import Messages, Protocol, coupling, register
+from pgjax.messages import Messages
+from pgjax.protocols import coupling
+from pgjax.protocols.registry import Protocol, register
 
 
 @struct.dataclass

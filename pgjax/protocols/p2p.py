@@ -36,7 +36,9 @@ from flax import struct
 from pgjax import comms
 from pgjax import devices as dev
 from pgjax.devices.base import Feature
-from pgjax.protocols import Messages, Protocol, coupling, register
+from pgjax.messages import Messages
+from pgjax.protocols import coupling
+from pgjax.protocols.registry import Protocol, register
 
 
 @struct.dataclass

@@ -18,7 +18,9 @@ from flax import struct
 
 from pgjax import dispatch
 from pgjax.devices.base import Feature
-from pgjax.protocols import Messages, Protocol, coupling, register
+from pgjax.messages import Messages
+from pgjax.protocols import coupling
+from pgjax.protocols.registry import Protocol, register
 
 
 @struct.dataclass

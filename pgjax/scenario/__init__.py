@@ -59,11 +59,11 @@ from pgjax.scenario.schema import (
     Problem,
     ScenarioError,
     apply_overrides,
-    validate,
     validate_structure,
 )
 from pgjax.scenario.specs import CommunicationSpec, ProfileSpec, ProtocolSpec
-from pgjax.scenario.compile import Compiled, DeviceGroup, Network, compile_scenario  # noqa: I001 (after the registry)
+from pgjax.scenario.compile import Compiled, DeviceGroup, Network, compile_scenario, validate  # noqa: I001
+from pgjax.scenario import builders  # noqa: F401,E402  (registers the generated scenarios)
 
 __all__ = [
     "AGENT_LEVELS", "LEVELS", "OVERRIDE_PATHS", "REGISTRY", "SCENARIO_DIR", "TOP_KEYS", "CommunicationSpec", "Compiled",

@@ -34,6 +34,8 @@ import re
 import pandas as pd
 import yaml
 
+from pgjax.scenario.registry import SCENARIO_DIR, register
+
 TEMPLATES = 3
 SCALED_POWER = re.compile(r"^(p_|q_|s_max|e_|import_max|export_max|ramp_|cost_a|startup_cost)")
 
@@ -140,7 +142,6 @@ def multi_microgrid_xl(n_microgrids: int = XL_MICROGRIDS) -> dict:
 
 def multi_microgrid(n_microgrids: int = 12) -> dict:
     """Raw scenario mapping of `multi_microgrid_large` with `n_microgrids` learned microgrids."""
-    from pgjax.scenario.registry import SCENARIO_DIR  # at call time: the registry imports this module
 
     base = yaml.safe_load((SCENARIO_DIR / "multi_microgrid.yaml").read_text())
     s = _scale(n_microgrids)
@@ -181,3 +182,6 @@ def multi_microgrid(n_microgrids: int = 12) -> dict:
     raw["agents"] = agents
     return raw
 
+
+register("multi_microgrid_large-v0", multi_microgrid)
+register("multi_microgrid_xl-v0", multi_microgrid_xl, large=True)  # 3,283 buses, 250 agents

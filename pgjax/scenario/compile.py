@@ -181,7 +181,7 @@ def _resolve_network(spec):
     if isinstance(spec, dict):
         import pandapower.networks as pn
 
-        from pgjax.scenario import builders
+        from pgjax.scenario import builders  # noqa: F811  (the builder a YAML file names)
 
         builder = getattr(builders, spec["builder"], None) or getattr(pn, spec["builder"])
         return builder(**spec.get("kwargs", {}))
@@ -356,3 +356,16 @@ def compile_scenario(name_or_raw, **overrides) -> Compiled:
         tree_level=tuple(a["level"] for a in agents), tree_parent=tree_parent, bus_owner=bus_owner,
         groups=groups, protocol=ProtocolSpec.from_raw(raw.get("protocol", {})),
         communication=CommunicationSpec.from_raw(raw.get("communication", {})), profile_spec=spec)
+
+
+def validate(name_or_path) -> list[str]:
+    """Every problem of a scenario (structure, then network, data and device references)."""
+    try:
+        raw, source, overrides = load(name_or_path)
+    except ScenarioError as e:
+        return [p.format(e.source) for p in e.problems]
+    try:
+        compile_scenario(apply_overrides(raw, overrides))
+    except ScenarioError as e:
+        return [p.format(source) for p in e.problems]
+    return []

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import yaml
 
-from pgjax.scenario import builders
 from pgjax.scenario.schema import Problem, ScenarioError
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
@@ -91,14 +90,12 @@ def _read_yaml(text: str) -> dict:
 
 
 def _register_shipped() -> None:
-    """The YAML files of `SCENARIO_DIR` (with their variants) and the generated scenarios."""
+    """The YAML files of `SCENARIO_DIR` (with their variants; `builders` registers the generated ones)."""
     for path in sorted(SCENARIO_DIR.glob("*.yaml")):
         raw = yaml.safe_load(path.read_text())
         register(f"{raw['name']}-v{raw.get('version', 0)}", path)
         for variant, over in (raw.get("variants") or {}).items():
             register(f"{variant}-v{raw.get('version', 0)}", path, **over)
-    register("multi_microgrid_large-v0", builders.multi_microgrid)
-    register("multi_microgrid_xl-v0", builders.multi_microgrid_xl, large=True)  # 3,283 buses, 250 agents
 
 
 _register_shipped()

@@ -365,19 +365,3 @@ def apply_overrides(raw: dict, overrides: dict) -> dict:
             raise TypeError(f"make: unknown override '{key}'; use one of {sorted(OVERRIDE_PATHS)} "
                             f"or a top-level section {sorted(TOP_KEYS)}")
     return raw
-
-
-def validate(name_or_path) -> list[str]:
-    """Every problem of a scenario (structure, then network, data and device references)."""
-    from pgjax.scenario.compile import compile_scenario
-    from pgjax.scenario.registry import load
-
-    try:
-        raw, source, overrides = load(name_or_path)
-    except ScenarioError as e:
-        return [p.format(e.source) for p in e.problems]
-    try:
-        compile_scenario(apply_overrides(raw, overrides))
-    except ScenarioError as e:
-        return [p.format(source) for p in e.problems]
-    return []
