@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any
 
 from pgjax import devices as dev
+from pgjax.errors import PgjaxError
 from pgjax.devices.base import REQUIRED
 from pgjax.devices.checks import number
 from pgjax.scenario.specs import PER_AGENT_TIMING
@@ -37,7 +38,7 @@ class Problem:
         return f"{where}{self.path}: expected {self.expected}, got {self.actual!r}"
 
 
-class ScenarioError(ValueError):
+class ScenarioError(PgjaxError):
     """A scenario has problems; `.problems` lists all of them."""
 
     def __init__(self, source: str, problems: list[Problem]):
