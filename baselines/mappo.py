@@ -50,12 +50,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -68,12 +67,15 @@ from flax.training.train_state import TrainState as NetState
 from pgjax.baselines.common import MARLEnv, Policy, make_env
 from pgjax.baselines.config import MAPPOConfig
 from pgjax.baselines.networks import Actor, Critic, gaussian_entropy, gaussian_log_prob, sample_action
+from pgjax.errors import RunFolderError, brief
+from pgjax.runio import append_lines, json_line, remove_temp_files, write_atomic
 
 F32 = jnp.float32
 EPS = 1e-8
 
-__all__ = ["MAPPO", "MAPPOConfig", "RunningStats", "TrainState", "agent_type_keys", "gae", "load_checkpoint",
-           "make_train", "param_index", "run", "save_checkpoint", "train_seeds"]
+__all__ = ["MAPPO", "Checkpoint", "MAPPOConfig", "RunningStats", "TrainState", "TrainingDiverged",
+           "agent_type_keys", "gae", "load_checkpoint", "make_train", "param_index", "prepare_new_run",
+           "read_checkpoint", "read_run_config", "restore_run", "run", "save_checkpoint", "train_seeds"]
 
 
 # ---------------------------------------------------------------------------- normalization
@@ -485,74 +487,244 @@ def train_seeds(config: MAPPOConfig, key, env=None, params=None):
 
 # ----------------------------------------------------------------------------- checkpoints
 
-def save_checkpoint(path, train_state, step: int) -> None:
-    """Write `{step, state}` as msgpack atomically (temp file in the same folder, fsync, `os.replace`)."""
-    path = os.fspath(path)
+class Checkpoint(NamedTuple):
+    """What `read_checkpoint` returns: the state, its update step, and how many rows of
+    `metrics.jsonl` it covers (None for checkpoints written before that was recorded)."""
+
+    state: Any
+    step: int
+    metrics_rows: int | None
+
+
+def save_checkpoint(path, train_state, step: int, metrics_rows: int | None = None) -> None:
+    """Write `{step, state[, metrics_rows]}` as msgpack atomically (`pgjax.runio.write_atomic`)."""
     payload = {"step": int(step), "state": serialization.to_state_dict(jax.device_get(train_state))}
-    data = serialization.msgpack_serialize(payload)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", dir=folder)
+    if metrics_rows is not None:
+        payload["metrics_rows"] = int(metrics_rows)
+    write_atomic(path, serialization.msgpack_serialize(payload))
+
+
+def _describe(obj) -> str:
+    if isinstance(obj, Mapping):
+        return f"a mapping of keys {brief(sorted(map(str, obj)))}"
+    return f"a {type(obj).__name__} ({brief(obj, 40)})"
+
+
+def _non_finite(tree, prefix: str) -> list[str]:
+    """`'prefix/key/path: k of n'` for each floating leaf of `tree` holding NaN or inf."""
+    bad = []
+    for keys, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        x = np.asarray(leaf)
+        if np.issubdtype(x.dtype, np.inexact) and not np.isfinite(x).all():
+            name = "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in keys)
+            bad.append(f"{prefix}{name}: {int((~np.isfinite(x)).sum())} of {x.size} values NaN/inf")
+    return bad
+
+
+def non_finite_weights(state) -> list[str]:
+    """The networks, optimizer states and normalization statistics of a `TrainState` that hold NaN / inf
+    (every floating leaf for other pytrees); empty when all are finite."""
+    if not isinstance(state, TrainState):
+        return _non_finite(state, "")
+    return [line for name in ("actor", "critic", "obs_stats", "ws_stats", "ret_stats")
+            for line in _non_finite(getattr(state, name), f"{name}/")]
+
+
+def read_checkpoint(path, template) -> Checkpoint:
+    """`Checkpoint(state, step, metrics_rows)` from `path`; `template` gives the structure (e.g.
+    `init(key)`, same config). A file that is missing, empty, truncated, not a checkpoint, of
+    another structure or holding NaN / inf weights raises `RunFolderError` naming it."""
+    path = Path(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def load_checkpoint(path, template):
-    """`(train_state, step)` from `path`; `template` gives the structure (e.g. `init(key)`, same config)."""
-    with open(path, "rb") as f:
-        payload = serialization.msgpack_restore(f.read())
-    state = serialization.from_state_dict(template, payload["state"])
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise RunFolderError(f"{path}: checkpoint not found") from None
+    except OSError as e:
+        raise RunFolderError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from None
+    if not data:
+        raise RunFolderError(f"{path}: empty file, not a checkpoint")
+    try:
+        payload = serialization.msgpack_restore(data)
+    except Exception as e:  # msgpack's and numpy's errors of truncated or foreign bytes
+        raise RunFolderError(f"{path}: not a readable checkpoint ({len(data)} bytes; truncated or not msgpack: "
+                             f"{brief(str(e), 120)})") from None
+    if not isinstance(payload, Mapping) or not {"step", "state"} <= set(payload):
+        raise RunFolderError(f"{path}: not a pgjax checkpoint (expected a mapping with 'step' and 'state', "
+                             f"got {_describe(payload)})")
+    step, rows = payload["step"], payload.get("metrics_rows")
+    for key, value in (("step", step), ("metrics_rows", rows)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise RunFolderError(f"{path}: {key}: expected an int >= 0, got {brief(value)}")
+    try:
+        state = serialization.from_state_dict(template, payload["state"])
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        raise RunFolderError(f"{path}: checkpoint does not match the template (different config or env?): "
+                             f"{brief(str(e), 160)}") from None
     leaves_t, tree_t = jax.tree.flatten(template)
     leaves_s, tree_s = jax.tree.flatten(state)
     if tree_t != tree_s or [np.shape(x) for x in leaves_t] != [np.shape(x) for x in leaves_s]:
-        raise ValueError(f"{path}: checkpoint does not match the template (different config or env?)")
-    return jax.tree.map(lambda t, x: jnp.asarray(x, dtype=jnp.result_type(t)), template, state), int(payload["step"])
+        raise RunFolderError(f"{path}: checkpoint does not match the template (different config or env?)")
+    bad = non_finite_weights(state)
+    if bad:
+        raise RunFolderError(f"{path}: non-finite weights, refusing to load them ({'; '.join(bad[:3])}"
+                             f"{f'; {len(bad) - 3} more' if len(bad) > 3 else ''})")
+    saved_steps = np.unique(np.asarray(getattr(state, "update_step", step)))
+    if saved_steps.tolist() != [step]:
+        raise RunFolderError(f"{path}: step {step} disagrees with the state's update_step {saved_steps.tolist()}")
+    state = jax.tree.map(lambda t, x: jnp.asarray(x, dtype=jnp.result_type(t)), template, state)
+    return Checkpoint(state, step, rows)
 
 
-# ------------------------------------------------------------------------------ run driver
+def load_checkpoint(path, template):
+    """`(train_state, step)` from `path` (see `read_checkpoint`)."""
+    ckpt = read_checkpoint(path, template)
+    return ckpt.state, ckpt.step
+
+
+# ------------------------------------------------------------------------------ run folders
 
 CHECKPOINT, METRICS, CONFIG = "checkpoint.msgpack", "metrics.jsonl", "config.yaml"
+RUN_FILES = (CONFIG, METRICS, CHECKPOINT, "train_summary.json", "curves.png", "eval.json", "eval.csv",
+             "eval_meta.json", "eval_day.png")  # what `force=True` removes before a new run
+
+
+def read_run_config(path) -> MAPPOConfig:
+    """The `MAPPOConfig` of a run folder's `config.yaml`; any problem raises `RunFolderError` naming the file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        return MAPPOConfig.from_yaml(path)
+    except FileNotFoundError:
+        raise RunFolderError(f"{path}: not found (not a run folder of pgjax train?)") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise RunFolderError(f"{path}: not a readable config ({brief(str(e), 160)})") from None
+    except ValueError as e:
+        raise RunFolderError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
+
+
+def existing_run_files(out_dir) -> list[str]:
+    """The files of a run (`RUN_FILES`) present in `out_dir`."""
+    out = Path(out_dir)
+    return [name for name in RUN_FILES if (out / name).exists()]
+
+
+def prepare_new_run(out_dir, force: bool = False) -> None:
+    """Refuse to start a run in a folder that holds one (`RunFolderError`), unless `force`:
+    then its run files are removed (other files stay)."""
+    out = Path(out_dir)
+    found = existing_run_files(out)
+    if found and not force:
+        raise RunFolderError(f"{out}: holds a run ({', '.join(found)}); resume it, or force a new run "
+                             f"to replace it (pgjax train --resume / --force)")
+    for name in found:
+        (out / name).unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def repair_metrics(path, rows: int, num_seeds: int, log: Callable[[str], None] = print) -> int:
+    """Cut `path` (`metrics.jsonl`) to the `rows` rows a checkpoint covers; returns its size in bytes.
+
+    Rows past them (written by a run that stopped before its next checkpoint) and a cut-off
+    last line are dropped, and `log` says so. Fewer rows than covered, or a row that is not
+    the JSON object of its update and seed, raise `RunFolderError` naming the file and line.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        if rows:
+            raise RunFolderError(f"{path}: not found, but the checkpoint covers {rows} rows of it") from None
+        return 0
+    offset = 0
+    for i in range(rows):
+        end = data.find(b"\n", offset)
+        if end < 0:
+            raise RunFolderError(f"{path}: {i} complete row(s), but the checkpoint covers {rows}: rows were lost")
+        line = data[offset:end]
+        try:
+            row = json.loads(line)  # lenient: files of older versions hold bare NaN tokens
+        except ValueError:
+            raise RunFolderError(f"{path}: line {i + 1} is not JSON ({brief(line.decode(errors='replace'))})") from None
+        want = {"seed": i % num_seeds, "update_step": i // num_seeds + 1}
+        if not isinstance(row, dict) or any(row.get(k) != v for k, v in want.items()):
+            raise RunFolderError(f"{path}: line {i + 1}: expected the row of update {want['update_step']}, seed "
+                                 f"{want['seed']}, got {brief(row)}")
+        offset = end + 1
+    extra = data[offset:]
+    if extra:
+        with open(path, "r+b") as f:
+            f.truncate(offset)
+            f.flush()
+            os.fsync(f.fileno())
+        whole = extra.count(b"\n")
+        parts = ([f"{whole} row(s)"] if whole else []) + ([] if extra.endswith(b"\n") else ["a cut-off last line"])
+        log(f"{path}: dropped {' and '.join(parts)} written after the checkpoint (it covers {rows} rows)")
+    return offset
+
+
+def restore_run(out_dir, template, num_seeds: int, log: Callable[[str], None] = print) -> Checkpoint:
+    """The checkpoint of a run folder with `metrics.jsonl` repaired to match it (`repair_metrics`).
+
+    A run stopped before its first checkpoint resumes from `template` at update 0; temp files of
+    interrupted writes are removed. Damage that cannot be repaired raises `RunFolderError`.
+    """
+    out = Path(out_dir)
+    for p in remove_temp_files(out):
+        log(f"{out}: removed {p.name}, left by an interrupted write")
+    if (out / CHECKPOINT).exists():
+        ckpt = read_checkpoint(out / CHECKPOINT, template)
+    else:
+        log(f"{out / CHECKPOINT} not found: the run stopped before its first checkpoint; starting at update 0")
+        ckpt = Checkpoint(template, 0, 0)
+    rows = ckpt.step * num_seeds if ckpt.metrics_rows is None else ckpt.metrics_rows
+    repair_metrics(out / METRICS, rows, num_seeds, log)
+    return ckpt._replace(metrics_rows=rows)
+
+
+class TrainingDiverged(FloatingPointError):
+    """The networks of a run became NaN / inf; the last finite checkpoint is kept."""
 
 
 def run(config: MAPPOConfig, out_dir, resume: bool = False, chunk_updates: int = 10, env=None,
         log: Callable[[str], None] = print, until_update: int | None = None,
-        train: MAPPO | None = None) -> TrainState:
+        train: MAPPO | None = None, force: bool = False,
+        on_chunk: Callable[[int, dict], None] | None = None) -> TrainState:
     """Train `config.num_seeds` vmapped runs in jitted chunks of `chunk_updates` updates.
 
-    Writes `out_dir/config.yaml`, appends one JSON line per update and seed to
-    `metrics.jsonl`, and checkpoints (atomically) after every chunk; `resume=True` continues
-    from `checkpoint.msgpack` (step counter, optimizer, statistics and env states included;
-    only `total_timesteps` may differ from the saved config). Stops at `until_update`
-    (default `config.num_updates`). Ctrl-C saves the last completed chunk and returns.
+    Writes `out_dir/config.yaml` (atomically), appends one JSON line per update and seed to
+    `metrics.jsonl` (NaN as null; fsynced), then checkpoints atomically, recording how many
+    rows it covers, after every chunk: a crash at any point leaves a checkpoint and at least
+    its rows, and `resume=True` drops any rows past them (`restore_run`) and continues from
+    `checkpoint.msgpack` (step counter, optimizer, statistics and env states included; only
+    `total_timesteps` may differ from the saved config). A new run refuses a folder that
+    holds one unless `force` (`prepare_new_run`). Stops at `until_update` (default
+    `config.num_updates`). Ctrl-C saves the last completed chunk and returns; networks that
+    turn NaN / inf raise `TrainingDiverged` before anything of that chunk is written.
     Compile time is logged apart from steps/s. `train` reuses a trainer (and its compiled
-    chunks) built for `config`. Returns the final seed-batched `TrainState`.
+    chunks) built for `config`; `on_chunk(step, metrics)` sees each chunk's host metrics
+    (`[num_seeds, n]` arrays). Returns the final seed-batched `TrainState`.
     """
     import yaml
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     train = make_train(config, env) if train is None else train
     state = train.seed_init(jax.random.PRNGKey(config.seed))
     if resume:
-        saved = MAPPOConfig.from_yaml(out / CONFIG)
+        saved = read_run_config(out / CONFIG)
         if saved.replace(total_timesteps=config.total_timesteps) != config:
-            raise ValueError(f"{out / CONFIG}: the run was started with a different config (only "
-                             f"total_timesteps may change on resume)")
-        state, step = load_checkpoint(out / CHECKPOINT, state)
+            raise RunFolderError(f"{out / CONFIG}: the run was started with a different config (only "
+                                 f"total_timesteps may change on resume)")
+        state, step, rows = restore_run(out, state, config.num_seeds, log)
+        size = (out / METRICS).stat().st_size if (out / METRICS).exists() else 0
         log(f"resumed {out} at update {step}")
     else:
-        (out / METRICS).write_text("")
-    (out / CONFIG).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        prepare_new_run(out, force)
+        step = rows = size = 0
+    write_atomic(out / CONFIG, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if size == 0:
+        write_atomic(out / METRICS, "")
 
-    step = int(np.asarray(state.update_step).reshape(-1)[0])
     stop = config.num_updates if until_update is None else min(until_update, config.num_updates)
     try:
         while step < stop:
@@ -564,26 +736,34 @@ def run(config: MAPPOConfig, out_dir, resume: bool = False, chunk_updates: int =
             seconds = time.perf_counter() - t0
             if first:
                 log(f"compiled a chunk of {n} updates ({seconds:.1f} s with its first run)")
-            state, step = new_state, step + n
-            with open(out / METRICS, "a") as f:
-                for i in range(n):
-                    for seed in range(config.num_seeds):
-                        row = {k: float(v[seed, i]) for k, v in metrics.items()}
-                        f.write(json.dumps({"seed": seed, **row}) + "\n")
-            save_checkpoint(out / CHECKPOINT, state, step)
+            bad = non_finite_weights(new_state)  # fetches the networks and statistics only
+            if bad:
+                raise TrainingDiverged(f"training diverged in updates {step + 1}-{step + n}: {'; '.join(bad[:3])}; "
+                                       f"{out / CHECKPOINT} of update {step} is kept")
+            lines = [json_line({"seed": seed, **{k: float(v[seed, i]) for k, v in metrics.items()}})
+                     for i in range(n) for seed in range(config.num_seeds)]
+            new_size = append_lines(out / METRICS, lines)
+            state, step, rows, size = new_state, step + n, rows + len(lines), new_size
+            save_checkpoint(out / CHECKPOINT, state, step, metrics_rows=rows)
+            if on_chunk is not None:
+                on_chunk(step, metrics)
             last = metrics["episode_return"][:, -1]
             ret = float(np.nanmean(last)) if np.isfinite(last).any() else float("nan")
             log(f"update {step}/{config.num_updates}  env steps {step * config.batch_size}/seed  "
                 f"{n * config.batch_size * config.num_seeds / seconds:,.0f} steps/s"
                 f"{' (incl. compile)' if first else ''}  return {ret:.3f}")
     except KeyboardInterrupt:
-        save_checkpoint(out / CHECKPOINT, state, step)
+        # the rows of `state` are complete; drop a cut-off append and (re)write its checkpoint
+        with open(out / METRICS, "r+b") as f:
+            f.truncate(size)
+        save_checkpoint(out / CHECKPOINT, state, step, metrics_rows=rows)
         log(f"interrupted: checkpoint of update {step} saved to {out / CHECKPOINT}")
     return state
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m pgjax.baselines.mappo [--config FILE] [--seeds N] [--out DIR] [--resume] [--chunk N] [key=value ...]`."""
+    """`python -m pgjax.baselines.mappo [--config FILE] [--seeds N] [--out DIR] [--resume | --force] [--chunk N]
+    [key=value ...]`."""
     import argparse
 
     import yaml
@@ -593,6 +773,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, help="number of seeds (overrides num_seeds)")
     parser.add_argument("--out", default="runs/mappo", help="run folder")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.msgpack")
+    parser.add_argument("--force", action="store_true", help="start a new run in OUT even if it holds one")
     parser.add_argument("--chunk", type=int, default=10, help="updates per jitted chunk (and checkpoint)")
     parser.add_argument("overrides", nargs="*", help="config overrides as key=value (YAML values)")
     args = parser.parse_args(argv)
@@ -609,7 +790,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = cfg.replace(**changes)
     except ValueError as e:
         parser.error(str(e))
-    run(cfg, args.out, resume=args.resume, chunk_updates=args.chunk)
+    try:
+        run(cfg, args.out, resume=args.resume, chunk_updates=args.chunk, force=args.force)
+    except RunFolderError as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
     return 0
 
 

@@ -195,15 +195,18 @@ def load_run(run_dir: Path):
     import jax
 
     from pgjax.baselines.common import make_env
-    from pgjax.baselines.config import MAPPOConfig
-    from pgjax.baselines.mappo import CHECKPOINT, CONFIG, load_checkpoint, make_train
+    from pgjax.baselines.mappo import CHECKPOINT, CONFIG, load_checkpoint, make_train, read_run_config
+    from pgjax.errors import RunFolderError
 
     for f in (CONFIG, CHECKPOINT):
         if not (run_dir / f).exists():
             raise SystemExit(f"pgjax compare: {run_dir / f} not found (train first: pgjax train --out {run_dir})")
-    cfg = MAPPOConfig.from_yaml(run_dir / CONFIG)
-    train = make_train(cfg, make_env(cfg.env, **cfg.env_kwargs))
-    states, _ = load_checkpoint(run_dir / CHECKPOINT, train.seed_init(jax.random.PRNGKey(cfg.seed)))
+    try:
+        cfg = read_run_config(run_dir / CONFIG)
+        train = make_train(cfg, make_env(cfg.env, **cfg.env_kwargs))
+        states, _ = load_checkpoint(run_dir / CHECKPOINT, train.seed_init(jax.random.PRNGKey(cfg.seed)))
+    except RunFolderError as e:
+        raise SystemExit(f"pgjax compare: {e}") from None
     return train, jax.tree.map(lambda x: x[0], states), cfg
 
 
@@ -239,7 +242,10 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    from pgjax.runio import open_atomic
+
+    with open_atomic(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
 
 
@@ -335,7 +341,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print("warning: the configurations did not see the same prices (different days drawn?)")
 
     fields = list(rows[0])
-    with open(out / "compare.csv", "w", newline="") as f:
+    from pgjax.runio import open_atomic
+
+    with open_atomic(out / "compare.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)

@@ -10,7 +10,8 @@ the scenario's own dtype for runs without one), and rolls out every controller o
 same episodes (same days and initial states: the same key for all, one compiled program
 for all controllers): `mappo` (the deterministic mean action of each trained seed; metrics
 are the mean over seeds, per-seed costs listed), `random`, `do_nothing` and `rule_based`
-(`pgjax.baselines.rule_based`), and, where it applies (`multi_microgrid`, `multi_microgrid_15min`),
+(`pgjax.baselines.rule_based`; pgjax scenarios only, skipped on the toy envs of
+`pgjax.baselines.toy_env`), and, where it applies (`multi_microgrid`, `multi_microgrid_15min`),
 `oracle`: the perfect-foresight dispatch of `pgjax.baselines.oracle` (one MILP per day with a
 linear voltage model, rolled out in the environment), a cost reference from above; it plans
 the drawn days first (~10-20 s per day on a laptop core, `--no-oracle` skips it).
@@ -22,6 +23,8 @@ Writes into RUN_DIR:
   step; energy metrics
   (`curtailment_mwh`, `import_mwh`, `export_mwh`, ...) are means per episode.
 - `eval.csv`: the same, one row per controller; `eval_meta.json`: split, data, episodes, seed.
+- every file is written atomically, JSON with null for NaN (`pgjax.runio`); a damaged
+  checkpoint or config is refused with an error naming the file;
 - `eval_day.png`: one test day (the first episode) under the trained policy: price, device
   dispatch per type and grid import, storage SOC, min / max bus voltage with the limits
   (and inverter reactive power when the scenario has PV / wind).
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
+import sys
 import time
 from pathlib import Path
 
@@ -137,7 +140,10 @@ def plot_day(env, trace, png_path, title: str) -> None:
     axes[-1].set_xlabel("hour of the episode")
     axes[0].set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(png_path, dpi=110)
+    from pgjax.runio import open_atomic
+
+    with open_atomic(png_path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
 
 
@@ -176,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import jax
 
-    from pgjax.baselines.config import MAPPOConfig
-    from pgjax.baselines.mappo import CHECKPOINT, CONFIG, load_checkpoint, make_train
+    from pgjax.baselines.mappo import CHECKPOINT, CONFIG, load_checkpoint, make_train, read_run_config
+    from pgjax.errors import RunFolderError
+    from pgjax.runio import open_atomic, write_json
     from pgjax.baselines.oracle import applies, oracle_controller
     from pgjax.baselines.rule_based import controller, make_rollout
 
@@ -186,18 +193,25 @@ def main(argv: list[str] | None = None) -> int:
         if not (run_dir / f).exists():
             parser.error(f"{run_dir / f} not found (train first: pgjax train --out {run_dir})")
     t0 = time.perf_counter()
-    cfg = MAPPOConfig.from_yaml(run_dir / CONFIG)
-    env, data = test_env(cfg)
-    train = make_train(cfg, env)
-    template = train.seed_init(jax.random.PRNGKey(cfg.seed))
-    states, step = load_checkpoint(run_dir / CHECKPOINT, template)
+    try:
+        cfg = read_run_config(run_dir / CONFIG)
+        env, data = test_env(cfg)
+        train = make_train(cfg, env)
+        template = train.seed_init(jax.random.PRNGKey(cfg.seed))
+        states, step = load_checkpoint(run_dir / CHECKPOINT, template)
+    except RunFolderError as e:
+        print(f"pgjax eval: error: {e}", file=sys.stderr)
+        return 2
     steps = int(env.episode_steps)
     dtype = str(np.dtype(env.dtype)) if hasattr(env, "dtype") else "n/a"
     print(f"pgjax eval: {run_dir} ({cfg.env}, {dtype}, update {step}, {cfg.num_seeds} seed(s)) on the test split "
           f"[{data}], {args.episodes} episodes x {steps} steps per controller")
 
-    names = ["mappo", *BASELINES]
-    ctrls = [mappo_controller(train)] + [controller(n, env) for n in BASELINES]
+    baselines = [n for n in BASELINES if n != "rule_based" or hasattr(env, "layout")]  # toy envs: no rule_based
+    if len(baselines) < len(BASELINES):
+        print("rule_based: skipped (not a pgjax scenario)")
+    names = ["mappo", *baselines]
+    ctrls = [mappo_controller(train)] + [controller(n, env) for n in baselines]
     key = jax.random.PRNGKey(args.seed)
     skip_oracle = "--no-oracle" if args.no_oracle else applies(env)
     if skip_oracle is None:
@@ -244,10 +258,10 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = {"run_dir": str(run_dir), "env": cfg.env, "dtype": dtype, "split": "test", "profiles": data, "update": step,
             "episodes": args.episodes, "episode_steps": steps, "seed": args.seed, "num_seeds": cfg.num_seeds}
-    (run_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
-    (run_dir / "eval_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_json(run_dir / "eval.json", results)
+    write_json(run_dir / "eval_meta.json", meta)
     keys = sorted({k for m in results.values() for k, v in m.items() if not isinstance(v, list)})
-    with open(run_dir / "eval.csv", "w", newline="") as f:
+    with open_atomic(run_dir / "eval.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["controller", *keys])
         for name in names:

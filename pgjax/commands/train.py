@@ -6,6 +6,7 @@
     pgjax train --config my.yaml num_envs=32 lr_actor=1e-3
     pgjax train --scenario ieee123_der param_sharing=type     # one actor / critic per agent type
     pgjax train --out runs/mm --resume total_timesteps=800000   # continue a run (Ctrl-C saves)
+    pgjax train --out runs/mm --force                  # start over in a folder that holds a run
     pgjax train --dtype float64                        # the env in float64 (default: float32)
 
 Config precedence: preset < --config FILE < --scenario / --seeds < key=value overrides. On
@@ -18,9 +19,15 @@ matches float64 to 1e-4 p.u. over whole episodes (tests/test_float32.py) and ste
 times faster; verification (`pgjax verify`) stays float64. Training runs `pgjax.baselines.mappo.run` in jitted chunks; the chunk programs are
 compiled ahead of time so the compile time is printed apart from the training speed
 (env steps/s count every environment of the batch and every seed). Writes into the run
-folder: `config.yaml`, `metrics.jsonl` (one line per update and seed), `checkpoint.msgpack`
-(atomic, after every chunk), `curves.png` (return and cost per step vs env steps, one line
-per seed) and `train_summary.json` (compile time, wall time, steps/s of this invocation).
+folder: `config.yaml`, `metrics.jsonl` (one JSON line per update and seed, null where a
+value is NaN, e.g. the return of an update in which no episode ended), `checkpoint.msgpack`
+(after every chunk, once its metrics rows are written; it records how many rows it
+covers), `curves.png` (return and cost per step vs env steps, one line per seed) and
+`train_summary.json` (compile time, wall time, steps/s of this invocation); every file but
+the appended metrics is written atomically (`pgjax.runio`). A folder that holds a run is
+refused without `--resume` (continue it) or `--force` (replace it). `--resume` after a
+crash drops the metrics rows written after the last checkpoint (and a cut-off last line)
+and says so; a damaged checkpoint or config is refused with an error naming the file.
 Set `JAX_COMPILATION_CACHE_DIR` to reuse compiled programs across invocations.
 """
 
@@ -57,13 +64,17 @@ def build_config(args, parser):
     import yaml
 
     from pgjax.baselines.config import MAPPOConfig
-    from pgjax.baselines.mappo import CONFIG
+    from pgjax.baselines.mappo import CONFIG, read_run_config
+    from pgjax.errors import RunFolderError
 
     out = Path(args.out)
     if args.resume and (out / CONFIG).exists():
         if args.config:
             print(f"--resume: using {out / CONFIG}, ignoring --config {args.config}")
-        base = MAPPOConfig.from_yaml(out / CONFIG).to_dict()
+        try:
+            base = read_run_config(out / CONFIG).to_dict()
+        except RunFolderError as e:
+            parser.error(str(e))
     else:
         if args.resume:
             parser.error(f"--resume: {out / CONFIG} not found")
@@ -121,6 +132,8 @@ def plot_curves(metrics_path, png_path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import EngFormatter
 
+    from pgjax.runio import open_atomic
+
     rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
     if not rows:
         return
@@ -131,7 +144,8 @@ def plot_curves(metrics_path, png_path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels):
         for s in seeds:
-            pts = [(r["env_steps"], r[key]) for r in rows if r["seed"] == s and math.isfinite(r[key])]
+            pts = [(r["env_steps"], r[key]) for r in rows
+                   if r["seed"] == s and r.get(key) is not None and math.isfinite(r[key])]
             if pts:
                 x, y = zip(*pts)
                 ax.plot(x, y, label=f"seed {s}", lw=1.2)
@@ -142,7 +156,8 @@ def plot_curves(metrics_path, png_path) -> None:
     if axes[0][0].get_legend_handles_labels()[0]:
         axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(png_path, dpi=110)
+    with open_atomic(png_path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
 
 
@@ -154,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, help="independent runs trained at once (num_seeds)")
     parser.add_argument("--out", help="run folder (default: runs/<scenario>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    parser.add_argument("--force", action="store_true", help="replace the run in --out (its run files are deleted)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="laptop", help="base config (default: laptop)")
     parser.add_argument("--chunk", type=int, help="updates per jitted chunk, progress line and checkpoint")
     parser.add_argument("--dtype", choices=DTYPES,
@@ -165,6 +181,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--resume needs --out")
         scenario = args.scenario or PRESETS[args.preset]["env"]
         args.out = str(Path("runs") / Path(scenario).stem)
+    if args.resume and args.force:
+        parser.error("--resume and --force exclude each other (continue the run, or replace it)")
+
+    from pgjax.baselines.mappo import existing_run_files
+
+    found = [] if args.resume or args.force else existing_run_files(args.out)
+    if found:
+        parser.error(f"{args.out}: holds a run ({', '.join(found)}); --resume continues it, --force replaces it")
     cfg = build_config(args, parser)
     chunk = args.chunk or CHUNK_UPDATES[args.preset]
     if chunk < 1:
@@ -173,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     import jax
     import numpy as np
 
-    from pgjax.baselines.mappo import CHECKPOINT, METRICS, make_train, run
+    from pgjax.baselines.mappo import CHECKPOINT, METRICS, TrainingDiverged, make_train, read_checkpoint, run
+    from pgjax.errors import RunFolderError
+    from pgjax.runio import write_json
 
     out = Path(args.out)
     t_start = time.perf_counter()
@@ -190,9 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         jax.block_until_ready(state)
         done = 0
         if args.resume and (out / CHECKPOINT).exists():
-            from pgjax.baselines.mappo import load_checkpoint
-
-            state, done = load_checkpoint(out / CHECKPOINT, state)
+            state, done, _ = read_checkpoint(out / CHECKPOINT, state)
         left = max(cfg.num_updates - done, 0)
         sizes = {n for n in (min(chunk, left), left % chunk) if n > 0}
         for n in sorted(sizes):
@@ -201,36 +225,30 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted while compiling: nothing trained, nothing saved")
         return 130
+    except RunFolderError as e:
+        print(f"pgjax train: error: {e}", file=sys.stderr)
+        return 2
     compile_s = time.perf_counter() - t0
     print(f"compiled in {compile_s:.1f} s (init and chunk(s) of {sorted(sizes)} updates)", flush=True)
 
     metrics_path = out / METRICS
-    offset = metrics_path.stat().st_size if (args.resume and metrics_path.exists()) else 0
     timing = {"last": time.perf_counter(), "train_s": 0.0, "steps": 0}
 
     def log(line: str) -> None:
-        if not line.startswith("update "):
+        if not line.startswith("update "):  # run's own progress line: on_progress prints a fuller one
             print(line, flush=True)
-            return
-        nonlocal offset
+
+    def on_progress(step: int, metrics: dict) -> None:
         now = time.perf_counter()
-        rows = []
-        with open(metrics_path) as f:
-            f.seek(offset)
-            rows = [json.loads(x) for x in f.read().splitlines() if x.strip()]
-            offset = f.tell()
-        if not rows:
-            return
-        step = int(max(r["update_step"] for r in rows))
-        n_new = len({r["update_step"] for r in rows})
+        n_new = np.asarray(metrics["update_step"]).shape[-1]
         env_steps = n_new * cfg.batch_size * cfg.num_seeds
         seconds = now - timing["last"]
         timing["last"] = now
         timing["train_s"] += seconds
         timing["steps"] += env_steps
-        rets = np.array([r["episode_return"] for r in rows], float)
+        rets = np.asarray(metrics["episode_return"], float)
         ret = float(np.nanmean(rets)) if np.isfinite(rets).any() else float("nan")
-        cost = float(np.mean([r.get("info/cost", np.nan) for r in rows]))
+        cost = float(np.mean(metrics["info/cost"])) if "info/cost" in metrics else float("nan")
         elapsed = now - t_start
         print(f"[{step:>5}/{cfg.num_updates}] {100 * step / cfg.num_updates:5.1f}%  "
               f"env steps {step * cfg.batch_size:>11,}/seed  {env_steps / seconds:>9,.0f} steps/s  "
@@ -238,7 +256,15 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
 
     timing["last"] = time.perf_counter()
-    state = run(cfg, out, resume=args.resume, chunk_updates=chunk, log=log, train=train)
+    try:
+        state = run(cfg, out, resume=args.resume, chunk_updates=chunk, log=log, train=train, force=args.force,
+                    on_chunk=on_progress)
+    except RunFolderError as e:
+        print(f"pgjax train: error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:
+        print(f"pgjax train: error: {e}", file=sys.stderr)
+        return 1
     wall = time.perf_counter() - t_start
     final = int(np.asarray(state.update_step).reshape(-1)[0])
     rate = timing["steps"] / timing["train_s"] if timing["train_s"] > 0 else float("nan")
@@ -248,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                "train_s": round(timing["train_s"], 2), "wall_s": round(wall, 2),
                "env_steps_per_s": round(rate, 1), "devices": [str(d) for d in jax.devices()],
                "argv": list(sys.argv[1:]) if argv is None else list(argv)}
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out / "train_summary.json", summary)
     print(f"done: {final}/{cfg.num_updates} updates in {wall:.1f} s wall ({compile_s:.1f} s compile, "
           f"{timing['train_s']:.1f} s training at {rate:,.0f} env steps/s); run folder {out} "
           f"(curves.png, metrics.jsonl, checkpoint.msgpack)")
