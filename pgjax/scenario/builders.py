@@ -22,7 +22,7 @@ renewable hubs rotate over PG&E, SCE and SDG&E as in `multi_microgrid`).
 default (33 feeder buses + 250 x 13 = 3,283 buses, 2,529 lines, 250 transformers; 250
 learned agents, one per microgrid, with 9 action columns each). It is registered as
 `large` (`pgjax.scenario.names(large=True)`), so the tests that run every registered
-scenario for thousands of steps leave it out; `tests/test_scenario_builders.py` checks it
+scenario for thousands of steps leave it out; `tests/scenario/test_scenario_builders.py` checks it
 against pandapower (DistFlow, float64, 1e-8 p.u.) and steps it.
 """
 
