@@ -262,6 +262,25 @@ def test_crash_before_the_first_checkpoint_resumes_from_update_0(train, referenc
     assert_same_rows(rows_of(out), rows_of(reference))
 
 
+def test_diverged_networks_stop_training_and_keep_the_last_finite_checkpoint(train, template, tmp_path,
+                                                                            monkeypatch):
+    """Update 2 turns the actor NaN: nothing of it is written, the checkpoint of update 1 stays."""
+    out = tmp_path / "run"
+    real = train.seed_chunk
+
+    def nan_on_second(state, n):
+        new, metrics = real(state, n)
+        if int(np.asarray(new.update_step)[0]) == 2:
+            new = new.replace(actor=new.actor.replace(params=jax.tree.map(lambda x: x * np.nan, new.actor.params)))
+        return new, metrics
+
+    monkeypatch.setattr(train, "seed_chunk", nan_on_second)
+    with pytest.raises(mappo.TrainingDiverged, match=r"updates 2-2: actor/params/.*update 1 is kept"):
+        run(CFG, out, chunk_updates=1, train=train, log=lambda _: None)
+    assert len(rows_of(out)) == 2
+    assert read_checkpoint(out / CHECKPOINT, template)[1:] == (1, 2)
+
+
 # ------------------------------------------------------------------------- overwrite
 
 def test_a_new_run_refuses_a_folder_that_holds_one(train, copy, capsys):
