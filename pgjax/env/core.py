@@ -6,8 +6,9 @@
     obs, state, reward, terminated, truncated, info = env.step(key, state, actions, params)
 
 Agents sit on a leading axis. `actions [n_agents, act_dim]` in [-1, 1], padded where agents
-control fewer action dimensions (`env.action_mask`); values outside are clipped and NaN is
-replaced by the device's safe default (counted in `info["nan_actions"]`). `reward
+control fewer action dimensions (`env.action_mask`); values outside are clipped (counted in
+`info["clipped_actions"]`) and NaN is replaced by the device's safe default (counted in
+`info["nan_actions"]`). `reward
 [n_agents]`; `terminated` is always False, `truncated` True at the end of an episode, and
 the environment then resets itself (the last observation is in `info["final_observation"]`).
 What an agent observes and controls is named in `env.layout.observation` and
@@ -25,6 +26,14 @@ none over devices, agents or environments):
   `_account`        cost and safety per device, attributed to learned agents (`Layout` accounts)
   `pgjax.env.reward` safety, reward and `info`; then observations (`get_obs`, observation delay)
 At reset the voltages observed are the nominal setpoints (no power flow is run).
+
+Inputs are checked at trace time (`pgjax.checks`, no cost under `jit`): the key must be one
+PRNG key, `actions` exactly `[n_agents, act_dim]` of a real dtype (no broadcasting, no
+complex), `state` an `EnvState` and `params` an `EnvParams` with the structure, shapes and
+dtypes of `reset`'s / `default_params`' (the leading dimensions of `profiles` and `starts`
+are free); concrete params must also hold finite values and consistent bounds. Anything
+else raises `pgjax.errors.InputError` naming the argument, expected and actual. Vmap for
+batches: the checks see the unbatched shapes.
 """
 
 from __future__ import annotations
@@ -33,12 +42,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pgjax import checks
 from pgjax import devices as dev
 from pgjax.coordination import Coordinator
 from pgjax.devices.base import Context
 from pgjax.env import layout as layout_lib
 from pgjax.env import reward as reward_lib
 from pgjax.env.types import Box, EnvParams, EnvState
+from pgjax.errors import InputError
 from pgjax.grid import Grid, astype
 from pgjax.powerflow import bus_injections, check_method, network, solve
 from pgjax.powerflow.tree import tree_of
@@ -91,6 +102,8 @@ class Env:
             [{int(k): i for i, k in enumerate(links.grid_nodes)}.get(int(o), -1) for o in self.layout.group(conn).owner],
             np.int64)
         self.default_params = self.make_params()
+        self._checked_params = self.default_params  # the last concrete params whose values were checked
+        self._state_spec = None
 
     # ------------------------------------------------------------------ params / spaces
 
@@ -145,17 +158,67 @@ class Env:
         idx = jnp.asarray(self.layout.observation.index)
         return jnp.where(idx >= 0, feats[jnp.maximum(idx, 0)], 0.0)
 
+    # ------------------------------------------------------------------ input checks (trace time)
+
+    def _check_params(self, params) -> None:
+        """`params` like `default_params` (structure, shapes, dtypes); concrete ones: finite, consistent."""
+        if params is self._checked_params:
+            return
+        checks.check_like("params", params, self.default_params, free_leading=(".profiles", ".starts"))
+        leaves = jax.tree.leaves(params)
+        if any(checks.is_traced(x) for x in leaves):
+            return
+        refs = jax.tree.leaves(self.default_params)
+        for (path, x), ref in zip(jax.tree_util.tree_flatten_with_path(params)[0], refs):
+            checks.check_finite("params" + jax.tree_util.keystr(path), x,
+                                allow_inf=not bool(np.all(np.isfinite(np.asarray(ref)))))
+        lo, hi, dt_h = float(params.vm_min_pu), float(params.vm_max_pu), float(params.dt_h)
+        if not lo < hi:
+            raise InputError(f"params.vm_min_pu, params.vm_max_pu: expected vm_min_pu < vm_max_pu, got {lo} and {hi}")
+        if not dt_h > 0:
+            raise InputError(f"params.dt_h: expected a positive step length in hours, got {dt_h}")
+        n_steps, n_series = params.profiles.shape
+        starts = np.asarray(params.starts)
+        if starts.size == 0 or starts.min() < 0 or starts.max() >= n_steps:
+            raise InputError(f"params.starts: expected 1 or more episode starts in [0, {n_steps}) (params.profiles "
+                             f"has {n_steps} steps), got {starts.size} in [{starts.min(initial=0)}, "
+                             f"{starts.max(initial=0)}]")
+        for name in ("load_series", "sgen_series"):
+            col = np.asarray(getattr(params, name))
+            if col.size and col.max() >= n_series:
+                raise InputError(f"params.{name}: expected profile columns in [-1, {n_series}) (params.profiles "
+                                 f"has {n_series} series), got {int(col.max())}")
+        self._checked_params = params
+
+    def _check_state(self, state) -> None:
+        if self._state_spec is None:
+            self._state_spec = jax.eval_shape(self.reset_env, jax.random.PRNGKey(0), self.default_params)[1]
+        checks.check_like("state", state, self._state_spec)
+
+    def _check_actions(self, actions) -> None:
+        checks.check_real_array("actions", actions, (self.num_agents, self.act_dim),
+                                "[n_agents, act_dim], padded per env.action_mask")
+
+    def _check_step(self, key, state, actions, params) -> None:
+        checks.check_key("key", key)
+        self._check_params(params)
+        self._check_state(state)
+        self._check_actions(actions)
+
     # ------------------------------------------------------------------ step stages
 
     def _clean_actions(self, state: EnvState, actions):
-        """NaN -> the safe default, clip to [-1, 1], tick hold and action delay: `(actions, nan count, coord)`."""
+        """NaN -> the safe default, clip to [-1, 1], tick hold and action delay:
+        `(actions, nan count, clipped count, coord)`; the counts cover the real (unpadded) entries."""
         dt = self.dtype
         actions = jnp.asarray(actions, dt)
         is_nan = jnp.isnan(actions)
-        nan_actions = jnp.sum(is_nan & jnp.asarray(self.action_mask))
+        mask = jnp.asarray(self.action_mask)
+        nan_actions = jnp.sum(is_nan & mask)
+        clipped_actions = jnp.sum(((actions < -1.0) | (actions > 1.0)) & mask)
         actions = jnp.clip(jnp.where(is_nan, jnp.asarray(self.default_actions, dt), actions), -1.0, 1.0)
         actions, cs = self.coordinator.act_timing(state.coord, actions)
-        return actions, nan_actions, cs
+        return actions, nan_actions, clipped_actions, cs
 
     def _grid_imports(self, import_mw) -> jax.Array:
         """Import per grid agent `[n_grid]` (MW) from the connection devices' imports."""
@@ -246,6 +309,8 @@ class Env:
 
     def reset_env(self, key, params: EnvParams):
         """A new episode: random start among `params.starts`, device states from `init`."""
+        checks.check_key("key", key)
+        self._check_params(params)
         k_start, k_dev = jax.random.split(key)
         start = params.starts[jax.random.randint(k_start, (), 0, params.starts.shape[0])]
         keys = jax.random.split(k_dev, max(len(self.layout.groups), 1))
@@ -266,8 +331,9 @@ class Env:
 
     def step_env(self, key, state: EnvState, actions, params: EnvParams):
         """One step without auto-reset (the stages of the module docstring)."""
+        self._check_step(key, state, actions, params)
         dt, coord = self.dtype, self.coordinator
-        actions, nan_actions, cs = self._clean_actions(state, actions)
+        actions, nan_actions, clipped_actions, cs = self._clean_actions(state, actions)
         ctx = self.context(state.start + state.t, params, state.vm_pu)
         grid = scaled_grid(params, ctx, params.grid)
         p_bus, q_bus = bus_injections(grid)
@@ -291,7 +357,8 @@ class Env:
         reward = self.reward_fn(out, params, self.shared_reward)
         net_load = -(p_bus @ jnp.asarray(self.layout.bus_grid, dt)) if coord.links.n_grid else jnp.zeros(1, dt)
         info = {**reward_lib.info(out, params, pf, p_bus, net_load, totals, dt), **coord.info(v_out, h_out),
-                "nan_actions": nan_actions, "price": ctx.price, "grid_import_mw": import_now}
+                "nan_actions": nan_actions, "clipped_actions": clipped_actions, "price": ctx.price,
+                "grid_import_mw": import_now}
         new_state = EnvState(t=state.t + 1, start=state.start, devices=new_states, vm_pu=pf.vm_pu.astype(dt),
                              va_deg=pf.va_deg.astype(dt), coord=cs)
         truncated = new_state.t >= self.episode_steps
@@ -301,6 +368,7 @@ class Env:
     def step(self, key, state: EnvState, actions, params: EnvParams | None = None):
         """`step_env`, then reset where the episode ended (JaxMARL-style auto-reset)."""
         params = self.default_params if params is None else params
+        self._check_step(key, state, actions, params)
         k_step, k_reset = jax.random.split(key)
         obs_st, state_st, reward, terminated, truncated, info = self.step_env(k_step, state, actions, params)
         obs_re, state_re = self.reset_env(k_reset, params)

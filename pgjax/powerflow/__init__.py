@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from pgjax.grid import Grid
+from pgjax import checks
+from pgjax.errors import InputError
+from pgjax.grid import TABLES, Grid
 from pgjax.powerflow import network, newton, radial, reference, sparse
 from pgjax.powerflow.network import bus_injections, make_ybus
 from pgjax.powerflow.result import PowerFlowResult, finish
@@ -34,7 +37,7 @@ from pgjax.precision import is_64bit, require_x64
 METHODS = ("newton", "fixed_point", "distflow", "lindistflow", "pandapower")
 JACOBIANS = ("exact", "chord", "sparse")
 
-__all__ = ["METHODS", "PowerFlowResult", "bus_injections", "check_method", "make_ybus", "solve"]
+__all__ = ["METHODS", "PowerFlowResult", "bus_injections", "check_grid", "check_method", "make_ybus", "solve"]
 
 
 def default_tol(grid: Grid, method: str = "newton"):
@@ -59,7 +62,7 @@ def check_method(grid: Grid, method: str) -> None:
     that will only be seen traced.
     """
     if method not in METHODS:
-        raise ValueError(f"powerflow method '{method}' unknown; choose one of {METHODS}")
+        raise InputError(f"method: powerflow method '{method}' unknown; choose one of {METHODS}")
     if method == "pandapower":
         reference.check_applies(grid)
     elif method != "newton":
@@ -70,14 +73,70 @@ def _is_concrete(grid: Grid) -> bool:
     return not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(grid))
 
 
+# Grid fields where inf is a value (unrated branches); NaN is refused everywhere.
+_INF_ALLOWED = ("i_max_from_ka", "i_max_to_ka")
+
+
+def check_grid(grid, name: str = "grid") -> None:
+    """Raise `InputError` unless `grid` is one unbatched `Grid` of real arrays, each table's
+    arrays of one length; a concrete grid must also hold no NaN (and no inf but ratings)."""
+    if not isinstance(grid, Grid):
+        raise InputError(f"{name}: expected a pgjax.grid.Grid, got {type(grid).__name__}")
+    sn_shape, _ = checks.shape_dtype(f"{name}.sn_mva", grid.sn_mva)
+    if sn_shape != ():
+        raise InputError(f"{name}: expected an unbatched Grid (sn_mva shape ()), got a batched grid with leading "
+                         f"axes {sn_shape}; use jax.vmap(solve) over a stacked grid")
+    for table in TABLES:
+        t = getattr(grid, table)
+        lengths = {}
+        for field in t.__dataclass_fields__:
+            where = f"{name}.{table}.{field}"
+            shape, dtype = checks.shape_dtype(where, getattr(t, field))
+            if len(shape) != 1:
+                raise InputError(f"{where}: expected an unbatched [n_{table}] array, got shape {shape}"
+                                 + ("; use jax.vmap(solve) over a stacked grid" if len(shape) > 1 else ""))
+            if np.dtype(dtype).kind not in "biuf":
+                raise InputError(f"{where}: expected a real array, got dtype {dtype}")
+            lengths[field] = shape[0]
+        if len(set(lengths.values())) > 1:
+            raise InputError(f"{name}.{table}: its arrays differ in length: {lengths}")
+        for field in t.__dataclass_fields__:
+            checks.check_finite(f"{name}.{table}.{field}", getattr(t, field), allow_inf=field in _INF_ALLOWED)
+    checks.check_finite(f"{name}.sn_mva", grid.sn_mva)
+
+
+def _check_injection(name: str, x, n_bus: int) -> None:
+    checks.check_real_array(name, x, (n_bus,), "[n_bus] net injection per bus")
+    checks.check_finite(name, x)
+
+
+def _finite_grid(grid: Grid) -> jax.Array:
+    """[] bool: no NaN in the grid and no inf outside the ratings (traced: part of the flag)."""
+    ok = jnp.isfinite(grid.sn_mva)
+    for table in TABLES:
+        t = getattr(grid, table)
+        for field in t.__dataclass_fields__:
+            x = getattr(t, field)
+            if jnp.issubdtype(x.dtype, jnp.inexact):
+                ok &= jnp.all(~jnp.isnan(x) if field in _INF_ALLOWED else jnp.isfinite(x))
+    return ok
+
+
+def _flag_non_finite(result: PowerFlowResult, inputs_ok) -> PowerFlowResult:
+    """Non-finite inputs or results: `converged = False` and every float zero (never NaN / inf out)."""
+    floats = [x for x in jax.tree.leaves(result) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    ok = inputs_ok & jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in floats]))
+    result = jax.tree.map(lambda x: jnp.where(ok, x, jnp.zeros_like(x))
+                          if jnp.issubdtype(x.dtype, jnp.inexact) else x, result)
+    return result.replace(converged=result.converged & ok)
+
+
 def _warm_start(grid: Grid, init, x_default) -> jax.Array:
     """Polar start `[2 n_bus]` from `init = (vm_pu, va_deg)`: free buses take `init` where it
     is a usable voltage, fixed magnitudes (reference, PV) and angles (reference) their setpoints."""
     dtype = grid.bus.gs_mw.dtype
     vm, va_deg = (jnp.asarray(a, dtype) for a in init)
-    n = grid.n_bus
-    if vm.shape != (n,) or va_deg.shape != (n,):
-        raise ValueError(f"init: vm_pu and va_deg must each be [n_bus] = ({n},), got {vm.shape} and {va_deg.shape}")
+    n = grid.n_bus  # shapes checked by `solve`
     is_ref, is_pv, is_pq = network.bus_types(grid)
     usable = (vm > 0) & jnp.isfinite(vm) & jnp.isfinite(va_deg)
     va = jnp.where(usable & (is_pv | is_pq), jnp.deg2rad(va_deg), x_default[:n])
@@ -108,12 +167,24 @@ def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str = "newton", max_ite
         host at each call and a traced grid uses the dense sweeps.
 
     Returns a `PowerFlowResult`; values are always finite and `converged` is False when the
-    tolerance was not reached within `max_iter`.
+    tolerance was not reached within `max_iter`. Inputs of the wrong type, shape or dtype
+    raise `pgjax.errors.InputError` at trace time (no broadcasting of injections), and so
+    do concrete NaN / inf injections or grid parameters (inf is allowed in the current
+    ratings); traced non-finite ones give `converged = False` with every value zero.
     """
     if method not in METHODS:
-        raise ValueError(f"powerflow method '{method}' unknown; choose one of {METHODS}")
+        raise InputError(f"method: powerflow method '{method}' unknown; choose one of {METHODS}")
     if jacobian not in JACOBIANS:
-        raise ValueError(f"jacobian '{jacobian}' unknown; choose one of {JACOBIANS}")
+        raise InputError(f"jacobian: '{jacobian}' unknown; choose one of {JACOBIANS}")
+    check_grid(grid)
+    for name, x in (("p_mw", p_mw), ("q_mvar", q_mvar)):
+        if x is not None:
+            _check_injection(name, x, grid.n_bus)
+    if init is not None:
+        if not isinstance(init, (tuple, list)) or len(init) != 2:
+            raise InputError(f"init: expected a pair (vm_pu, va_deg) of [n_bus] arrays, got {type(init).__name__}")
+        for name, x in zip(("init[0] (vm_pu)", "init[1] (va_deg)"), init):
+            checks.check_real_array(name, x, (grid.n_bus,), "[n_bus]")
     if _is_concrete(grid):
         check_method(grid, method)
     if any(is_64bit(x.dtype) for x in jax.tree.leaves(grid) if hasattr(x, "dtype")):
@@ -125,8 +196,10 @@ def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str = "newton", max_ite
     p_default, q_default = bus_injections(grid)
     p_mw = p_default if p_mw is None else jnp.asarray(p_mw, dtype)
     q_mvar = q_default if q_mvar is None else jnp.asarray(q_mvar, dtype)
-    if method == "pandapower":
-        return reference.solve(grid, p_mw, q_mvar, tol, max_iter)
+    inputs_ok = _finite_grid(grid) & jnp.all(jnp.isfinite(p_mw)) & jnp.all(jnp.isfinite(q_mvar))
+    if method == "pandapower":  # the host gets finite injections; a non-finite input is flagged
+        p_ref, q_ref = (jnp.where(jnp.isfinite(x), x, 0) for x in (p_mw, q_mvar))
+        return _flag_non_finite(reference.solve(grid, p_ref, q_ref, tol, max_iter), inputs_ok)
     s_spec = (p_mw + 1j * q_mvar).astype(network.complex_dtype(grid)) / grid.sn_mva
     vm_set, va_set = network.setpoints(grid)
     x_set = jnp.concatenate([va_set, vm_set])
@@ -147,4 +220,5 @@ def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str = "newton", max_ite
                                                   tree=tree, warm=init is not None)
     max_mismatch = jnp.max(jnp.abs(res))
     n = grid.n_bus
-    return finish(grid, x[n:], x[:n], p_mw, q_mvar, max_mismatch <= tol, iterations, max_mismatch)
+    return _flag_non_finite(finish(grid, x[n:], x[:n], p_mw, q_mvar, max_mismatch <= tol, iterations, max_mismatch),
+                            inputs_ok)

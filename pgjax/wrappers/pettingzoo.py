@@ -16,6 +16,11 @@ Spaces. Each agent's observation and action spaces are `gymnasium.spaces.Box` of
 (unpadded) sizes, float32: observations unbounded (`-inf, inf`), actions in `[-1, 1]`.
 Actions outside are clipped and counted in `infos[agent]["clipped_actions"]`; NaN entries
 are replaced by the device's safe default (counted in `infos[agent]["nan_actions"]`).
+`step` takes a dict `{agent: action}` with one real array of exactly the agent's action
+shape per live agent (`[num_envs, act_size]` in the vector env); another container, a
+missing or unknown agent, another shape or a complex / non-numeric action raises
+`pgjax.errors.InputError` naming the agent, expected and actual (missing and unknown
+agents: an `InputError` that is also a `KeyError`).
 
 Episodes. The scenario's episodes have a fixed length; at the last step every agent is
 truncated (`terminated` is always False), the observation returned is the episode's final
@@ -56,6 +61,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping
 from typing import ClassVar
 
 import gymnasium
@@ -65,7 +71,9 @@ import numpy as np
 from pettingzoo import ParallelEnv
 
 import pgjax
+from pgjax import checks
 from pgjax import scenario as scenario_mod
+from pgjax.errors import InputError
 
 __all__ = ["PgjaxParallelEnv", "PgjaxVectorEnv", "parallel_env", "vector_env"]
 
@@ -147,6 +155,25 @@ def _backend(scenario, overrides: dict) -> _Backend:
     return _BACKENDS[key]
 
 
+def _agent_actions(actions, agents: list, sizes, batch: tuple = ()) -> list[np.ndarray]:
+    """Each agent's action from the dict `actions`, checked: `[*batch, act_size]` float64 arrays."""
+    if not isinstance(actions, Mapping):
+        raise InputError(f"actions: expected a dict {{agent: array}} for the agents {agents}, "
+                         f"got {type(actions).__name__}")
+    unknown = [a for a in actions if a not in agents]
+    if unknown:
+        raise checks.MissingKeyError(f"actions: actions for unknown agents {sorted(map(str, unknown))}; "
+                                     f"agents are {agents}")
+    out = []
+    for a, n in zip(agents, sizes):
+        if a not in actions:
+            raise checks.MissingKeyError(f"actions: no action for agent '{a}' (every live agent must act)")
+        x = actions[a]
+        checks.check_real_array(f"actions['{a}']", x, batch + (n,), f"{n} entries in [-1, 1]")
+        out.append(np.asarray(x, np.float64))
+    return out
+
+
 def _initial_seed() -> int:
     return int(np.random.SeedSequence().generate_state(1)[0])
 
@@ -211,18 +238,9 @@ class PgjaxParallelEnv(ParallelEnv):
 
     def _pad_actions(self, actions: dict):
         b = self._b
-        unknown = set(actions) - set(self.possible_agents)
-        if unknown:
-            raise KeyError(f"actions for unknown agents {sorted(unknown)}; agents are {self.possible_agents}")
         padded = np.zeros((b.n_agents, b.act_dim), np.float64)
         clipped, nans = np.zeros(b.n_agents, np.int64), np.zeros(b.n_agents, np.int64)
-        for i, (a, n) in enumerate(zip(self.possible_agents, b.act_sizes)):
-            if a not in actions:
-                raise KeyError(f"no action for agent '{a}' (every live agent must act)")
-            x = np.asarray(actions[a], np.float64)
-            if x.size != n:
-                raise ValueError(f"action of agent '{a}' has {x.size} entries, expected {n}")
-            x = x.reshape(n)
+        for i, (n, x) in enumerate(zip(b.act_sizes, _agent_actions(actions, self.possible_agents, b.act_sizes))):
             nan = np.isnan(x)
             out = ~nan & ((x < -1.0) | (x > 1.0))
             clipped[i], nans[i] = np.count_nonzero(out), np.count_nonzero(nan)
@@ -364,13 +382,8 @@ class PgjaxVectorEnv:
         b, n_env = self._b, self.num_envs
         padded = np.zeros((n_env, b.n_agents, b.act_dim), np.float64)
         clipped, nans = {}, {}
-        for i, (a, n) in enumerate(zip(self.possible_agents, b.act_sizes)):
-            if a not in actions:
-                raise KeyError(f"no action for agent '{a}'")
-            x = np.asarray(actions[a], np.float64)
-            if x.size != n_env * n:
-                raise ValueError(f"actions of agent '{a}' have shape {x.shape}, expected ({n_env}, {n})")
-            x = x.reshape(n_env, n)
+        xs = _agent_actions(actions, self.possible_agents, b.act_sizes, (n_env,))
+        for i, (a, n, x) in enumerate(zip(self.possible_agents, b.act_sizes, xs)):
             nan = np.isnan(x)
             out = ~nan & ((x < -1.0) | (x > 1.0))
             clipped[a], nans[a] = out.sum(axis=1), nan.sum(axis=1)
