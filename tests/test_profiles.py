@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,13 @@ import pytest
 from pgjax import profiles as P
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Fingerprint of the CAISO source CSVs (hashes, statistics, an extract), written from SHARED by
+# scripts/fingerprint_profiles.py, so that CI (without SHARED) checks the shipped data too.
+FINGERPRINT = Path(__file__).resolve().parent / "data" / "caiso_fingerprint.json"
+_spec = importlib.util.spec_from_file_location(
+    "fingerprint_profiles", Path(__file__).resolve().parents[1] / "scripts" / "fingerprint_profiles.py")
+fingerprint_profiles = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fingerprint_profiles)
 
 # (n_steps, dt_h, start, n_series); CAISO hours are counted from the CSVs (2024 is a leap year)
 EXPECTED = {
@@ -91,8 +100,31 @@ def test_simbench_profiles(data):
     assert p["solar_PV1"][:20].max() == 0  # night at the start of the year
 
 
+@pytest.mark.parametrize("name", ["caiso_2023", "caiso_2024"])
+def test_caiso_matches_source_fingerprint(data, name):
+    """The shipped CAISO data against the fingerprint of its source CSVs: same columns in the
+    same order (the all-zero one dropped), rows, start, every column's hash of the cleaned
+    float32 values, and the extract's values."""
+    fp = json.loads(FINGERPRINT.read_text())["datasets"][name]
+    p = data[name]
+    assert p.names == tuple(fp["columns"]) and not set(fp["dropped"]) & set(p.names)
+    assert p.values.shape[0] == fp["rows"]
+    assert p.start == fp["first_utc"].replace(" ", "T")
+    wrong = {}
+    for n in p.names:
+        col, ref = p[n], fp["columns"][n]
+        if fingerprint_profiles.column_sha256(col) != ref["sha256"]:
+            wrong[n] = {"shipped": {"sum": float(col.sum(dtype=np.float64)), "min": float(col.min()),
+                                    "max": float(col.max())}, "source": ref}
+    assert not wrong, f"{name}: shipped columns differ from the source fingerprint: {wrong}"
+    rows = fp["extract_rows"]
+    for n, values in fp["extract"].items():
+        np.testing.assert_array_equal(p[n][rows], np.asarray(values, np.float32), err_msg=n)
+
+
 @pytest.mark.skipif(not (SHARED / "caiso").is_dir(), reason="source CSVs only on the build machine")
 def test_caiso_matches_source_csv(data):
+    """With the source at hand: the full comparison, and the stored fingerprint is the source's."""
     import pandas as pd
 
     for year, split in ((2023, "train"), (2024, "test")):
@@ -103,6 +135,8 @@ def test_caiso_matches_source_csv(data):
             if n.startswith("load_"):
                 src = np.maximum(src, 0)
             np.testing.assert_array_equal(p[n], src, err_msg=n)
+    assert fingerprint_profiles.fingerprint(SHARED) == json.loads(FINGERPRINT.read_text()), \
+        "tests/data/caiso_fingerprint.json is stale: run scripts/fingerprint_profiles.py"
 
 
 def test_select(data):

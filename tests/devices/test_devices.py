@@ -1,17 +1,23 @@
 """Device models on their own: feasibility by construction, closed-form energy balances,
-unit-commitment timing and the registry. Parameters are synthetic arrays; every test
-steps many devices for many steps with random actions inside one `lax.scan`."""
+unit-commitment timing, the grid connection's bill, exchange and limits, switched shunts
+against pandapower, and the registry. Parameters are synthetic arrays; the dynamic devices
+step many devices for many steps with random actions inside one `lax.scan`."""
 
 from __future__ import annotations
+
+import copy
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandapower as pp
 import pytest
+from conftest import SOLVE, assert_parity, bucket, reference
 from flax import struct
 
 from pgjax import devices as dev
-from pgjax.devices import flexible_load, generator, renewable, storage, tap_changer
+from pgjax.devices import flexible_load, generator, pcc, renewable, shunt, storage, tap_changer
 from pgjax.devices.base import Context, DeviceType, Field, Setpoint
 
 N, T = 64, 400
@@ -219,6 +225,111 @@ def test_tap_changer_ratio_follows_pandapower_formula():
     sp = tap_changer.TAP_CHANGER.decode(params, st.replace(pos=jnp.asarray([15.0, -16.0])),
                                         jnp.asarray([[1.0], [-1.0]]), ctx())
     np.testing.assert_allclose(sp.aux, [16.0, -16.0])  # clipped to the range
+
+
+def pf_result(p_from_mw=(0.0,), slack_p_mw=(0.0,)):
+    """The two power-flow outputs a grid connection reads (branch flows at the from end, slack P)."""
+    return types.SimpleNamespace(p_from_mw=jnp.asarray(p_from_mw, float), slack_p_mw=jnp.asarray(slack_p_mw, float))
+
+
+def test_pcc_exchange_on_branch_and_at_ext_grid():
+    """Import = direction * P at the branch's from end, or the external grid's slack P."""
+    params = build(pcc.PCC, 4, branch=[2, 1, -1, -1], ext_grid=[-1, -1, 1, 0], direction=[1.0, -1.0, 1.0, 1.0])
+    pf = pf_result(p_from_mw=[0.4, -0.7, 1.25], slack_p_mw=[3.0, -2.5])
+    np.testing.assert_allclose(pcc.exchange(params, pf), [1.25, 0.7, -2.5, 3.0], rtol=0, atol=0)
+    c = ctx(2.0).replace(pf=pf)
+    np.testing.assert_allclose(pcc.PCC.measure(params, pcc.PCC.init(params, None), c).import_mw, [1.25, 0.7, -2.5, 3.0])
+    m = pcc.PCC.metrics(params, None, None, c)
+    np.testing.assert_allclose(m["import_mwh"], [2.5, 1.4, 0.0, 6.0])
+    np.testing.assert_allclose(m["export_mwh"], [0.0, 0.0, 5.0, 0.0])
+    sp = pcc.PCC.decode(params, None, jnp.zeros((4, 0)), c)  # no action, no injection
+    assert float(jnp.abs(sp.p_mw).sum() + jnp.abs(sp.q_mvar).sum()) == 0.0
+
+
+def test_pcc_bill_closed_form():
+    """`dt * price * price_scale * (import - (1 - sell_discount) * export)` ($)."""
+    imports = np.array([1.5, -2.0, 0.0, -0.4, 0.7])
+    discount = np.array([0.1, 0.1, 0.5, 0.0, 0.25])
+    scale = np.array([1.0, 1.0, 2.0, 0.5, 1.5])
+    params = build(pcc.PCC, 5, ext_grid=np.arange(5), sell_discount=discount, price_scale=scale)
+    price, dt_h = 42.0, 0.25
+    expected = [dt_h * price * scale[0] * 1.5, -dt_h * price * scale[1] * 0.9 * 2.0, 0.0,
+                -dt_h * price * scale[3] * 1.0 * 0.4, dt_h * price * scale[4] * 0.7]
+    c = ctx(dt_h, price=price).replace(pf=pf_result(slack_p_mw=imports))
+    np.testing.assert_allclose(pcc.PCC.cost(params, None, None, c), expected, rtol=1e-12)
+    bill = pcc.PCC.grid_connection.bill(params, jnp.asarray(price), jnp.asarray(imports), jnp.asarray(dt_h))
+    np.testing.assert_allclose(bill, expected, rtol=1e-12)
+    # a negative price: importing earns, exporting pays
+    c = c.replace(price=jnp.asarray(-10.0))
+    np.testing.assert_allclose(pcc.PCC.cost(params, None, None, c), -np.asarray(expected) * 10.0 / 42.0, rtol=1e-12)
+
+
+def test_pcc_safety_above_import_and_export_limits():
+    """Safety = import above `import_max_mw` + export above `export_max_mw`, MW; zero inside."""
+    imports = np.array([2.5, 1.9, -3.5, -1.0, 0.0, 5.0])
+    params = build(pcc.PCC, 6, ext_grid=np.arange(6), import_max_mw=[2.0, 2.0, 1.0, 1.0, 0.0, 1e9],
+                   export_max_mw=[1.0, 1.0, 3.0, 0.5, 0.0, 1e9])
+    c = ctx().replace(pf=pf_result(slack_p_mw=imports))
+    np.testing.assert_allclose(pcc.PCC.safety(params, None, None, c), [0.5, 0.0, 0.5, 0.5, 0.0, 0.0], atol=1e-12)
+    lim_imp, lim_exp = pcc.PCC.grid_connection.limits(params)
+    np.testing.assert_allclose(lim_imp, [2.0, 2.0, 1.0, 1.0, 0.0, pcc.FINITE_MAX_MW])
+    np.testing.assert_allclose(lim_exp, [1.0, 1.0, 3.0, 0.5, 0.0, pcc.FINITE_MAX_MW])
+
+
+def test_shunt_steps_clip_to_range_and_cost_switching():
+    """New step = clip(step + round(clip(a, -1, 1) * max_step_change), 0, max_step); cost
+    `switching_cost * |change|`; the state keeps the new step."""
+    steps = np.array([0.0, 2.0, 4.0, 3.0, 1.0, 2.0, 2.0])
+    actions = np.array([-1.0, 0.4, 1.0, 0.9, -3.0, 0.1, 0.5])
+    change = np.array([3, 3, 2, 3, 2, 1, 3])
+    params = build(shunt.SHUNT, 7, bus=0, q_step_mvar=0.3, max_step=4, max_step_change=change, switching_cost=1.5)
+    state = shunt.State(step=jnp.asarray(steps))
+    sp = shunt.SHUNT.decode(params, state, jnp.asarray(actions)[:, None], ctx())
+    expected = np.clip(steps + np.round(np.clip(actions, -1, 1) * change), 0, 4)
+    np.testing.assert_array_equal(sp.aux, expected)
+    np.testing.assert_array_equal(expected, [0.0, 3.0, 4.0, 4.0, 0.0, 2.0, 4.0])  # the cases: low, up, high, clipped
+    assert float(jnp.abs(sp.p_mw).sum() + jnp.abs(sp.q_mvar).sum()) == 0.0  # acts through the bus shunt
+    np.testing.assert_allclose(shunt.SHUNT.cost(params, state, sp, ctx()), 1.5 * np.abs(expected - steps))
+    assert float(jnp.max(shunt.SHUNT.safety(params, state, sp, ctx()))) == 0.0
+    np.testing.assert_array_equal(shunt.SHUNT.dynamics(params, state, sp, ctx()).step, expected)
+
+
+def test_shunt_susceptance_matches_pandapower_shunt(case):
+    """Capacitor steps (and a reactor) applied to case33bw's bus shunts give pandapower's
+    power flow with `create_shunt(q_mvar = -step * q_step_mvar)` at those buses: the bank
+    injects `step * q_step_mvar * V^2`. Two banks on one bus add up."""
+    net, grid, netmap, unchanged = case("case33bw")
+    buses = [17, 17, 32, 24]  # net bus index; 17 holds two banks
+    q_step = np.array([0.1, 0.05, 0.08, -0.06])  # Mvar per step at 1 pu (last: a reactor)
+    steps = np.array([3.0, 2.0, 4.0, 1.0])
+    params = build(shunt.SHUNT, 4, bus=netmap.bus_lookup[buses], q_step_mvar=q_step, max_step=4)
+    g = jax.tree.map(jnp.asarray, grid)
+    g = shunt.SHUNT.apply_to_grid(params, shunt.State(step=jnp.asarray(steps)), g)
+    added = np.asarray(g.bus.bs_mvar) - np.asarray(grid.bus.bs_mvar)
+    np.testing.assert_allclose(added[netmap.bus_lookup[[17, 32, 24]]], [0.4, 0.32, -0.06], rtol=1e-12)
+    assert np.count_nonzero(added) == 3
+    result = SOLVE(bucket(g))
+    assert bool(result.converged)
+    ref_net = copy.deepcopy(net)
+    for b, q, n in zip(buses, q_step, steps):
+        pp.create_shunt(ref_net, b, q_mvar=-q * n, p_mw=0.0)
+    ref = reference(ref_net)
+    assert_parity(result, netmap, ref)
+    np.testing.assert_allclose(-ref.res_shunt.q_mvar.values, q_step * steps * ref.res_bus.vm_pu.loc[buses].values ** 2,
+                               rtol=1e-9)  # the closed form, in pandapower's own result
+    # the banks moved the voltages (the comparison is not of two unchanged networks)
+    assert float(np.max(np.abs(ref.res_bus.vm_pu.values - unchanged.res_bus.vm_pu.values))) > 1e-3
+
+
+def test_shunt_rule_switches_towards_the_voltage_band():
+    """Below `v_low_pu` a capacitor steps in (a reactor out), above `v_high_pu` the reverse."""
+    params = build(shunt.SHUNT, 4, bus=[0, 1, 2, 3], q_step_mvar=[0.1, 0.1, -0.1, 0.1], max_step=4,
+                   max_step_change=2, v_low_pu=0.97, v_high_pu=1.03)
+    c = Context(dt_h=jnp.asarray(1.0), hour=jnp.asarray(0.0), price=jnp.asarray(0.0), series=jnp.zeros(1),
+                vm_pu=jnp.asarray([0.95, 1.05, 0.95, 1.0]))
+    state = shunt.State(step=jnp.full(4, 2.0))
+    sp = shunt.SHUNT.decode(params, state, shunt.SHUNT.rule(params, state, c), c)
+    np.testing.assert_array_equal(sp.aux, [3.0, 1.0, 1.0, 2.0])
 
 
 def test_registry_accepts_a_user_type_without_core_edits():

@@ -4,8 +4,17 @@ The same scenario is built in both dtypes; a batch of environments starts from t
 float64 reset state (cast to float32, so the random draws of `reset` cannot differ between
 dtypes) and takes the same random actions with the same keys for a whole episode (24 steps,
 `step_env`, no auto-reset), one jitted `scan` per dtype. Every step: every power flow
-converged in both dtypes, and the bus voltages agree to 1e-4 p.u. (the float32 promise of
-`pgjax train`, whose default dtype is float32).
+converged in both dtypes, and bus voltages and rewards agree within 3x the largest
+difference measured (2026-12-01, CPU, 8 environments x 24 steps):
+
+| scenario | max |dvm| pu | max |dreward| / max |reward| |
+| --- | --- | --- |
+| multi_microgrid | 4.9e-7 | 2.7e-6 (6.8e-6 of 2.5) |
+| voltage_control_33bw | 7.2e-7 | 1.0e-5 (1.8e-4 of 17.6) |
+
+The reward difference grows with the reward's size (float32 rounds relative to magnitude), so
+its tolerance is relative to the episode's largest reward. The voltage tolerance is far inside
+the README's 1e-4 p.u. promise.
 """
 
 import jax
@@ -16,7 +25,8 @@ import pytest
 import pgjax
 
 N_ENVS = 8
-TOL_VM = 1e-4  # pu
+TOL_VM_PU = 2.2e-6  # 3x 7.2e-7
+TOL_REWARD = 3e-5  # of max |reward|: 3x 1.0e-5
 
 
 def _cast(tree, dtype):
@@ -54,6 +64,9 @@ def test_float32_episode_matches_float64(name):
     assert vm32.dtype == np.float32 and vm64.dtype == np.float64
     assert nc64.sum() == 0 and nc32.sum() == 0, "a power flow did not converge"
     err = np.abs(vm32.astype(np.float64) - vm64).max(axis=(1, 2))  # per step
-    assert err.max() <= TOL_VM, f"float32 voltages off by up to {err.max():.2e} pu (per step: {err})"
+    assert err.max() <= TOL_VM_PU, f"float32 voltages off by up to {err.max():.2e} pu (per step: {err})"
     assert np.isfinite(r32).all()
-    np.testing.assert_allclose(r32, r64, rtol=1e-3, atol=1e-3)
+    scale = np.abs(r64).max()
+    assert scale > 0.1  # rewards are not all ~0 (the penalties and costs are there)
+    d_reward = np.abs(r32.astype(np.float64) - r64).max()
+    assert d_reward <= TOL_REWARD * scale, f"float32 rewards off by {d_reward:.2e} (max |reward| {scale:.3g})"
