@@ -197,20 +197,18 @@ SEEDS, CHUNK, N_UPDATES = 2, 5, 25  # updates of 128 env steps per seed
 @pytest.fixture(scope="module")
 def trained(env, tmp_path_factory):
     """Two seeds trained together (vmap) by the `run` driver in chunks of `CHUNK` updates:
-    stopped after 20 updates (the checkpoint is kept), then resumed to 25."""
+    stopped after 20 updates, then resumed from the checkpoint to 25."""
     cfg = tiny(N_UPDATES, num_seeds=SEEDS, seed=7)
     train = make_train(cfg, env)
     out = tmp_path_factory.mktemp("run")
     logs = []
     initial = train.seed_init(jax.random.PRNGKey(cfg.seed))
     at_20 = run(cfg, out, chunk_updates=CHUNK, train=train, until_update=N_UPDATES - CHUNK, log=logs.append)
-    ckpt_20 = out / "checkpoint_20.msgpack"
-    ckpt_20.write_bytes((out / "checkpoint.msgpack").read_bytes())
     final = run(cfg, out, resume=True, chunk_updates=CHUNK, train=train, log=logs.append)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     metrics = {k: np.array([[r[k] for r in rows if r["seed"] == s] for s in range(SEEDS)]) for k in rows[0]}
     return {"train": train, "cfg": cfg, "out": out, "logs": logs, "initial": initial, "at_20": at_20,
-            "ckpt_20": ckpt_20, "final": final, "metrics": metrics}
+            "final": final, "metrics": metrics}
 
 
 def seed(states, i):
@@ -359,8 +357,10 @@ def test_checkpoint_round_trip_with_per_type_parameters(typed, tmp_path):
 
 
 def test_resume_continues_the_step_counter_and_reproduces_the_run(trained):
-    """`run(resume=True)` after 20 updates continues at 21; the metrics file has each update
-    once, and re-running the last chunk from the saved checkpoint reproduces it exactly."""
+    """`run` stopped after 20 updates and resumed to 25 continues at 21, writes each update once,
+    and ends where an uninterrupted run of 25 updates from the same seed ends: every leaf of the
+    state (parameters, optimizer moments and counts, normalization statistics, env states, keys)
+    and every update's metrics."""
     train, metrics = trained["train"], trained["metrics"]
     assert any("resumed" in line and "update 20" in line for line in trained["logs"])
     for s in range(SEEDS):
@@ -369,9 +369,18 @@ def test_resume_continues_the_step_counter_and_reproduces_the_run(trained):
     np.testing.assert_array_equal(trained["final"].update_step, [N_UPDATES] * SEEDS)
     assert int(trained["final"].actor.step[0]) == N_UPDATES * 4 * 2  # epochs x minibatches per update
 
-    restored, _ = load_checkpoint(trained["ckpt_20"], trained["initial"])
-    _, m = train.seed_chunk(restored, CHUNK)  # compiled already
-    np.testing.assert_allclose(m["actor_loss"], metrics["actor_loss"][:, -CHUNK:], rtol=1e-5)
+    # the same 25 updates without a checkpoint in between (the chunk program is compiled already)
+    state, chunks = trained["initial"], []  # `seed_init` of the run's seed
+    for _ in range(N_UPDATES // CHUNK):
+        state, m = train.seed_chunk(state, CHUNK)
+        chunks.append(jax.device_get(m))
+    paths = jax.tree_util.tree_leaves_with_path(trained["final"])
+    for (path, resumed), straight in zip(paths, jax.tree.leaves(state), strict=True):
+        np.testing.assert_allclose(np.asarray(resumed, float), np.asarray(straight, float), rtol=1e-6, atol=1e-7,
+                                   err_msg=jax.tree_util.keystr(path))
+    for k in ("actor_loss", "critic_loss", "episode_return", "approx_kl"):
+        straight = np.concatenate([m[k] for m in chunks], axis=1)  # [seed, update]
+        np.testing.assert_allclose(metrics[k], straight, rtol=1e-5, atol=1e-7, err_msg=k)
     with pytest.raises(ValueError, match="different config"):
         run(trained["cfg"].replace(lr_actor=1e-4), trained["out"], resume=True, train=train, log=lambda _: None)
 

@@ -2,13 +2,18 @@
 
 One module-scoped run (2 envs x 8 steps, 2 updates in chunks of 1, then resumed to 3
 updates) and one `pgjax eval` over 4 test days; a persistent compilation cache in a temp
-folder lets the resumed run reuse the first run's compiled chunk.
+folder lets the resumed run reuse the first run's compiled chunk. Ctrl-C: `pgjax train` on
+the toy env in a subprocess, interrupted by SIGINT after its first chunks.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import pytest
@@ -120,3 +125,56 @@ def test_dtype_flag_sets_env_kwargs():
     assert dtype("float32", env_kwargs={"dtype": "float64"}) == "float32"  # the flag wins
     assert dtype(None, resume=True) is None  # a run folder from before the flag: its scenario's dtype
     assert dtype(None, env="setpoint") is None  # toy envs take no dtype
+
+
+TOY = ["--scenario", "setpoint", "num_envs=2", "num_steps=4", "num_minibatches=1", "update_epochs=1",
+       "actor_hidden=[8]", "critic_hidden=[8]"]
+TOY_BATCH = 8  # env steps per update: 2 envs x 4 steps
+
+
+def test_ctrl_c_saves_a_complete_checkpoint_that_resume_continues(tmp_path, capsys):
+    """SIGINT while `pgjax train` trains (after its first chunk): exit 0, a checkpoint of the
+    last completed update that loads into the run's structure, each completed update in
+    `metrics.jsonl` once, and `--resume` continues from that update."""
+    from pgjax.baselines.mappo import MAPPOConfig, load_checkpoint, make_train
+
+    out, log = tmp_path / "toy", tmp_path / "train.log"
+    # `pgjax train ...` with Python's Ctrl-C handler, which Python leaves out when the parent ignores
+    # SIGINT (as a shell does for its background jobs, and so for a test run started in one)
+    argv = [sys.executable, "-c", "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "runpy.run_module('pgjax.cli', run_name='__main__', alter_sys=True)",
+            "train", "--out", str(out), "--chunk", "1", *TOY, f"total_timesteps={TOY_BATCH * 10**7}"]  # runs on
+    with open(log, "w") as f:
+        proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            while not ((out / "checkpoint.msgpack").exists() and len(read_metrics(out / "metrics.jsonl")) >= 2):
+                assert proc.poll() is None, f"pgjax train ended before the interrupt:\n{log.read_text()}"
+                assert time.monotonic() < deadline, f"no chunk completed in 300 s:\n{log.read_text()}"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            rc = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    output = log.read_text()
+    assert rc == 0, output
+    assert "interrupted: checkpoint of update" in output and "Traceback" not in output, output
+
+    cfg = MAPPOConfig.from_yaml(out / "config.yaml")
+    state, step = load_checkpoint(out / "checkpoint.msgpack", make_train(cfg).seed_init(jax.random.PRNGKey(cfg.seed)))
+    assert f"interrupted: checkpoint of update {step} saved" in output
+    assert 2 <= step < cfg.num_updates and int(state.update_step[0]) == step
+    assert int(state.actor.step[0]) == step  # one minibatch step per update: the optimizer state is the saved one
+    logged = [int(r["update_step"]) for r in read_metrics(out / "metrics.jsonl")]
+    # each completed update once; `run` counts an update before appending its row, so an interrupt
+    # landing between the two (microseconds of each chunk) saves one update more than it logged
+    assert logged == list(range(1, step + 1)) or logged == list(range(1, step)), (step, logged[-3:])
+
+    capsys.readouterr()
+    assert cli("train", "--out", str(out), "--resume", "--chunk", "1", f"total_timesteps={TOY_BATCH * (step + 2)}") == 0
+    assert f"resumed {out} at update {step}" in capsys.readouterr().out
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [int(r["update_step"]) for r in rows] == logged + [step + 1, step + 2]
+    assert [r["env_steps"] for r in rows] == [TOY_BATCH * r["update_step"] for r in rows]
