@@ -22,6 +22,7 @@ from flax import struct
 
 import numpy as np
 
+from pgjax.devices import checks
 from pgjax.devices.base import DeviceType, Feature, Field, Setpoint, lerp, take, unit_interval
 
 EPS = 1e-9
@@ -90,11 +91,17 @@ def _curt_obs_scale(params):
     return np.maximum(np.asarray(params.p_nom_mw), EPS)[:, None], 0.0
 
 
+def _curt_validate(entry: dict, path: str) -> list[tuple]:
+    """Scenario check of a YAML entry: `p_nom_mw`, `comfort_cost_per_mwh` >= 0, `curtail_max` in [0, 1]."""
+    return checks.ranges(entry, path, {"p_nom_mw": checks.NONNEGATIVE, "comfort_cost_per_mwh": checks.NONNEGATIVE,
+                                       "curtail_max": checks.FRACTION})
+
+
 CURTAILABLE_LOAD = DeviceType(
     name="curtailable_load", params_cls=CurtailableParams, state_cls=CurtailableState,
     fields=CURTAILABLE_FIELDS, act_dim=1, obs_dim=2, default_action=(-1.0,), init=_curt_init,
     decode=_curt_decode, dynamics=_curt_dynamics, cost=_curt_cost, safety=_curt_safety,
-    observe=_curt_observe, metrics=_curt_metrics, obs_scale=_curt_obs_scale,
+    observe=_curt_observe, metrics=_curt_metrics, obs_scale=_curt_obs_scale, validate=_curt_validate,
     obs_features=(Feature("p_mw", "MW", "consumption"), Feature("curtailed_mw", "MW")),
     act_features=(Feature("curtail", "", "-1 .. 1 -> 0 .. curtail_max of the demand"),), doc=__doc__)
 
@@ -169,10 +176,15 @@ def _shift_obs_scale(params):
                     axis=-1), 0.0
 
 
+def _shift_validate(entry: dict, path: str) -> list[tuple]:
+    """Scenario check of a YAML entry: `p_max_mw`, `e_daily_mwh` >= 0."""
+    return checks.ranges(entry, path, dict.fromkeys(("p_max_mw", "e_daily_mwh"), checks.NONNEGATIVE))
+
+
 SHIFTABLE_LOAD = DeviceType(
     name="shiftable_load", params_cls=ShiftableParams, state_cls=ShiftableState,
     fields=SHIFTABLE_FIELDS, act_dim=1, obs_dim=2, default_action=(0.0,), init=_shift_init,
     decode=_shift_decode, dynamics=_shift_dynamics, cost=_shift_cost, safety=_shift_safety,
-    observe=_shift_observe, obs_scale=_shift_obs_scale,
+    observe=_shift_observe, obs_scale=_shift_obs_scale, validate=_shift_validate,
     obs_features=(Feature("p_mw", "MW", "consumption"), Feature("e_served_mwh", "MWh", "energy served today")),
     act_features=(Feature("p_mw", "MW", "-1 .. 1 -> the range that still meets the daily energy"),), doc=__doc__)

@@ -165,8 +165,13 @@ def price_terms(params: Params, state: State):
 
 
 def validate(entry: dict, path: str) -> list[tuple]:
-    """Scenario check of a YAML entry: `p_min_mw <= p_max_mw`."""
-    return checks.ordered(entry, path, [("p_min_mw", "p_max_mw")])
+    """Scenario check of a YAML entry: ratings, ramps, minimum times and the start-up and
+    quadratic costs >= 0; `p_min_mw <= p_max_mw <= s_max_mva`, `q_min_mvar <= q_max_mvar`."""
+    nonneg = ("p_min_mw", "p_max_mw", "s_max_mva", "ramp_up_mw_per_h", "ramp_down_mw_per_h", "min_up_h",
+              "min_down_h", "startup_cost", "cost_c_per_mw2h")
+    return (checks.ranges(entry, path, dict.fromkeys(nonneg, checks.NONNEGATIVE))
+            + checks.ordered(entry, path, [("p_min_mw", "p_max_mw"), ("p_max_mw", "s_max_mva"),
+                                           ("q_min_mvar", "q_max_mvar")], checks.defaults(FIELDS)))
 
 
 GENERATOR = DeviceType(

@@ -16,6 +16,7 @@ from flax import struct
 
 import numpy as np
 
+from pgjax.devices import checks
 from pgjax.devices.base import DeviceType, Feature, Field, GridConnection, Setpoint, take
 
 
@@ -118,11 +119,17 @@ def metrics(params, state, sp, ctx):
 
 
 def validate(entry: dict, path: str) -> list[tuple]:
-    """Scenario check of a YAML entry: exactly one of `branch` and `ext_grid`."""
+    """Scenario check of a YAML entry: exactly one of `branch` and `ext_grid`; `direction`
+    +1 or -1; exchange limits and `price_scale` >= 0; `sell_discount` in [0, 1]."""
+    problems = checks.ranges(entry, path, {"import_max_mw": checks.NONNEGATIVE, "export_max_mw": checks.NONNEGATIVE,
+                                           "price_scale": checks.NONNEGATIVE, "sell_discount": checks.FRACTION})
+    direction = checks.number(entry, "direction")
+    if direction is not None and direction not in (1, -1):
+        problems.append((f"{path}.direction", "+1 or -1", direction))
     if (entry.get("branch") is None) == (entry.get("ext_grid") is None):
         both = {k: entry.get(k) for k in ("branch", "ext_grid")}
-        return [(f"{path}.branch", "exactly one of 'branch' and 'ext_grid'", both)]
-    return []
+        problems.append((f"{path}.branch", "exactly one of 'branch' and 'ext_grid'", both))
+    return problems
 
 
 PCC = DeviceType(

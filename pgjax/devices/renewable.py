@@ -14,6 +14,7 @@ from flax import struct
 
 import numpy as np
 
+from pgjax.devices import checks
 from pgjax.devices.base import (DeviceType, Dispatch, Feature, Field, Setpoint, q_capability, take, to_action,
                               unit_interval)
 
@@ -112,11 +113,17 @@ def price_terms(params: Params, state: State):
     return z, -params.curtailment_cost_per_mwh, jnp.zeros(z.shape, bool), z
 
 
+def validate(entry: dict, path: str) -> list[tuple]:
+    """Scenario check of a YAML entry: capacity, inverter rating and curtailment cost >= 0."""
+    keys = ("p_max_mw", "s_max_mva", "curtailment_cost_per_mwh")
+    return checks.ranges(entry, path, dict.fromkeys(keys, checks.NONNEGATIVE))
+
+
 def _make(name):
     return DeviceType(
         name=name, params_cls=Params, state_cls=State, fields=FIELDS, act_dim=2, obs_dim=3,
         default_action=(1.0, 0.0), init=init, decode=decode, dynamics=dynamics, cost=cost,
-        safety=safety, observe=observe, metrics=metrics, doc=__doc__,
+        safety=safety, observe=observe, metrics=metrics, validate=validate, doc=__doc__,
         dispatch=Dispatch(p_range=p_range, p_action=p_action, merit=0, price_terms=price_terms),
         obs_features=(Feature("p_avail_mw", "MW"), Feature("p_mw", "MW"), Feature("q_mvar", "Mvar")),
         act_features=(Feature("p_share", "", "-1 .. 1 -> 0 .. 100 % of the available power (curtailable units)"),

@@ -16,6 +16,7 @@ from flax import struct
 
 import numpy as np
 
+from pgjax.devices import checks
 from pgjax.devices.base import DeviceType, Feature, Field, Setpoint
 
 
@@ -93,9 +94,22 @@ def obs_scale(params: Params):
     return np.maximum(np.asarray(params.max_step), 1)[:, None], 0.0
 
 
+MAX_STEPS = 1000  # steps of one bank a scenario may declare
+
+
+def validate(entry: dict, path: str) -> list[tuple]:
+    """Scenario check of a YAML entry: `0 <= initial_step <= max_step <= 1000`,
+    `max_step_change` and `switching_cost` >= 0, the rule's band `0 < v_low_pu <= v_high_pu <= 2`."""
+    bounds = {"max_step": checks.Range(0, MAX_STEPS), "initial_step": checks.NONNEGATIVE,
+              "max_step_change": checks.NONNEGATIVE, "switching_cost": checks.NONNEGATIVE,
+              "v_low_pu": checks.VOLTAGE_PU, "v_high_pu": checks.VOLTAGE_PU}
+    return checks.ranges(entry, path, bounds) + checks.ordered(
+        entry, path, [("initial_step", "max_step"), ("v_low_pu", "v_high_pu")], checks.defaults(FIELDS))
+
+
 SHUNT = DeviceType(
     name="shunt", params_cls=Params, state_cls=State, fields=FIELDS, act_dim=1, obs_dim=1,
     default_action=(0.0,), init=init, decode=decode, dynamics=dynamics, cost=cost,
-    safety=safety, observe=observe, apply_to_grid=apply_to_grid, rule=rule, obs_scale=obs_scale,
+    safety=safety, observe=observe, apply_to_grid=apply_to_grid, rule=rule, obs_scale=obs_scale, validate=validate,
     obs_features=(Feature("step", "steps", "switched capacitor/reactor steps"),),
     act_features=(Feature("step_change", "steps", "-1 .. 1 -> -max_step_change .. +max_step_change"),), doc=__doc__)

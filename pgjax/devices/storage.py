@@ -136,13 +136,15 @@ def price_terms(params: Params, state: State):
 
 
 def validate(entry: dict, path: str) -> list[tuple]:
-    """Scenario check of a YAML entry: `e_min_mwh <= e_max_mwh`, efficiencies in (0, 1]."""
-    problems = checks.ordered(entry, path, [("e_min_mwh", "e_max_mwh")])
-    for key in ("eta_charge", "eta_discharge"):
-        v = checks.number(entry, key)
-        if v is not None and not 0 < v <= 1:
-            problems.append((f"{path}.{key}", "an efficiency in (0, 1]", v))
-    return problems
+    """Scenario check of a YAML entry: `e_max_mwh > 0`, `0 <= e_min_mwh <= e_max_mwh`, power
+    ratings and degradation cost >= 0, efficiencies in (0, 1], initial SOC fractions in
+    [0, 1] with `soc_init_min <= soc_init_max`."""
+    bounds = {"e_max_mwh": checks.POSITIVE, "eta_charge": checks.EFFICIENCY, "eta_discharge": checks.EFFICIENCY,
+              "soc_init_min": checks.FRACTION, "soc_init_max": checks.FRACTION,
+              **dict.fromkeys(("e_min_mwh", "p_charge_max_mw", "p_discharge_max_mw", "s_max_mva",
+                               "degradation_cost_per_mwh"), checks.NONNEGATIVE)}
+    return checks.ranges(entry, path, bounds) + checks.ordered(
+        entry, path, [("e_min_mwh", "e_max_mwh"), ("soc_init_min", "soc_init_max")], checks.defaults(FIELDS))
 
 
 STORAGE = DeviceType(

@@ -121,8 +121,15 @@ def obs_scale(params: Params):
 
 
 def validate(entry: dict, path: str) -> list[tuple]:
-    """Scenario check of a YAML entry: a branch is given (not null), `tap_min <= tap_max`."""
-    problems = checks.ordered(entry, path, [("tap_min", "tap_max")])
+    """Scenario check of a YAML entry: a branch is given (not null), `tap_min <= tap_max`,
+    `tap_base > 0`, a step in [0, 50] %, `max_step_change` and `switching_cost` >= 0, the
+    rule's band `0 < v_low_pu <= v_high_pu <= 2`. (Limits the entry leaves out come from
+    the network's transformer, so only given pairs are compared.)"""
+    bounds = {"tap_base": checks.POSITIVE, "tap_step_percent": checks.Range(0.0, 50.0),
+              "max_step_change": checks.NONNEGATIVE, "switching_cost": checks.NONNEGATIVE,
+              "v_low_pu": checks.VOLTAGE_PU, "v_high_pu": checks.VOLTAGE_PU}
+    problems = checks.ranges(entry, path, bounds) + checks.ordered(
+        entry, path, [("tap_min", "tap_max"), ("v_low_pu", "v_high_pu")], checks.defaults(FIELDS, ("v_low_pu", "v_high_pu")))
     if "branch" in entry and entry["branch"] is None:
         problems.append((f"{path}.branch", "{line: name|index} or {trafo: name|index}", None))
     return problems

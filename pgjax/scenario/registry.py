@@ -2,6 +2,11 @@
 
 The shipped YAML files (`pgjax/scenarios/*.yaml`, package data) and their `variants` are
 registered at import, and so are the generated scenarios of `pgjax.scenario.builders`.
+
+Reading a YAML file is bounded: at most `MAX_FILE_BYTES`, UTF-8 text, and at most
+`MAX_YAML_NODES` nodes once every alias is expanded (an alias bomb is refused after
+composing its small node graph, before anything walks the expanded mapping); any failure
+is a `ScenarioError` naming the file.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import yaml
 from pgjax.scenario.schema import Problem, ScenarioError
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+MAX_FILE_BYTES = 16 * 2**20
+MAX_YAML_NODES = 200_000  # scalars, lists and mappings after alias expansion (a shipped file: ~2,000)
 
 REGISTRY: dict[str, dict] = {}
 
@@ -76,12 +83,71 @@ def load(name_or_path, **builder_kwargs) -> tuple[dict, str, dict]:
     return _read_yaml(text), text, overrides
 
 
+class _TooLarge(Exception):
+    pass
+
+
+def _expanded_size(root) -> int:
+    """Nodes of a composed YAML document with every alias expanded (linear in the node graph).
+
+    Raises `_TooLarge` past `MAX_YAML_NODES` and `yaml.YAMLError` for a recursive alias.
+    """
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        children = [] if isinstance(node, yaml.ScalarNode) else (
+            [x for pair in node.value for x in pair] if isinstance(node, yaml.MappingNode) else node.value)
+        if done:
+            sizes[id(node)] = 1 + sum(sizes[id(ch)] for ch in children)
+            on_path.discard(id(node))
+            if sizes[id(node)] > MAX_YAML_NODES:
+                raise _TooLarge(sizes[id(node)])
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in on_path:
+            raise yaml.YAMLError(f"recursive alias at line {node.start_mark.line + 1}")
+        on_path.add(id(node))
+        stack.append((node, True))
+        stack.extend((ch, False) for ch in children)
+    return sizes[id(root)]
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses documents over `MAX_YAML_NODES` expanded nodes."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        if node is not None:
+            _expanded_size(node)
+        return node
+
+
 def _read_yaml(text: str) -> dict:
+    """The mapping of a YAML file, read within the bounds of the module docstring."""
     path = Path(text)
-    if not path.exists():
+    if not path.is_file():
         raise ScenarioError(text, [Problem("<file>", "an existing YAML file", text)])
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ScenarioError(text, [Problem("<file>", f"a YAML file of at most {MAX_FILE_BYTES} bytes", f"{size} bytes")])
+    data = path.read_bytes()
     try:
-        raw = yaml.safe_load(path.read_text())
+        source = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ScenarioError(text, [Problem("<file>", "a UTF-8 text file",
+                                           f"byte 0x{data[e.start]:02x} at offset {e.start} (binary or another encoding)")]) from None
+    if "\x00" in source:
+        raise ScenarioError(text, [Problem("<file>", "a UTF-8 text file", f"a NUL byte at offset {source.index(chr(0))} (binary)")])
+    try:
+        raw = yaml.load(source, Loader=_BoundedLoader)  # noqa: S506 (a SafeLoader)
+    except _TooLarge as e:
+        raise ScenarioError(text, [Problem("<file>", f"at most {MAX_YAML_NODES} YAML nodes with aliases expanded",
+                                           f"{e.args[0]} or more (an alias bomb?)")]) from None
+    except RecursionError:
+        raise ScenarioError(text, [Problem("<file>", "YAML nested at most a few hundred levels deep", "deeper")]) from None
     except yaml.YAMLError as e:
         raise ScenarioError(text, [Problem("<file>", "valid YAML", str(e).replace("\n", " "))]) from None
     if not isinstance(raw, dict):

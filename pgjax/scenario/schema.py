@@ -1,10 +1,14 @@
 """Validation of raw scenario mappings: every problem found, as (key path, expected, actual).
 
-`validate_structure(raw)` checks shape and types without loading anything; the compiler
-(`pgjax.scenario.compile`) adds the problems that need the network and the data (bus
-names, profile columns). Device entries are checked against their type's declared
-`fields`, then by the type's own `validate` hook (`pgjax.devices.base.DeviceType`), so a
-new device type needs no edit here.
+`validate_structure(raw)` checks shape, types and ranges without loading anything; the
+compiler (`pgjax.scenario.compile`) adds the problems that need the network and the data
+(bus names, profile columns). Device entries are checked against their type's declared
+`fields`, then by the type's own `validate` hook (`pgjax.devices.base.DeviceType`, ranges
+of its parameters), so a new device type needs no edit here.
+
+Every number anywhere in the mapping must be finite with magnitude below `MAX_MAGNITUDE`
+(float32 holds it); every integer field fits int32; counts, delays and step numbers that
+size a buffer or a loop have their own bounds (`MAX_*`).
 """
 
 from __future__ import annotations
@@ -13,18 +17,25 @@ import copy
 import dataclasses
 from typing import Any
 
+import math
+
 from pgjax import devices as dev
-from pgjax.errors import PgjaxError
 from pgjax.devices.base import REQUIRED
-from pgjax.devices.checks import number
+from pgjax.devices.checks import NONNEGATIVE, POSITIVE, VOLTAGE_PU, Range
+from pgjax.errors import PgjaxError, brief
 from pgjax.scenario.specs import PER_AGENT_TIMING
 
 LEVELS = ("system", "grid", "device")
 AGENT_LEVELS = ("system", "grid")
 TOP_KEYS = {"name", "version", "description", "variants", "network", "dtype", "powerflow", "time", "profiles",
             "limits", "reward", "observation", "hierarchy", "protocol", "communication", "agents"}
-# ratings of any device type that has them: never negative
-NONNEGATIVE = ("p_max_mw", "s_max_mva", "e_max_mwh", "p_charge_max_mw", "p_discharge_max_mw")
+MAX_MAGNITUDE = 1e30  # any number in a scenario (float32 holds it, with room for products)
+INT32 = Range(-2**31, 2**31 - 1)
+MAX_ITER = 1000  # power-flow iterations, protocol iterations
+MAX_DT_H = 24.0  # time.dt_h
+MAX_EPISODE_STEPS = 10**6
+MAX_DELAY_STEPS = 1000  # message / action / observation delays and jitter: they size ring buffers
+MAX_TICK_STEPS = 10**6  # tick_interval, tick_offset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +46,7 @@ class Problem:
 
     def format(self, source: str = "") -> str:
         where = f"{source}: " if source else ""
-        return f"{where}{self.path}: expected {self.expected}, got {self.actual!r}"
+        return f"{where}{self.path}: expected {self.expected}, got {brief(self.actual, 240)}"
 
 
 class ScenarioError(PgjaxError):
@@ -60,7 +71,11 @@ class _Checker:
         self.problems: list[Problem] = []
 
     def add(self, path, expected, actual):
-        problem = Problem(path, expected, actual if not isinstance(actual, (dict, list)) else str(actual))
+        if isinstance(actual, (dict, list)):
+            actual = brief(actual)
+        elif isinstance(actual, str) and len(actual) > 200:
+            actual = actual[:185] + f"... ({len(actual)} chars)"
+        problem = Problem(path, expected, actual)
         if problem not in self.problems:
             self.problems.append(problem)
 
@@ -81,7 +96,11 @@ class _Checker:
             if k not in allowed:
                 self.add(f"{path}.{k}" if path else str(k), f"one of the keys {sorted(allowed)}", k)
 
-    def value(self, raw, key, kind, path, required=False, choices=None, minimum=None, exclusive=False):
+    def value(self, raw, key, kind, path, required=False, choices=None, within: Range | None = None):
+        """`raw[key]` if it is a `kind` (in `choices`, in the range `within`), else None with a problem.
+
+        Non-finite numbers return None without a problem here: `check_numbers` reports them.
+        """
         full = f"{path}.{key}" if path else key
         if key not in raw:
             if required:
@@ -98,13 +117,30 @@ class _Checker:
         if not ok:
             self.add(full, kind, v if not isinstance(v, (dict, list)) else _tname(v))
             return None
+        if kind == "number" and not math.isfinite(v):
+            return None
         if choices is not None and v not in choices:
             self.add(full, f"one of {list(choices)}", v)
             return None
-        if minimum is not None and (v <= minimum if exclusive else v < minimum):
-            self.add(full, f"a number {'>' if exclusive else '>='} {minimum}", v)
+        if kind == "int" and within is None:
+            within = INT32
+        if within is not None and v not in within:
+            self.add(full, within.describe("an integer" if kind == "int" else "a number"), v)
             return None
         return v
+
+
+def check_numbers(c: _Checker, node, path: str = "") -> None:
+    """Every number in `node` (nested mappings and lists) finite, of magnitude < MAX_MAGNITUDE."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            check_numbers(c, v, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            check_numbers(c, v, f"{path}[{i}]")
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        if not (math.isfinite(node) and abs(node) < MAX_MAGNITUDE):
+            c.add(path, f"a finite number of magnitude < {MAX_MAGNITUDE:g}", node)
 
 
 # ------------------------------------------------------------------------------ sections
@@ -129,14 +165,16 @@ def _check_solver_and_time(c: _Checker, raw: dict) -> None:
     c.keys(pf, {"method", "jacobian", "max_iter"}, "powerflow")
     c.value(pf, "method", "string", "powerflow", choices=METHODS)
     c.value(pf, "jacobian", "string", "powerflow", choices=("exact", "chord"))
-    c.value(pf, "max_iter", "int", "powerflow", minimum=1)
+    c.value(pf, "max_iter", "int", "powerflow", within=Range(1, MAX_ITER))
 
     t = c.section(raw, "time", required=True)
     c.keys(t, {"dt_h", "episode_steps", "start"}, "time")
-    c.value(t, "dt_h", "number", "time", minimum=0, exclusive=True)
-    c.value(t, "episode_steps", "int", "time", required=True, minimum=1)
-    if "start" in t and not (t["start"] in ("day", "any") or (isinstance(t["start"], int) and t["start"] >= 0)):
-        c.add("time.start", "'day', 'any' or a step index >= 0", t["start"])
+    c.value(t, "dt_h", "number", "time", within=Range(0, MAX_DT_H, lo_open=True))
+    c.value(t, "episode_steps", "int", "time", required=True, within=Range(1, MAX_EPISODE_STEPS))
+    start = t.get("start")
+    if "start" in t and not (start in ("day", "any") or (
+            isinstance(start, int) and not isinstance(start, bool) and start in INT32 and start >= 0)):
+        c.add("time.start", f"'day', 'any' or a step index in [0, {INT32.hi}]", start)
 
 
 def _check_profiles(c: _Checker, raw: dict) -> None:
@@ -148,7 +186,7 @@ def _check_profiles(c: _Checker, raw: dict) -> None:
     c.value(pr, "split", "string", "profiles", choices=("train", "test"))
     if "price" in pr and not isinstance(pr["price"], (str, int, float)) or isinstance(pr.get("price"), bool):
         c.add("profiles.price", "a column name or a number ($/MWh)", pr["price"])
-    c.value(pr, "load_scale", "number", "profiles", minimum=0)
+    c.value(pr, "load_scale", "number", "profiles", within=NONNEGATIVE)
     c.value(pr, "resample", "string", "profiles", choices=("repeat", "linear"))
     for table in ("loads", "sgens"):
         rules = c.value(pr, table, "list", "profiles")
@@ -166,17 +204,17 @@ def _check_objective(c: _Checker, raw: dict) -> None:
     """`limits`, `reward`, `observation` and `hierarchy`."""
     lim = c.section(raw, "limits")
     c.keys(lim, {"vm_min_pu", "vm_max_pu", "loading_max_percent"}, "limits")
-    lo = c.value(lim, "vm_min_pu", "number", "limits", minimum=0)
-    hi = c.value(lim, "vm_max_pu", "number", "limits", minimum=0)
+    lo = c.value(lim, "vm_min_pu", "number", "limits", within=Range(0.0, VOLTAGE_PU.hi))
+    hi = c.value(lim, "vm_max_pu", "number", "limits", within=VOLTAGE_PU)
     if lo is not None and hi is not None and lo >= hi:
         c.add("limits.vm_max_pu", f"a number > limits.vm_min_pu ({lo})", hi)
-    c.value(lim, "loading_max_percent", "number", "limits", minimum=0, exclusive=True)
+    c.value(lim, "loading_max_percent", "number", "limits", within=POSITIVE)
 
     rw = c.section(raw, "reward")
     c.keys(rw, {"penalty", "shared", "scale"}, "reward")
-    c.value(rw, "penalty", "number", "reward", minimum=0)
+    c.value(rw, "penalty", "number", "reward", within=NONNEGATIVE)
     c.value(rw, "shared", "bool", "reward")
-    c.value(rw, "scale", "number", "reward", minimum=0, exclusive=True)
+    c.value(rw, "scale", "number", "reward", within=POSITIVE)
 
     ob = c.section(raw, "observation")
     c.keys(ob, {"centralized"}, "observation")
@@ -241,28 +279,40 @@ def _check_coordination(c: _Checker, raw: dict, ids: list) -> None:
             options |= set(protocols.find(kind, pr[kind]).coupling.defaults)  # a plug-in's own options
     c.keys(pr, {"vertical", "horizontal", *options}, "protocol")
     c.value(pr, "graph", "string", "protocol", choices=GRAPHS)
-    c.value(pr, "iterations", "int", "protocol", minimum=1)
+    c.value(pr, "iterations", "int", "protocol", within=Range(1, MAX_ITER))
     c.value(pr, "mechanism", "string", "protocol", choices=("uniform", "pay_as_bid"))
     lo, hi = c.value(pr, "price_min", "number", "protocol"), c.value(pr, "price_max", "number", "protocol")
     if lo is not None and hi is not None and lo >= hi:
         c.add("protocol.price_max", f"a number > protocol.price_min ({lo})", hi)
     com = c.section(raw, "communication")
     c.keys(com, {"msg_delay", "loss_prob", "jitter", "jitter_kind", *PER_AGENT_TIMING}, "communication")
-    p = c.value(com, "loss_prob", "number", "communication", minimum=0)
-    if p is not None and p > 1:
+    p = c.value(com, "loss_prob", "number", "communication")
+    if p is not None and not 0 <= p <= 1:
         c.add("communication.loss_prob", "a probability in [0, 1]", p)
-    c.value(com, "jitter", "number", "communication", minimum=0)
+    c.value(com, "jitter", "number", "communication", within=Range(0, MAX_DELAY_STEPS))
     c.value(com, "jitter_kind", "string", "communication", choices=JITTER_KINDS)
-    for key in ("msg_delay", *PER_AGENT_TIMING):
-        low = 1 if key == "tick_interval" else 0
+    bounds = {"tick_interval": Range(1, MAX_TICK_STEPS), "tick_offset": Range(0, MAX_TICK_STEPS),
+              "msg_delay": Range(0, MAX_DELAY_STEPS), "act_delay": Range(0, MAX_DELAY_STEPS),
+              "obs_delay": Range(0, MAX_DELAY_STEPS)}
+    for key, allowed in bounds.items():
         spec = com.get(key)
         items = spec.items() if isinstance(spec, dict) else [(None, spec)] if key in com else []
         for aid, v in items:
             path = f"communication.{key}" + (f".{aid}" if aid is not None else "")
             if aid is not None and aid not in ids:
                 c.add(path, f"one of the agent ids {ids}", aid)
-            elif isinstance(v, bool) or not isinstance(v, int) or v < low:
-                c.add(path, f"an integer >= {low} (steps), or a mapping agent id -> integer", v)
+            elif isinstance(v, bool) or not isinstance(v, int) or v not in allowed:
+                c.add(path, f"{allowed.describe('an integer')} (steps), or a mapping agent id -> integer", v)
+
+
+def _check_variants(c: _Checker, raw: dict) -> None:
+    """`variants`: name -> a mapping of overrides (the names of `OVERRIDE_PATHS` or sections)."""
+    variants = c.section(raw, "variants")
+    for name, over in variants.items():
+        if not isinstance(over, dict):
+            c.add(f"variants.{name}", "a mapping of overrides", _tname(over))
+            continue
+        c.keys(over, set(OVERRIDE_PATHS) | TOP_KEYS, f"variants.{name}")
 
 
 def validate_structure(raw: dict) -> list[Problem]:
@@ -270,7 +320,7 @@ def validate_structure(raw: dict) -> list[Problem]:
     c = _Checker()
     c.keys(raw, TOP_KEYS, "")
     c.value(raw, "name", "string", "", required=True)
-    c.value(raw, "version", "int", "", minimum=0)
+    c.value(raw, "version", "int", "", within=Range(0, INT32.hi))
     c.value(raw, "description", "string", "")
     c.value(raw, "dtype", "string", "", choices=("float32", "float64"))
     _check_network(c, raw)
@@ -279,6 +329,8 @@ def validate_structure(raw: dict) -> list[Problem]:
     _check_objective(c, raw)
     ids = _check_agents(c, raw)
     _check_coordination(c, raw, ids)
+    _check_variants(c, raw)
+    check_numbers(c, raw)
     return c.problems
 
 
@@ -288,8 +340,8 @@ def _field_problem(f, v) -> str | None:
     """What a YAML value `v` of field `f` should have been, or None if its type fits."""
     if f.kind == "float" and (isinstance(v, bool) or not isinstance(v, (int, float))):
         return f"a number ({f.unit})" if f.unit else "a number"
-    if f.kind == "int" and (isinstance(v, bool) or not isinstance(v, int)):
-        return "an integer"
+    if f.kind == "int" and (isinstance(v, bool) or not isinstance(v, int) or v not in INT32):
+        return INT32.describe("an integer")
     if f.kind == "bool" and not isinstance(v, bool):
         return "true or false"
     if f.kind == "bus" and (isinstance(v, bool) or not isinstance(v, (str, int))):
@@ -306,7 +358,7 @@ def _field_problem(f, v) -> str | None:
 
 
 def _check_device_entry(c: _Checker, d: dict, path: str) -> None:
-    """One device entry: its type, its fields' types, the type's own checks, non-negative ratings."""
+    """One device entry: its type, its fields' types and the type's own checks (ranges)."""
     kind = d.get("type")
     if kind is None:
         c.add(f"{path}.type", f"one of the device types {sorted(dev.REGISTRY)} (required key missing)", None)
@@ -328,10 +380,6 @@ def _check_device_entry(c: _Checker, d: dict, path: str) -> None:
             c.add(full, expected, d[fname])
     for problem in device_type.validate(d, path) if device_type.validate else ():
         c.add(*problem)
-    for k in NONNEGATIVE:
-        v = number(d, k)
-        if v is not None and v < 0:
-            c.add(f"{path}.{k}", "a number >= 0", v)
 
 
 # ----------------------------------------------------------------------------- overrides
