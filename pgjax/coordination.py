@@ -62,9 +62,12 @@ def build_links(c, layout, vertical, horizontal) -> Links:
     grid_nodes = layout.grid_nodes
     n_grid = len(grid_nodes)
     conn_type, conn_of_grid = _first_of_type(c.groups, grid_nodes, lambda t: t.grid_connection is not None)
+    grid_index = {int(k): i for i, k in enumerate(grid_nodes)}
     imax, emax = np.ones(n_grid), np.ones(n_grid)
+    grid_of_conn = np.zeros(0, np.int64)
     if conn_type is not None:
         cg = next(g for g in c.groups if g.type == conn_type)
+        grid_of_conn = np.array([grid_index.get(int(o), -1) for o in cg.owner], np.int64)
         lim_i, lim_e = (np.asarray(x) for x in dev.get(conn_type).grid_connection.limits(cg.params))
         has = conn_of_grid >= 0
         imax[has], emax[has] = lim_i[conn_of_grid[has]], lim_e[conn_of_grid[has]]
@@ -80,7 +83,6 @@ def build_links(c, layout, vertical, horizontal) -> Links:
     hparams = comms.channel_params(n_grid, n_grid, np.broadcast_to(grid_delay[:, None], (n_grid, n_grid)).copy(),
                                    float(com.loss_prob), float(com.jitter), kind)
     parent = np.asarray(c.tree_parent)[grid_nodes].astype(np.int64)
-    grid_index = {int(k): i for i, k in enumerate(grid_nodes)}
     tracked_of = {g.type: np.array([grid_index[int(o)] if int(o) in grid_index and layout.tracked[grid_index[int(o)]]
                                     else -1 for o in g.owner], np.int64) for g in layout.groups}
     types = [g.type for g in layout.groups]
@@ -88,7 +90,7 @@ def build_links(c, layout, vertical, horizontal) -> Links:
     return Links(
         grid_nodes=grid_nodes, parent=parent, n_tree=n_tree, tracked=layout.tracked,
         parent_agent=layout.parent_agent, parent_col=layout.parent_col, connection_of_grid=conn_of_grid,
-        connection_type=conn_type, scale_mw=np.maximum(imax, 1e-9), import_max_mw=imax, export_max_mw=emax,
+        connection_type=conn_type, grid_of_connection=grid_of_conn, scale_mw=np.maximum(imax, 1e-9), import_max_mw=imax, export_max_mw=emax,
         adjacency=graph(options.get("graph", "complete"), n_grid) & horizontal.coupling.sends,
         options=options, vparams=vparams, hparams=hparams,
         v_links=(parent[None, :] == np.arange(n_tree)[:, None]) & vertical.coupling.sends,
@@ -107,10 +109,10 @@ class Coordinator:
     """Pure per-step functions over a scenario's protocols and `Links` (see the module docstring)."""
 
     def __init__(self, c, layout, dtype):
-        self.vertical = protocols.find("vertical", c.protocol.vertical).coupling
-        self.horizontal = protocols.find("horizontal", c.protocol.horizontal).coupling
-        self.links = links = build_links(c, layout, protocols.find("vertical", c.protocol.vertical),
-                                         protocols.find("horizontal", c.protocol.horizontal))
+        vertical = protocols.find("vertical", c.protocol.vertical)
+        horizontal = protocols.find("horizontal", c.protocol.horizontal)
+        self.vertical, self.horizontal = vertical.coupling, horizontal.coupling
+        self.links = links = build_links(c, layout, vertical, horizontal)
         self.dtype = dtype
         self.scales = [np.asarray(cp.scale(links), float) for cp in (self.vertical, self.horizontal)]
         self.n_features = sum(s.shape[1] for s in self.scales)

@@ -54,7 +54,7 @@ from pgjax.grid import Grid, astype
 from pgjax.powerflow import bus_injections, check_method, network, solve
 from pgjax.powerflow.tree import tree_of
 from pgjax.precision import require_x64
-from pgjax.protocols.coupling import Inputs
+from pgjax.protocols.coupling import Inputs, grid_imports
 from pgjax.scenario import compile_scenario
 
 # Power-flow methods started from the previous step's voltages (`powerflow.solve(init=...)`).
@@ -96,11 +96,6 @@ class Env:
         self.act_sizes, self.act_dim = self.layout.act_sizes, self.layout.act_dim
         self.obs_sizes = self.layout.observation.sizes
         self.obs_dim = self.layout.observation.index.shape[1]
-        links = self.coordinator.links
-        conn = links.connection_type
-        self._connection_grid = np.zeros(0, np.int64) if conn is None else np.array(
-            [{int(k): i for i, k in enumerate(links.grid_nodes)}.get(int(o), -1) for o in self.layout.group(conn).owner],
-            np.int64)
         self.default_params = self.make_params()
         self._checked_params = self.default_params  # the last concrete params whose values were checked
         self._state_spec = None
@@ -220,14 +215,6 @@ class Env:
         actions, cs = self.coordinator.act_timing(state.coord, actions)
         return actions, nan_actions, clipped_actions, cs
 
-    def _grid_imports(self, import_mw) -> jax.Array:
-        """Import per grid agent `[n_grid]` (MW) from the connection devices' imports."""
-        n = self.coordinator.links.n_grid
-        if not len(self._connection_grid):
-            return jnp.zeros(n, self.dtype)
-        seg = jnp.asarray(np.where(self._connection_grid >= 0, self._connection_grid, n))
-        return jax.ops.segment_sum(import_mw, seg, n + 1)[:n]
-
     def _connection(self, params: EnvParams):
         t = self.coordinator.links.connection_type
         return (None, None) if t is None else (dev.get(t).grid_connection, params.devices[t])
@@ -236,7 +223,7 @@ class Env:
         """Protocol messages of this step: `(vertical outputs, horizontal outputs, coord)`."""
         links, dt = self.coordinator.links, self.dtype
         conn, conn_params = self._connection(params)
-        import_last = self._grid_imports(conn.import_mw(conn_params, state.devices[links.connection_type])) \
+        import_last = grid_imports(links, conn.import_mw(conn_params, state.devices[links.connection_type])) \
             if conn is not None else jnp.zeros(links.n_grid, dt)
         net_load = -(p_bus @ jnp.asarray(self.layout.bus_grid, dt)) if links.dispatch_types else \
             jnp.zeros(links.n_grid, dt)
@@ -345,7 +332,7 @@ class Env:
         cost, dev_safety, cost_total, totals, new_states = self._account(params, state, setpoints, new_states, ctx)
 
         conn, conn_params = self._connection(params)
-        import_now = self._grid_imports(conn.exchange(conn_params, pf)) if conn is not None else \
+        import_now = grid_imports(coord.links, conn.exchange(conn_params, pf)) if conn is not None else \
             jnp.zeros(coord.links.n_grid, dt)
         adjust = coord.settle(h_out, import_now, ctx.price, params.dt_h, params.devices)
         if adjust is not None:

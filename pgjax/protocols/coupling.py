@@ -52,6 +52,7 @@ class Links:
     parent_col: np.ndarray  # [n_grid] column of that agent's action
     connection_of_grid: np.ndarray  # [n_grid] index of the grid agent's connection device, -1 if none
     connection_type: str | None  # the device type that is a grid connection (`DeviceType.grid_connection`)
+    grid_of_connection: np.ndarray  # [n_connection] grid agent owning each connection device, -1 if none
     scale_mw: np.ndarray  # [n_grid] import limit (or 1) normalizing MW features
     import_max_mw: np.ndarray  # [n_grid]
     export_max_mw: np.ndarray  # [n_grid]
@@ -114,6 +115,15 @@ def empty_outputs(n_grid: int, dtype) -> Outputs:
 def take_grid(values, index: np.ndarray, fill):
     """`values[index]` per grid agent, `fill` where `index < 0`."""
     return jnp.where(jnp.asarray(index >= 0), values[jnp.asarray(np.maximum(index, 0))], fill)
+
+
+def grid_imports(links: Links, import_mw) -> jax.Array:
+    """Import per grid agent `[n_grid]` (MW): the sum of its connection devices' `import_mw` `[n_connection]`."""
+    n = links.n_grid
+    if not len(links.grid_of_connection):
+        return jnp.zeros(n, import_mw.dtype)
+    seg = jnp.asarray(np.where(links.grid_of_connection >= 0, links.grid_of_connection, n))
+    return jax.ops.segment_sum(import_mw, seg, n + 1)[:n]
 
 
 def parent_actions(links: Links, actions):
