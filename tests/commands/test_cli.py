@@ -5,6 +5,7 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pgjax import networks
@@ -72,6 +73,19 @@ def test_unknown_bench_is_rejected():
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "no_such_bench"])
     assert exit_info.value.code == 2
+
+
+def test_bench_env_cpu_clock_times_pgjax_next_to_pandapower(capsys):
+    """`pgjax bench env --clock cpu` (the figure closing notes compare versions with) prints
+    steps per CPU-second for the reference and the JAX rows, with ratios to pandapower."""
+    from pgjax.commands import bench_env
+
+    table = bench_env.main(["--clock", "cpu", "--batches", "2", "--scan", "2", "--seconds", "0.05",
+                            "--reference-steps", "1", "--skip-shim", "--flops", "none", "--peak-n", "64"])
+    out = capsys.readouterr().out
+    assert "env steps per CPU-second" in out, out
+    assert set(table) == {"reference: pandapower (1)", "jit(vmap(step)) (2)", "scan 2 x vmap (2)"}
+    assert all(np.isfinite(r["steps_per_s"]) and r["steps_per_s"] > 0 for r in table.values())
 
 
 def test_ci_runs_the_readme_test_command():
