@@ -16,7 +16,9 @@ made (importing pgjax does not; `tests/test_precision.py` checks that in a fresh
 It also gives JAX a persistent compilation cache in a temporary folder of this session
 (`PGJAX_TEST_JAX_CACHE` to choose one): many tests build the same scenario and compile the
 same step program, which then compiles once (8 -> 1 CPU-s for the multi_microgrid step);
-subprocesses (`pgjax train` in the CLI tests) inherit it through `JAX_COMPILATION_CACHE_DIR`.
+subprocesses (`pgjax train` in the CLI tests) and pytest-xdist's workers (the README's test
+command runs `-n 2 --dist loadfile`: whole files per worker, so module fixtures build once)
+inherit it through the environment.
 """
 
 from __future__ import annotations
