@@ -25,6 +25,9 @@ COMMANDS = {
     "train": ("train", "train MAPPO on a scenario into a run folder (progress, checkpoints, curves)"),
     "eval": ("eval", "evaluate a run on the test split against random, do-nothing, rule-based and oracle"),
     "compare": ("compare_protocols", "run a scenario under every protocol with the same policies and seeds"),
+    "export": ("export", "export a run's actors: safetensors weights + manifest, runnable with numpy alone"),
+    "hil": ("hil", "serve a scenario's plant over Modbus TCP (env physics behind registers); write its device map"),
+    "deploy": ("deploy", "run an exported policy against Modbus devices (device map, fail-safes, JSONL log)"),
 }
 BENCHES = {"powerflow": "bench_powerflow", "env": "bench_env"}
 

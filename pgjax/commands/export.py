@@ -1,0 +1,35 @@
+"""`pgjax export RUN_DIR --out DIR`: a trained run's actors as a numpy-runnable artifact.
+
+    pgjax export runs/multi_microgrid --out export/mmg
+    pgjax export runs/multi_microgrid --out export/mmg --seed-index 1
+
+Writes one safetensors weights file per learned agent and `manifest.json` (architecture,
+observation and action schema, control period, scenario, content hash): see
+`pgjax.deploy.export`. The policy then runs with numpy alone (`pgjax.deploy.policy`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pgjax export", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", help="run folder of pgjax train (config.yaml, checkpoint.msgpack)")
+    parser.add_argument("--out", required=True, help="export folder (created; files in it are replaced)")
+    parser.add_argument("--seed-index", type=int, default=0, help="which seed of the checkpoint (default 0)")
+    args = parser.parse_args(argv)
+
+    from pgjax.deploy.export import export_run
+    from pgjax.errors import PgjaxError
+
+    try:
+        manifest = export_run(args.run_dir, args.out, args.seed_index)
+    except PgjaxError as e:
+        print(f"pgjax export: error: {e}", file=sys.stderr)
+        return 2
+    names = ", ".join(a["name"] for a in manifest["agents"])
+    print(f"pgjax export: {args.run_dir} -> {args.out}: {len(manifest['agents'])} agent(s) [{names}], "
+          f"scenario {manifest['scenario']['name']}, content hash {manifest['content_hash'][:16]}")
+    return 0
