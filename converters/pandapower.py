@@ -6,7 +6,10 @@ pandapower's own model builder (`_pd2ppc`), so the arrays describe exactly the n
 `pandapower.runpp` solves. Injection tables (loads, static generators, storage, wards,
 generators, external grids) are read from the element tables in the net's index order and
 checked against pandapower's bus totals, so anything pgjax does not model is caught here
-with an error that names the element, never as a wrong answer later.
+with an error that names the element, never as a wrong answer later. Element tables are
+checked first (`check_tables`): bus references that are not buses, non-positive nominal
+voltages, line lengths, ratings and impedances raise `pgjax.errors.DataError` naming the
+table, row, column and value.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import warnings
 import jax
 import numpy as np
 
+from pgjax.errors import DataError
 from pgjax.grid import NONE, Branches, Buses, ExtGrids, Generators, Grid, Injections, astype
 from pgjax.precision import require_x64
 
@@ -33,8 +37,81 @@ ZIP_COLUMNS = ("const_z_p_percent", "const_i_p_percent", "const_z_q_percent", "c
                "const_z_percent", "const_i_percent")
 
 
-class UnsupportedElementError(ValueError):
+# Columns holding a bus index, per element table.
+BUS_COLUMNS = {
+    "line": ("from_bus", "to_bus"), "trafo": ("hv_bus", "lv_bus"), "trafo3w": ("hv_bus", "mv_bus", "lv_bus"),
+    "impedance": ("from_bus", "to_bus"), "switch": ("bus",), "load": ("bus",), "sgen": ("bus",), "gen": ("bus",),
+    "storage": ("bus",), "ext_grid": ("bus",), "ward": ("bus",), "xward": ("bus",), "shunt": ("bus",),
+}
+# The table a switch's `element` indexes, by its `et`.
+SWITCH_ELEMENTS = {"b": "bus", "l": "line", "t": "trafo", "t3": "trafo3w"}
+# (table, column, test, allowed) checked on in-service rows: physical ranges of the parameters.
+RANGES = (
+    ("bus", "vn_kv", lambda v: v > 0, "> 0 kV"),
+    ("line", "length_km", lambda v: v > 0, "> 0 km"),
+    ("line", "parallel", lambda v: v >= 1, ">= 1"),
+    ("trafo", "sn_mva", lambda v: v > 0, "> 0 MVA"),
+    ("trafo", "vn_hv_kv", lambda v: v > 0, "> 0 kV"),
+    ("trafo", "vn_lv_kv", lambda v: v > 0, "> 0 kV"),
+    ("trafo", "vk_percent", lambda v: v > 0, "> 0 %"),
+    ("trafo", "vkr_percent", lambda v: v >= 0, ">= 0 %"),
+    ("trafo", "parallel", lambda v: v >= 1, ">= 1"),
+    *((("trafo3w", f"sn_{s}_mva", lambda v: v > 0, "> 0 MVA")) for s in ("hv", "mv", "lv")),
+    *((("trafo3w", f"vn_{s}_kv", lambda v: v > 0, "> 0 kV")) for s in ("hv", "mv", "lv")),
+)
+
+
+class UnsupportedElementError(DataError):
     """The net holds an element or setting that pgjax cannot represent."""
+
+
+def _in_service(df):
+    return df.in_service.values.astype(bool) if "in_service" in df else np.ones(len(df), bool)
+
+
+def check_tables(net) -> None:
+    """Element tables that describe a network: `DataError` naming `net.<table>[<row>].<column>=<value>`.
+
+    Every bus reference (all rows) is a row of `net.bus`, every switch `element` a row of
+    the table its `et` names; on in-service rows the parameters of `RANGES` are finite and
+    in range, a line's impedance `r + jx` is not zero and a transformer's `vkr_percent` is
+    at most its `vk_percent`. (Negative line resistances or reactances are accepted: network
+    equivalents such as `case145` and series capacitors have them.)
+    """
+    buses = set(net.bus.index)
+    span = f"{len(buses)} buses, indices {min(buses)}..{max(buses)}" if buses else "no buses"
+    for table, cols in BUS_COLUMNS.items():
+        df = net.get(table)
+        for col in cols if df is not None and len(df) else ():
+            bad = df.index[~df[col].isin(buses)] if col in df else []
+            if len(bad):
+                raise DataError(f"net.{table}[{bad[0]}].{col}={df.at[bad[0], col]}: not a bus of the net ({span})")
+    sw = net.get("switch")
+    if sw is not None and len(sw):
+        for et, target in SWITCH_ELEMENTS.items():
+            rows = sw.index[(sw.et == et).values & ~sw.element.isin(set(net[target].index)).values]
+            if len(rows):
+                raise DataError(f"net.switch[{rows[0]}].element={sw.at[rows[0], 'element']}: not a row of "
+                                f"net.{target} (switch et={et!r})")
+    for table, col, test, allowed in RANGES:
+        df = net.get(table)
+        if df is None or not len(df) or col not in df:
+            continue
+        v = df[col].astype(float).values
+        bad = df.index[_in_service(df) & ~(np.isfinite(v) & test(np.where(np.isfinite(v), v, 0.0)))]
+        if len(bad):
+            raise DataError(f"net.{table}[{bad[0]}].{col}={df.at[bad[0], col]}: expected a finite number {allowed}")
+    line = net.get("line")
+    if line is not None and len(line):
+        zero = line.index[_in_service(line) & (line.r_ohm_per_km.values == 0) & (line.x_ohm_per_km.values == 0)]
+        if len(zero):
+            raise DataError(f"net.line[{zero[0]}]: r_ohm_per_km = x_ohm_per_km = 0, a zero impedance (use a bus-bus switch)")
+    trafo = net.get("trafo")
+    if trafo is not None and len(trafo):
+        bad = trafo.index[_in_service(trafo) & (trafo.vkr_percent.values > trafo.vk_percent.values)]
+        if len(bad):
+            raise DataError(f"net.trafo[{bad[0]}].vkr_percent={trafo.at[bad[0], 'vkr_percent']}: expected at most "
+                            f"vk_percent ({trafo.at[bad[0], 'vk_percent']})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +154,7 @@ def _ppc_of(net):
 def _check_supported(net) -> None:
     if len(net.bus) == 0:
         raise UnsupportedElementError("net has no buses")
+    check_tables(net)
     for table in UNSUPPORTED_TABLES:
         df = net.get(table)
         if df is None or len(df) == 0:
@@ -111,7 +189,7 @@ def _check_supported(net) -> None:
             if col in df:
                 bad = df.index[~np.isfinite(df[col].astype(float).values)]
                 if len(bad):
-                    raise ValueError(f"net.{table}[{bad[0]}].{col}={df.at[bad[0], col]}: not a finite number")
+                    raise DataError(f"net.{table}[{bad[0]}].{col}={df.at[bad[0], col]}: not a finite number")
 
 
 def _injections(net, table: str, bus_lookup, p_col="p_mw", q_col="q_mvar") -> tuple[Injections, np.ndarray]:
@@ -200,8 +278,9 @@ def from_pandapower(net, dtype=None) -> tuple[Grid, NetMap]:
     Buses follow `net.bus` order, then pandapower's auxiliary buses (three-winding star
     points, open-switch ends); buses fused by closed bus-bus switches share one grid bus.
     Element tables follow the net's index order. Raises `UnsupportedElementError` naming
-    the table, index and reason for anything pgjax does not model, and `ValueError` for
-    non-finite parameters.
+    the table, index and reason for anything pgjax does not model, and
+    `pgjax.errors.DataError` (a `ValueError`, as is `UnsupportedElementError`) for bad
+    element tables (`check_tables`) and non-finite parameters.
     """
     if dtype is not None:
         require_x64(f"from_pandapower(net, dtype={np.dtype(dtype).name})", dtype)

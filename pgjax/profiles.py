@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pgjax.errors import DataError, brief
+
 DATA = Path(__file__).resolve().parent / "data" / "profiles"
 
 DATASETS = {
@@ -221,50 +223,56 @@ def from_csv(path: str | Path, time_column: str | None = None, dt_h: float | Non
         dtype: dtype of `values`.
 
     Raises:
-        ValueError naming the file, column and row (1-based file line, header = line 1)
-        of the first missing, non-numeric or non-finite value, a ragged row, a missing
-        column or a non-uniform time step.
+        `pgjax.errors.DataError` (a `ValueError`) naming the file, column and row (1-based
+        file line, header = line 1) of the first missing, non-numeric or non-finite value,
+        a ragged row, a missing column, a time stamp that does not increase or a
+        non-uniform time step; or naming the file that is not UTF-8 text / not CSV.
     """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f, delimiter=delimiter))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f, delimiter=delimiter))
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte offset {e.start}); expected a CSV file") from None
+    except csv.Error as e:
+        raise DataError(f"{path}: not a CSV file ({e})") from None
     if not rows:
-        raise ValueError(f"{path}: empty file (expected a header row)")
+        raise DataError(f"{path}: empty file (expected a header row)")
     header = [h.strip() for h in rows[0]]
     body = rows[1:]
     while body and not any(c.strip() for c in body[-1]):
         body.pop()  # trailing blank lines
     if not body:
-        raise ValueError(f"{path}: no data rows after the header")
+        raise DataError(f"{path}: no data rows after the header")
     if len(set(header)) != len(header):
         dup = sorted({h for h in header if header.count(h) > 1})
-        raise ValueError(f"{path}: duplicate column names {dup}")
+        raise DataError(f"{path}: duplicate column names {dup}")
     if time_column is not None and time_column not in header:
-        raise ValueError(f"{path}: time column {time_column!r} not found; columns: {header}")
+        raise DataError(f"{path}: time column {time_column!r} not found; columns: {brief(header, 200)}")
     if columns is None:
         columns = [h for h in header if h != time_column]
     missing = [c for c in columns if c not in header]
     if missing:
-        raise ValueError(f"{path}: column(s) {missing} not found; columns: {header}")
+        raise DataError(f"{path}: column(s) {missing} not found; columns: {brief(header, 200)}")
     if not columns:
-        raise ValueError(f"{path}: no value columns")
+        raise DataError(f"{path}: no value columns")
     idx = [header.index(c) for c in columns]
 
     values = np.empty((len(body), len(columns)), dtype=np.float64)
     for r, row in enumerate(body):
         line = r + 2
         if len(row) != len(header):
-            raise ValueError(f"{path}: row {line} has {len(row)} fields, the header has {len(header)}")
+            raise DataError(f"{path}: row {line} has {len(row)} fields, the header has {len(header)}")
         for j, (c, i) in enumerate(zip(columns, idx)):
             cell = row[i].strip()
             if cell == "":
-                raise ValueError(f"{path}: column {c!r}, row {line}: missing value")
+                raise DataError(f"{path}: column {c!r}, row {line}: missing value")
             try:
                 x = float(cell)
             except ValueError:
-                raise ValueError(f"{path}: column {c!r}, row {line}: {cell!r} is not a number") from None
+                raise DataError(f"{path}: column {c!r}, row {line}: {brief(cell)} is not a number") from None
             if not math.isfinite(x):
-                raise ValueError(f"{path}: column {c!r}, row {line}: {cell!r} is not finite")
+                raise DataError(f"{path}: column {c!r}, row {line}: {cell!r} is not finite")
             values[r, j] = x
 
     start = ""
@@ -273,10 +281,12 @@ def from_csv(path: str | Path, time_column: str | None = None, dt_h: float | Non
                                      time_column)
         if dt_h is None:
             if inferred is None:
-                raise ValueError(f"{path}: column {time_column!r}: need two rows to infer dt_h; pass dt_h")
+                raise DataError(f"{path}: column {time_column!r}: need two rows to infer dt_h; pass dt_h")
             dt_h = inferred
     if dt_h is None:
-        raise ValueError(f"{path}: pass dt_h (step in hours) or a time_column to infer it from")
+        raise DataError(f"{path}: pass dt_h (step in hours) or a time_column to infer it from")
+    if not (math.isfinite(dt_h) and dt_h > 0):
+        raise DataError(f"{path}: dt_h must be a finite step > 0 hours, got {dt_h!r}")
     return Profiles(values=values.astype(dtype), names=tuple(columns), dt_h=float(dt_h), start=start,
                     units=dict(units or {}), source=str(path))
 
@@ -289,17 +299,20 @@ def _time_axis(path: Path, stamps: list[str], col: str) -> tuple[str, float | No
         try:
             t.append(pd.Timestamp(s))
         except (ValueError, TypeError):
-            raise ValueError(f"{path}: column {col!r}, row {r + 2}: {s!r} is not a time stamp") from None
+            raise DataError(f"{path}: column {col!r}, row {r + 2}: {brief(s)} is not a time stamp") from None
         if t[-1] is pd.NaT:
-            raise ValueError(f"{path}: column {col!r}, row {r + 2}: missing time stamp")
+            raise DataError(f"{path}: column {col!r}, row {r + 2}: missing time stamp")
     if len(t) < 2:
         return t[0].isoformat(), None
     try:
         steps = [(b - a) / pd.Timedelta(hours=1) for a, b in itertools.pairwise(t)]
     except TypeError:
-        raise ValueError(f"{path}: column {col!r}: mixes time stamps with and without time zone") from None
+        raise DataError(f"{path}: column {col!r}: mixes time stamps with and without time zone") from None
     for r, s in enumerate(steps):
-        if not math.isclose(s, steps[0], rel_tol=1e-9) or s <= 0:
-            raise ValueError(f"{path}: column {col!r}, row {r + 3}: step {s} h differs from the first "
-                             f"step {steps[0]} h (time steps must be uniform)")
+        if s <= 0:
+            raise DataError(f"{path}: column {col!r}, row {r + 3}: time stamp {brief(stamps[r + 1])} does not come "
+                            f"after {brief(stamps[r])} (time stamps must increase)")
+        if not math.isclose(s, steps[0], rel_tol=1e-9):
+            raise DataError(f"{path}: column {col!r}, row {r + 3}: step {s} h differs from the first "
+                            f"step {steps[0]} h (time steps must be uniform)")
     return t[0].isoformat(), steps[0]

@@ -10,14 +10,18 @@ new device type needs no edit here.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import fnmatch
 import inspect
+import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pgjax import devices as dev
+from pgjax.errors import brief
 from pgjax.scenario.registry import builder_of, load
 from pgjax.scenario.schema import Problem, ScenarioError, _Checker, apply_overrides, validate_structure
 from pgjax.scenario.specs import CommunicationSpec, ProfileSpec, ProtocolSpec
@@ -175,7 +179,7 @@ class _Resolver:
         return v
 
 
-def _resolve_network(spec):
+def _resolve_network(spec, source: str):
     from pgjax import networks
 
     if isinstance(spec, dict):
@@ -185,19 +189,39 @@ def _resolve_network(spec):
 
         builder = getattr(builders, spec["builder"], None) or getattr(pn, spec["builder"])
         return builder(**spec.get("kwargs", {}))
-    return networks.load(spec)
+    return networks.load(str(_data_path(spec, source)) if spec.endswith(".json") else spec)
 
 
-def _load_data(c: _Checker, spec: ProfileSpec):
-    """The profile dataset the episodes draw from (None without profiles or on a problem)."""
+def _data_path(name: str, source: str) -> Path:
+    """A data file's path as written, or relative to the scenario file's folder where it is found there."""
+    path = Path(name)
+    if not path.is_absolute() and source.endswith((".yaml", ".yml")) and (Path(source).parent / path).exists():
+        return Path(source).parent / path
+    return path
+
+
+def _load_data(c: _Checker, spec: ProfileSpec, dt_h: float, source: str):
+    """The profile dataset the episodes draw from (None without profiles or on a problem).
+
+    A CSV file is read with the section's `time_column` and `data_dt_h` (neither: one row
+    per scenario step, `dt_h`).
+    """
     from pgjax import profiles
+    from pgjax.errors import DataError
 
     if spec.train is None:
         return None
+    key = f"profiles.{'test' if spec.dataset == spec.test and spec.split == 'test' else 'train'}"
+    if not spec.dataset.endswith(".csv"):
+        if spec.dataset not in profiles.DATASETS:
+            c.add(key, f"a shipped dataset {profiles.datasets()} or a .csv file", spec.dataset)
+            return None
+        return profiles.load(spec.dataset)
+    data_dt_h = spec.data_dt_h if spec.data_dt_h is not None or spec.time_column else dt_h
     try:
-        return profiles.from_csv(spec.dataset) if spec.dataset.endswith(".csv") else profiles.load(spec.dataset)
-    except Exception as e:  # noqa: BLE001 (report any failure as a problem)
-        c.add(f"profiles.{spec.split}", "a shipped dataset or a CSV file", f"{spec.dataset} ({e})")
+        return profiles.from_csv(_data_path(spec.dataset, source), time_column=spec.time_column, dt_h=data_dt_h)
+    except (DataError, OSError) as e:
+        c.add(key, "a readable CSV file of profiles", str(e))
         return None
 
 
@@ -244,7 +268,8 @@ def _device_groups(r: _Resolver, agents: list, tree_ids: tuple) -> list:
     entries: dict[str, list] = {}
     for i, a in enumerate(agents):
         for j, d in enumerate(a.get("devices", [])):
-            entries.setdefault(d["type"], []).append((i, j, d))
+            if d is not None:  # None: an entry `validate` left out (its problems are reported already)
+                entries.setdefault(d["type"], []).append((i, j, d))
     return [_device_group(r, kind, entries[kind], tree_ids) for kind in sorted(entries, key=list(dev.REGISTRY).index)]
 
 
@@ -298,21 +323,34 @@ def _load(name_or_raw, overrides: dict) -> tuple[dict, str]:
 def _network(raw: dict, source: str) -> Network:
     from pgjax.converters.pandapower import from_pandapower
 
+    def problem(expected, e):
+        spec = brief(raw["network"]) if not isinstance(raw["network"], str) else raw["network"]
+        text = str(e) if spec in str(e) else f"{spec}: {e}"
+        return ScenarioError(source, [Problem("network", expected, text)])
+
     try:
-        net = _resolve_network(raw["network"])
+        net = _resolve_network(raw["network"], source)
     except Exception as e:  # noqa: BLE001 (report any failure as a problem)
-        raise ScenarioError(source, [Problem("network", "a loadable network", f"{raw['network']} ({e})")]) from None
-    return Network(net, *from_pandapower(net))
+        raise problem("a loadable network", e) from None
+    try:
+        return Network(net, *from_pandapower(net))
+    except ValueError as e:  # DataError / UnsupportedElementError: table, row, column and value
+        raise problem("a network pgjax can convert", e) from None
 
 
 def compile_scenario(name_or_raw, **overrides) -> Compiled:
     """Validate and resolve a scenario; raise `ScenarioError` listing every problem."""
     raw, source = _load(name_or_raw, overrides)
+    return _compile(raw, source)
+
+
+def _compile(raw: dict, source: str) -> Compiled:
+    """`Compiled` of a structurally valid mapping (device entries may be None: skipped)."""
     network = _network(raw, source)
     net, netmap = network.net, network.netmap
     c = _Checker()
     spec = ProfileSpec.from_raw(raw.get("profiles", {}))
-    r = _Resolver(c, network, _load_data(c, spec))
+    r = _Resolver(c, network, _load_data(c, spec, float(raw["time"].get("dt_h", 1.0)), source))
 
     price_col, flat_price = -1, 0.0
     if isinstance(spec.price, str):
@@ -358,14 +396,63 @@ def compile_scenario(name_or_raw, **overrides) -> Compiled:
         communication=CommunicationSpec.from_raw(raw.get("communication", {})), profile_spec=spec)
 
 
+_KEY = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _path_keys(path: str) -> list:
+    """`'agents[1].devices[0].bus'` -> `['agents', 1, 'devices', 0, 'bus']`."""
+    return [int(i) if i else name for name, i in _KEY.findall(path)]
+
+
+def _target(keys: list) -> list:
+    """What to leave out for a problem at `keys`: a device entry, else the key (a list holding it, whole)."""
+    head, rest = ([], keys)
+    if keys[:1] == ["agents"] and len(keys) >= 2 and isinstance(keys[1], int):
+        if len(keys) >= 4 and keys[2] == "devices" and isinstance(keys[3], int):
+            return keys[:4]
+        head, rest = keys[:2], keys[2:]
+    cut = next((k for k, key in enumerate(rest) if isinstance(key, int)), len(rest))
+    return head + rest[:cut]
+
+
+def _prune(raw: dict, problems: list[Problem]) -> dict | None:
+    """`raw` without what `problems` name, so the compiler can check the rest; None if it cannot.
+
+    A device entry with a problem becomes None (skipped, so later entries keep their
+    index); any other key with a problem is removed; the result must pass
+    `validate_structure` (it does not when a required key was removed).
+    """
+    pruned = copy.deepcopy(raw)
+    for p in problems:
+        *parents, last = _target(_path_keys(p.path)) or [None]
+        node = pruned
+        for key in parents:
+            ok = isinstance(node, dict) and key in node or isinstance(node, list) and isinstance(key, int) and key < len(node)
+            node = node[key] if ok else None
+        if isinstance(node, dict) and last in node:
+            del node[last]
+        elif isinstance(node, list) and isinstance(last, int) and last < len(node):
+            node[last] = None
+    check = copy.deepcopy(pruned)
+    for a in check.get("agents") if isinstance(check.get("agents"), list) else []:
+        if isinstance(a, dict) and isinstance(a.get("devices"), list):
+            a["devices"] = [d for d in a["devices"] if d is not None]
+    return pruned if not validate_structure(check) else None
+
+
 def validate(name_or_path) -> list[str]:
-    """Every problem of a scenario (structure, then network, data and device references)."""
+    """Every problem of a scenario that can be found: structure and ranges, then (for the
+    parts without a structure problem) network, data and device references."""
     try:
         raw, source, overrides = load(name_or_path)
     except ScenarioError as e:
         return [p.format(e.source) for p in e.problems]
-    try:
-        compile_scenario(apply_overrides(raw, overrides))
-    except ScenarioError as e:
-        return [p.format(source) for p in e.problems]
-    return []
+    raw = apply_overrides(raw, overrides)
+    problems = validate_structure(raw)
+    pruned = _prune(raw, problems) if problems else raw
+    if pruned is not None:
+        try:
+            _compile(pruned, source)
+        except ScenarioError as e:
+            problems += [p for p in e.problems if p not in problems]
+    return [p.format(source) for p in problems]

@@ -36,6 +36,7 @@ MAX_DT_H = 24.0  # time.dt_h
 MAX_EPISODE_STEPS = 10**6
 MAX_DELAY_STEPS = 1000  # message / action / observation delays and jitter: they size ring buffers
 MAX_TICK_STEPS = 10**6  # tick_interval, tick_offset
+MAX_TEXT = 400  # characters of a value quoted in a problem
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +47,7 @@ class Problem:
 
     def format(self, source: str = "") -> str:
         where = f"{source}: " if source else ""
-        return f"{where}{self.path}: expected {self.expected}, got {brief(self.actual, 240)}"
+        return f"{where}{self.path}: expected {self.expected}, got {brief(self.actual, MAX_TEXT + 2)}"
 
 
 class ScenarioError(PgjaxError):
@@ -73,8 +74,8 @@ class _Checker:
     def add(self, path, expected, actual):
         if isinstance(actual, (dict, list)):
             actual = brief(actual)
-        elif isinstance(actual, str) and len(actual) > 200:
-            actual = actual[:185] + f"... ({len(actual)} chars)"
+        elif isinstance(actual, str) and len(actual) > MAX_TEXT:
+            actual = actual[:MAX_TEXT - 15] + f"... ({len(actual)} chars)"
         problem = Problem(path, expected, actual)
         if problem not in self.problems:
             self.problems.append(problem)
@@ -179,7 +180,10 @@ def _check_solver_and_time(c: _Checker, raw: dict) -> None:
 
 def _check_profiles(c: _Checker, raw: dict) -> None:
     pr = c.section(raw, "profiles")
-    c.keys(pr, {"train", "test", "split", "price", "loads", "sgens", "load_scale", "resample"}, "profiles")
+    c.keys(pr, {"train", "test", "split", "price", "loads", "sgens", "load_scale", "resample", "time_column",
+                "data_dt_h"}, "profiles")
+    c.value(pr, "time_column", "string", "profiles")
+    c.value(pr, "data_dt_h", "number", "profiles", within=Range(0, MAX_DT_H, lo_open=True))
     if pr:
         c.value(pr, "train", "string", "profiles", required=True)
     c.value(pr, "test", "string", "profiles")

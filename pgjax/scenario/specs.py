@@ -66,6 +66,9 @@ class ProfileSpec:
     `train` / `test`: shipped dataset names or CSV paths (`None`: no profiles, constant
     loads); `price`: a column name, a flat $/MWh number, or `None`; `loads` / `sgens`:
     `(fnmatch pattern, column)` rules, the first match per grid element wins.
+    `time_column` / `data_dt_h`: for CSV files, the time-stamp column (it gives the step
+    and the first step's time of day) and the data's step in hours; with neither, the rows
+    are the scenario's steps (`time.dt_h`).
     """
 
     train: str | None = None
@@ -76,6 +79,8 @@ class ProfileSpec:
     sgens: tuple = ()
     load_scale: float = 1.0
     resample: str = "repeat"  # "repeat" | "linear", when time.dt_h differs from the data's step
+    time_column: str | None = None
+    data_dt_h: float | None = None
 
     @classmethod
     def from_raw(cls, section: dict) -> ProfileSpec:
@@ -84,7 +89,9 @@ class ProfileSpec:
 
         return cls(train=section.get("train"), test=section.get("test"), split=section.get("split", "train"),
                    price=section.get("price"), loads=rules("loads"), sgens=rules("sgens"),
-                   load_scale=float(section.get("load_scale", 1.0)), resample=section.get("resample", "repeat"))
+                   load_scale=float(section.get("load_scale", 1.0)), resample=section.get("resample", "repeat"),
+                   time_column=section.get("time_column"),
+                   data_dt_h=float(section["data_dt_h"]) if "data_dt_h" in section else None)
 
     @property
     def dataset(self) -> str | None:
