@@ -18,6 +18,10 @@ from flax import struct
 
 from pgjax.powerflow import network
 
+# The entries of `info` with one value per learned agent `[n_agents]`; the others are scalars
+# `[]` or, for protocol values, one per grid agent `[n_grid]`.
+AGENT_INFO = ("cost", "safety")
+
 
 @struct.dataclass
 class Outcome:

@@ -73,6 +73,7 @@ from pettingzoo import ParallelEnv
 import pgjax
 from pgjax import checks
 from pgjax import scenario as scenario_mod
+from pgjax.env.reward import AGENT_INFO
 from pgjax.errors import InputError
 
 __all__ = ["PgjaxParallelEnv", "PgjaxVectorEnv", "parallel_env", "vector_env"]
@@ -82,8 +83,6 @@ GLOBAL_INFO = (
     "cost_total", "safety_voltage", "safety_loading", "safety_devices", "nonconverged", "losses_mw",
     "voltage_violation_rate", "vm_min_pu", "vm_max_pu", "controllable", "curtailment_mwh", "renewable_mwh",
     "import_mwh", "export_mwh", "net_load_variance_mw2", "price", "p_injected_mw", "slack_p_mw")
-# Per-agent entries ([n_agents] in the functional info).
-AGENT_INFO = ("cost", "safety")
 
 
 # ------------------------------------------------------------------------- compiled backend
