@@ -32,11 +32,17 @@ class Range:
     def describe(self, what: str | None = None) -> str:
         """`'a number >= 0'`, `'an efficiency in (0, 1]'`, ... (`what` overrides `self.what`)."""
         what = what or self.what
+        lo, hi = _text(self.lo), _text(self.hi)
         if math.isinf(self.hi):
-            return f"{what} {'>' if self.lo_open else '>='} {self.lo:g}"
+            return f"{what} {'>' if self.lo_open else '>='} {lo}"
         if math.isinf(self.lo):
-            return f"{what} {'<' if self.hi_open else '<='} {self.hi:g}"
-        return f"{what} in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+            return f"{what} {'<' if self.hi_open else '<='} {hi}"
+        return f"{what} in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+
+
+def _text(x: float) -> str:
+    """A bound as written: `0`, `1000000`, `2147483647`, `0.5`."""
+    return str(int(x)) if math.isfinite(x) and float(x).is_integer() else f"{x:g}"
 
 
 NONNEGATIVE = Range(0.0)
