@@ -142,3 +142,39 @@ def test_device_types_check_their_own_entries():
     found, _ = problems_of(mutate(agents__0__devices__0=pcc, agents__1__devices__0__e_min_mwh=2.0))
     assert "exactly one of 'branch' and 'ext_grid'" in found["agents[0].devices[0].branch"].expected
     assert found["agents[1].devices[0].e_max_mwh"].expected == "a number >= e_min_mwh (2.0)"
+
+
+def test_scenario_with_a_csv_profile_compiles_and_steps(tmp_path):
+    """A CSV file next to the scenario (time column, half-hour rows resampled to the scenario's
+    hour): the compiled series are the hourly means of the file's rows, the first step's hour
+    comes from the time stamp, and the environment steps on them with finite results."""
+    import jax
+    import numpy as np
+
+    import pgjax
+
+    half_hours = 4 * 48
+    t = np.arange(half_hours) * 0.5  # hours since 2023-01-01 06:00
+    load = 0.6 + 0.2 * np.sin(t / 3)
+    solar = np.clip(np.sin(t / 12 * np.pi), 0, None).round(4)
+    lines = ["time,load_a,solar_a,price"] + [
+        f"{np.datetime64('2023-01-01T06:00') + np.timedelta64(30 * k, 'm')},{load[k]:.6f},{solar[k]},{40 + k % 7}"
+        for k in range(half_hours)]
+    (tmp_path / "prof.csv").write_text("\n".join(lines) + "\n")
+    raw = mutate(profiles={"train": "prof.csv", "time_column": "time", "price": "price", "resample": "repeat",
+                           "loads": [{"match": "*", "series": "load_a"}]},
+                 agents__1__devices__1__profile="solar_a", time__start="any")
+    file = tmp_path / "csv.yaml"
+    file.write_text(yaml.safe_dump(raw))
+    c = scenario.compile_scenario(str(file))
+    assert c.series_names == ("price", "load_a", "solar_a") and float(c.hour0) == 6.0
+    rows = np.loadtxt(tmp_path / "prof.csv", delimiter=",", skiprows=1, usecols=(3, 1, 2))
+    np.testing.assert_allclose(c.profiles, rows.reshape(-1, 2, 3).mean(axis=1), rtol=1e-6)  # float32 data
+    assert (c.load_series == c.series_names.index("load_a")).all()
+
+    env = pgjax.make(str(file))
+    obs, state = env.reset(jax.random.PRNGKey(0), env.default_params)
+    acts = np.zeros((env.num_agents, env.act_dim))
+    obs, state, reward, *_, info = env.step(jax.random.PRNGKey(1), state, acts, env.default_params)
+    assert np.isfinite(np.asarray(obs)).all() and np.isfinite(np.asarray(reward)).all()
+    assert float(info["nonconverged"]) == 0.0
