@@ -63,6 +63,7 @@ import numpy as np
 import optax
 from flax import serialization, struct
 from flax.training.train_state import TrainState as NetState
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pgjax.baselines.common import MARLEnv, Policy, make_env
 from pgjax.baselines.config import MAPPOConfig
@@ -74,8 +75,8 @@ F32 = jnp.float32
 EPS = 1e-8
 
 __all__ = ["MAPPO", "Checkpoint", "MAPPOConfig", "RunningStats", "TrainState", "TrainingDiverged",
-           "agent_type_keys", "gae", "load_checkpoint", "make_train", "param_index", "prepare_new_run",
-           "read_checkpoint", "read_run_config", "restore_run", "run", "save_checkpoint", "train_seeds"]
+           "agent_type_keys", "batch_mesh", "gae", "load_checkpoint", "make_train", "param_index", "prepare_new_run",
+           "read_checkpoint", "read_run_config", "restore_run", "run", "save_checkpoint", "shardings", "train_seeds"]
 
 
 # ---------------------------------------------------------------------------- normalization
@@ -447,11 +448,35 @@ class MAPPO:
             return jax.tree.map(lambda x: x[None], out)
         return one_seed
 
-    def seed_chunk(self, state: TrainState, num_updates: int):
-        """`update_chunk` on seed-batched states (jitted and cached per `num_updates`)."""
-        if num_updates not in self._jitted:
-            self._jitted[num_updates] = jax.jit(self.seed_chunk_fn(num_updates))
-        return self._jitted[num_updates](state)
+    def chunk_program(self, state: TrainState, num_updates: int, mesh: Mesh | None = None) -> Callable:
+        """`update_chunk` on seed-batched states like `state`, jitted (not cached).
+
+        With a `mesh` (`batch_mesh`) the state stays laid out as `shardings(state, mesh)` gives:
+        each device steps its slice of the environments and XLA inserts the reductions of the
+        update (batch statistics, advantages, gradients) across them; the arithmetic is that
+        of one device up to the order of those reductions."""
+        fn = self.seed_chunk_fn(num_updates)
+        if mesh is None:
+            return jax.jit(fn)
+        sh = shardings(state, mesh)
+        metrics = jax.eval_shape(fn, state)[1]
+        replicated = jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), metrics)
+        return jax.jit(fn, in_shardings=(sh,), out_shardings=(sh, replicated))
+
+    def compile_chunk(self, state: TrainState, num_updates: int, mesh: Mesh | None = None) -> None:
+        """Compile the chunk of `num_updates` ahead of time for states like `state` (placed
+        on `mesh` already, if one); `seed_chunk` then runs it without tracing."""
+        program = self.chunk_program(state, num_updates, mesh)
+        self._jitted[(num_updates, mesh)] = program.lower(state).compile()
+
+    def is_compiled(self, num_updates: int, mesh: Mesh | None = None) -> bool:
+        return (num_updates, mesh) in self._jitted
+
+    def seed_chunk(self, state: TrainState, num_updates: int, mesh: Mesh | None = None):
+        """`update_chunk` on seed-batched states (`chunk_program`, cached per `num_updates` and `mesh`)."""
+        if not self.is_compiled(num_updates, mesh):
+            self._jitted[(num_updates, mesh)] = self.chunk_program(state, num_updates, mesh)
+        return self._jitted[(num_updates, mesh)](state)
 
     def __call__(self, key, init_state: TrainState | None = None):
         """A whole run: `config.num_updates` updates from `init_state` (default: `init(key)`)."""
@@ -472,6 +497,37 @@ class MAPPO:
     def policy(self, ts: TrainState, deterministic: bool = True) -> Policy:
         """`policy(key, obs)` for `pgjax.baselines.common.evaluate` (one run's state, no seed axis)."""
         return lambda key, obs: self.act(ts, key, obs, deterministic)
+
+
+# ------------------------------------------------------------------------------ devices
+
+BATCH_AXIS = "batch"  # the mesh axis the environments are split along
+# TrainState fields with a leading [num_envs] axis (after the seed axis of seed-batched states).
+ENV_BATCH_FIELDS = ("env_state", "obs", "ws", "disc_return", "ep_return")
+
+
+def batch_mesh(devices: int | str | None, num_envs: int) -> Mesh | None:
+    """A 1-D `Mesh` (axis `BATCH_AXIS`) of the first `devices` local devices (`"all"`: every one),
+    or None for 1; `num_envs` must split evenly over them."""
+    local = jax.local_devices()
+    n = len(local) if devices == "all" else (1 if devices is None else int(devices))
+    if not 1 <= n <= len(local):
+        raise ValueError(f"devices: expected 1..{len(local)} (the local {local[0].platform} devices; "
+                         f"XLA_FLAGS=--xla_force_host_platform_device_count=N makes N CPU devices), got {devices}")
+    if num_envs % n:
+        raise ValueError(f"devices: num_envs={num_envs} does not split over {n} devices; choose num_envs a "
+                         f"multiple of {n}")
+    return None if n == 1 else Mesh(np.array(local[:n]), (BATCH_AXIS,))
+
+
+def shardings(state: TrainState, mesh: Mesh) -> TrainState:
+    """`NamedSharding`s of a seed-batched `TrainState` on `mesh`: the environment batch
+    (`ENV_BATCH_FIELDS`, axis 1) split along `BATCH_AXIS`, networks, optimizers, statistics
+    and keys replicated."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    split = NamedSharding(mesh, PartitionSpec(None, BATCH_AXIS))
+    out = jax.tree.map(lambda _: replicated, state)
+    return out.replace(**{k: jax.tree.map(lambda _: split, getattr(state, k)) for k in ENV_BATCH_FIELDS})
 
 
 def make_train(config: MAPPOConfig, env=None, params=None) -> MAPPO:
@@ -689,7 +745,7 @@ class TrainingDiverged(FloatingPointError):
 def run(config: MAPPOConfig, out_dir, resume: bool = False, chunk_updates: int = 10, env=None,
         log: Callable[[str], None] = print, until_update: int | None = None,
         train: MAPPO | None = None, force: bool = False,
-        on_chunk: Callable[[int, dict], None] | None = None) -> TrainState:
+        on_chunk: Callable[[int, dict], None] | None = None, devices: int | str | None = None) -> TrainState:
     """Train `config.num_seeds` vmapped runs in jitted chunks of `chunk_updates` updates.
 
     Writes `out_dir/config.yaml` (atomically), appends one JSON line per update and seed to
@@ -703,7 +759,9 @@ def run(config: MAPPOConfig, out_dir, resume: bool = False, chunk_updates: int =
     turn NaN / inf raise `TrainingDiverged` before anything of that chunk is written.
     Compile time is logged apart from steps/s. `train` reuses a trainer (and its compiled
     chunks) built for `config`; `on_chunk(step, metrics)` sees each chunk's host metrics
-    (`[num_seeds, n]` arrays). Returns the final seed-batched `TrainState`.
+    (`[num_seeds, n]` arrays). `devices` (a count or `"all"`) splits the environments over
+    that many local devices (`batch_mesh`, `MAPPO.seed_chunk`); checkpoints hold the gathered
+    state, so a run resumes on any number of devices. Returns the final seed-batched `TrainState`.
     """
     import yaml
 
@@ -725,13 +783,17 @@ def run(config: MAPPOConfig, out_dir, resume: bool = False, chunk_updates: int =
     if size == 0:
         write_atomic(out / METRICS, "")
 
+    mesh = batch_mesh(devices, config.num_envs)
+    if mesh is not None:
+        state = jax.device_put(state, shardings(state, mesh))
+        log(f"environments split over {mesh.size} devices ({config.num_envs // mesh.size} per device)")
     stop = config.num_updates if until_update is None else min(until_update, config.num_updates)
     try:
         while step < stop:
             n = min(chunk_updates, stop - step)
-            first = n not in train._jitted
+            first = not train.is_compiled(n, mesh)
             t0 = time.perf_counter()
-            new_state, metrics = train.seed_chunk(state, n)
+            new_state, metrics = train.seed_chunk(state, n, mesh)
             metrics = jax.device_get(metrics)
             seconds = time.perf_counter() - t0
             if first:

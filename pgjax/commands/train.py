@@ -161,6 +161,16 @@ def plot_curves(metrics_path, png_path) -> None:
     plt.close(fig)
 
 
+def _positive_int(text: str, flag: str, parser) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        parser.error(f"{flag}: expected a positive count or 'all', got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pgjax train", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -174,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, help="updates per jitted chunk, progress line and checkpoint")
     parser.add_argument("--dtype", choices=DTYPES,
                         help=f"environment float dtype (default: {DEFAULT_DTYPE}; a resumed run keeps its own)")
+    parser.add_argument("--devices", default="1",
+                        help="local devices to split the environments over: a count or 'all' (default 1; on CPU "
+                             "XLA_FLAGS=--xla_force_host_platform_device_count=N makes N devices)")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value (YAML values)")
     args = parser.parse_args(argv)
     if args.out is None:
@@ -197,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     import jax
     import numpy as np
 
-    from pgjax.baselines.mappo import CHECKPOINT, METRICS, TrainingDiverged, make_train, read_checkpoint, run
+    from pgjax.baselines.mappo import (CHECKPOINT, METRICS, TrainingDiverged, batch_mesh, make_train, read_checkpoint,
+                                       run, shardings)
     from pgjax.errors import RunFolderError
     from pgjax.runio import write_json
 
@@ -206,7 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     dtype = cfg.env_kwargs.get("dtype", "the scenario's dtype")
     print(f"pgjax train: {cfg.env} ({dtype}), {cfg.num_seeds} seed(s) x {cfg.num_envs} envs x {cfg.num_steps} steps per "
           f"update, {cfg.num_updates} updates ({cfg.total_timesteps:,} env steps per seed) -> {out}")
-    print(f"devices: {jax.devices()}")
+    devices = args.devices if args.devices == "all" else _positive_int(args.devices, "--devices", parser)
+    try:
+        mesh = batch_mesh(devices, cfg.num_envs)
+    except ValueError as e:
+        parser.error(str(e))
+    print(f"devices: {jax.devices()}" + (f"; environments split over {mesh.size}" if mesh is not None else ""))
     train = make_train(cfg)
 
     # compile ahead of time: the init and the chunk programs (full chunks and the remainder)
@@ -219,9 +238,10 @@ def main(argv: list[str] | None = None) -> int:
             state, done, _ = read_checkpoint(out / CHECKPOINT, state)
         left = max(cfg.num_updates - done, 0)
         sizes = {n for n in (min(chunk, left), left % chunk) if n > 0}
+        if mesh is not None:
+            state = jax.device_put(state, shardings(state, mesh))
         for n in sorted(sizes):
-            fn = jax.jit(train.seed_chunk_fn(n))
-            train._jitted[n] = fn.lower(state).compile()  # `seed_chunk` and `run` use it as is
+            train.compile_chunk(state, n, mesh)  # `run` uses it as is
     except KeyboardInterrupt:
         print("interrupted while compiling: nothing trained, nothing saved")
         return 130
@@ -258,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     timing["last"] = time.perf_counter()
     try:
         state = run(cfg, out, resume=args.resume, chunk_updates=chunk, log=log, train=train, force=args.force,
-                    on_chunk=on_progress)
+                    on_chunk=on_progress, devices=devices)
     except RunFolderError as e:
         print(f"pgjax train: error: {e}", file=sys.stderr)
         return 2
@@ -272,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"env": cfg.env, "dtype": cfg.env_kwargs.get("dtype"), "num_seeds": cfg.num_seeds, "num_envs": cfg.num_envs, "updates_done": final,
                "env_steps_per_seed": final * cfg.batch_size, "compile_s": round(compile_s, 2),
                "train_s": round(timing["train_s"], 2), "wall_s": round(wall, 2),
-               "env_steps_per_s": round(rate, 1), "devices": [str(d) for d in jax.devices()],
+               "env_steps_per_s": round(rate, 1), "devices": [str(d) for d in jax.devices()][:mesh.size if mesh else 1],
                "argv": list(sys.argv[1:]) if argv is None else list(argv)}
     write_json(out / "train_summary.json", summary)
     print(f"done: {final}/{cfg.num_updates} updates in {wall:.1f} s wall ({compile_s:.1f} s compile, "

@@ -1,0 +1,80 @@
+"""Training over several local devices (`pgjax train --devices N`, `mappo.batch_mesh` /
+`shardings`): the environments split along the batch axis, the networks replicated, the same
+learning curve and parameters as one device up to reduction order, and checkpoints that
+resume on another device count.
+
+JAX fixes its device count when it starts, so each check runs in a fresh Python process
+with `XLA_FLAGS=--xla_force_host_platform_device_count=4` (four CPU devices)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pgjax.baselines.mappo import batch_mesh
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax
+    import numpy as np
+    from pgjax.baselines.mappo import MAPPOConfig, run
+
+    out = sys.argv[1]
+    cfg = MAPPOConfig(env="setpoint", num_envs=8, num_steps=8, num_minibatches=2, update_epochs=2,
+                      actor_hidden=[16], critic_hidden=[16], total_timesteps=64 * 4)
+    quiet = lambda line: None
+    one = run(cfg, f"{out}/one", devices=1, chunk_updates=2, log=quiet)
+    four = run(cfg, f"{out}/four", devices=4, chunk_updates=2, log=quiet)
+    # half the run on 4 devices, the rest resumed on 2
+    run(cfg, f"{out}/resumed", devices=4, chunk_updates=2, until_update=2, log=quiet)
+    resumed = run(cfg, f"{out}/resumed", devices=2, chunk_updates=2, resume=True, log=quiet)
+    diff = lambda a, b: max(float(np.max(np.abs(np.asarray(x, float) - np.asarray(y, float))))
+                            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    print(json.dumps({
+        "devices": jax.device_count(),
+        "obs_devices": len(four.obs.sharding.device_set),
+        "obs_shard_shape": list(four.obs.sharding.shard_shape(four.obs.shape)),
+        "actor_devices": len(four.actor.params.sharding.device_set) if hasattr(four.actor.params, "sharding")
+                         else len(jax.tree.leaves(four.actor.params)[0].sharding.device_set),
+        "actor_replicated": all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(four.actor.params)),
+        "params_four": diff(one.actor.params, four.actor.params) + diff(one.critic.params, four.critic.params),
+        "params_resumed": diff(one.actor.params, resumed.actor.params),
+        "steps": [int(np.asarray(s.update_step)[0]) for s in (one, four, resumed)],
+    }))
+""")
+
+
+def test_batch_mesh_checks_the_device_count_and_the_split():
+    assert batch_mesh(1, 8) is None and batch_mesh("all", 8) is None  # one CPU device in this process
+    with pytest.raises(ValueError, match=r"devices: expected 1\.\.1 .*xla_force_host_platform_device_count"):
+        batch_mesh(2, 8)
+    with pytest.raises(ValueError, match="devices: expected"):
+        batch_mesh(0, 8)
+
+
+@pytest.mark.slow
+def test_four_devices_train_like_one_and_resume_on_two(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 4
+    assert out["obs_devices"] == 4 and out["obs_shard_shape"][1] == 2  # [seeds, 8 envs / 4, agents, obs]
+    assert out["actor_replicated"]
+    assert out["steps"] == [4, 4, 4]
+    assert out["params_four"] < 1e-5, out  # float32 reductions in another order only
+    assert out["params_resumed"] < 1e-5, out
+
+    rows = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+            for name in ("one", "four", "resumed")}
+    for name in ("four", "resumed"):
+        assert [r["update_step"] for r in rows[name]] == [r["update_step"] for r in rows["one"]]
+        for a, b in zip(rows["one"], rows[name]):
+            for key in ("reward", "actor_loss", "critic_loss", "entropy"):
+                assert abs(a[key] - b[key]) <= 1e-4 * max(1.0, abs(a[key])), (name, key, a[key], b[key])
