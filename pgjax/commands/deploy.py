@@ -1,0 +1,59 @@
+"""`pgjax deploy EXPORT_DIR --map MAP.yaml`: an exported policy controlling Modbus TCP devices.
+
+    pgjax deploy export/mmg --map map.yaml --period 1.0 --log deploy.jsonl
+    pgjax deploy export/mmg --map map.yaml --period 0.1 --periods 200 --summary timing.json
+
+Every period: read the measurements, build each agent's observation by the exported
+schema, run the numpy policy, write the setpoints (only mapped registers, within bounds,
+ramp-limited), refresh the reversion timeouts and the heartbeat. Timeouts, connection loss
+and implausible readings put the agents concerned in their safe action (logged);
+Ctrl-C writes the safe values and exits. Prints the summary: periods, modes, faults,
+writes, and the loop timing (mean period, jitter). See `pgjax.deploy.runtime`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pgjax deploy", description=__doc__.splitlines()[0])
+    parser.add_argument("export_dir", help="folder written by pgjax export")
+    parser.add_argument("--map", required=True, metavar="MAP.yaml", help="device map (pgjax hil --write-map)")
+    parser.add_argument("--host", help="override the map's host")
+    parser.add_argument("--port", type=int, help="override the map's port")
+    parser.add_argument("--period", type=float, default=1.0, help="control period in seconds (default 1)")
+    parser.add_argument("--timeout", type=float, default=0.5, help="per-request timeout in seconds (default 0.5)")
+    parser.add_argument("--periods", type=int, help="stop after this many periods (default: run until Ctrl-C)")
+    parser.add_argument("--stale-periods", type=int, default=3, help="unchanged sequence counts before 'stale'")
+    parser.add_argument("--log", help="JSONL log, one line per period")
+    parser.add_argument("--summary", help="JSON summary")
+    args = parser.parse_args(argv)
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # faults are logged by pgjax, as JSONL
+    if not args.period > 0 or not args.timeout > 0:
+        parser.error("--period and --timeout must be > 0")
+
+    from pgjax.deploy.device_map import load_map
+    from pgjax.deploy.policy import PolicyFileError
+    from pgjax.deploy.runtime import Controller
+    from pgjax.errors import PgjaxError
+
+    try:
+        ctl = Controller(args.export_dir, load_map(args.map), period_s=args.period, read_timeout_s=args.timeout,
+                         log_path=args.log, summary_path=args.summary, stale_periods=args.stale_periods,
+                         host=args.host, port=args.port)
+    except (PgjaxError, PolicyFileError) as e:
+        print(f"pgjax deploy: error: {e}", file=sys.stderr)
+        return 2
+    print(f"pgjax deploy: {args.export_dir} -> {ctl.host}:{ctl.port}, period {args.period} s, "
+          f"agents {[a[0] for a in ctl.agents]}", flush=True)
+    try:
+        asyncio.run(ctl.run(args.periods))
+    except KeyboardInterrupt:
+        print("pgjax deploy: interrupted; safe values written", file=sys.stderr)
+    print(json.dumps(ctl.summary(), indent=2))
+    return 0
