@@ -65,6 +65,7 @@ from flax import serialization, struct
 from flax.training.train_state import TrainState as NetState
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from pgjax import distributed
 from pgjax.baselines.common import MARLEnv, Policy, make_env
 from pgjax.baselines.config import MAPPOConfig
 from pgjax.baselines.networks import Actor, Critic, gaussian_entropy, gaussian_log_prob, sample_action
@@ -508,16 +509,21 @@ ENV_BATCH_FIELDS = ("env_state", "obs", "ws", "disc_return", "ep_return")
 
 def batch_mesh(devices: int | str | None, num_envs: int) -> Mesh | None:
     """A 1-D `Mesh` (axis `BATCH_AXIS`) of the first `devices` local devices (`"all"`: every one),
-    or None for 1; `num_envs` must split evenly over them."""
+    or None for 1; with several processes (`pgjax.distributed`) of every process's devices.
+    `num_envs` must split evenly over them."""
     local = jax.local_devices()
     n = len(local) if devices == "all" else (1 if devices is None else int(devices))
     if not 1 <= n <= len(local):
         raise ValueError(f"devices: expected 1..{len(local)} (the local {local[0].platform} devices; "
                          f"XLA_FLAGS=--xla_force_host_platform_device_count=N makes N CPU devices), got {devices}")
-    if num_envs % n:
-        raise ValueError(f"devices: num_envs={num_envs} does not split over {n} devices; choose num_envs a "
-                         f"multiple of {n}")
-    return None if n == 1 else Mesh(np.array(local[:n]), (BATCH_AXIS,))
+    if jax.process_count() > 1 and n != len(local):
+        raise ValueError(f"devices: with {jax.process_count()} processes every local device takes part; expected "
+                         f"'all' or {len(local)}, got {devices}")
+    mesh_devices = np.array(jax.devices() if jax.process_count() > 1 else local[:n])
+    if num_envs % mesh_devices.size:
+        raise ValueError(f"devices: num_envs={num_envs} does not split over {mesh_devices.size} devices; choose "
+                         f"num_envs a multiple of {mesh_devices.size}")
+    return None if mesh_devices.size == 1 else Mesh(mesh_devices, (BATCH_AXIS,))
 
 
 def shardings(state: TrainState, mesh: Mesh) -> TrainState:
@@ -760,33 +766,45 @@ def run(config: MAPPOConfig, out_dir, resume: bool = False, chunk_updates: int =
     Compile time is logged apart from steps/s. `train` reuses a trainer (and its compiled
     chunks) built for `config`; `on_chunk(step, metrics)` sees each chunk's host metrics
     (`[num_seeds, n]` arrays). `devices` (a count or `"all"`) splits the environments over
-    that many local devices (`batch_mesh`, `MAPPO.seed_chunk`); checkpoints hold the gathered
-    state, so a run resumes on any number of devices. Returns the final seed-batched `TrainState`.
+    that many local devices (`batch_mesh`, `MAPPO.seed_chunk`); after `pgjax.distributed.initialize`
+    the run is one program over every process's devices, each process stepping its slice of
+    the environments, and only process 0 writes the folder. Checkpoints hold the gathered
+    state, so a run resumes on any number of devices and processes. Returns the final
+    seed-batched `TrainState`.
     """
     import yaml
 
     out = Path(out_dir)
     train = make_train(config, env) if train is None else train
     state = train.seed_init(jax.random.PRNGKey(config.seed))
+    writer = distributed.is_writer()  # with several processes only process 0 writes the run folder
     if resume:
         saved = read_run_config(out / CONFIG)
         if saved.replace(total_timesteps=config.total_timesteps) != config:
             raise RunFolderError(f"{out / CONFIG}: the run was started with a different config (only "
                                  f"total_timesteps may change on resume)")
-        state, step, rows = restore_run(out, state, config.num_seeds, log)
+        if writer:
+            state, step, rows = restore_run(out, state, config.num_seeds, log)
+        else:
+            state, step, rows = read_checkpoint(out / CHECKPOINT, state)
         size = (out / METRICS).stat().st_size if (out / METRICS).exists() else 0
         log(f"resumed {out} at update {step}")
     else:
-        prepare_new_run(out, force)
+        if writer:
+            prepare_new_run(out, force)
         step = rows = size = 0
-    write_atomic(out / CONFIG, yaml.safe_dump(config.to_dict(), sort_keys=False))
-    if size == 0:
-        write_atomic(out / METRICS, "")
+    if writer:
+        write_atomic(out / CONFIG, yaml.safe_dump(config.to_dict(), sort_keys=False))
+        if size == 0:
+            write_atomic(out / METRICS, "")
+    distributed.barrier("pgjax-run-folder-ready")
 
     mesh = batch_mesh(devices, config.num_envs)
     if mesh is not None:
-        state = jax.device_put(state, shardings(state, mesh))
-        log(f"environments split over {mesh.size} devices ({config.num_envs // mesh.size} per device)")
+        state = distributed.global_arrays(state, shardings(state, mesh))
+        log(f"environments split over {mesh.size} devices ({config.num_envs // mesh.size} per device"
+            f"{f', {jax.process_count()} processes' if jax.process_count() > 1 else ''})")
+    saved_state = state  # what the last checkpoint holds (gathered to the host with several processes)
     stop = config.num_updates if until_update is None else min(until_update, config.num_updates)
     try:
         while step < stop:
@@ -794,7 +812,7 @@ def run(config: MAPPOConfig, out_dir, resume: bool = False, chunk_updates: int =
             first = not train.is_compiled(n, mesh)
             t0 = time.perf_counter()
             new_state, metrics = train.seed_chunk(state, n, mesh)
-            metrics = jax.device_get(metrics)
+            metrics = jax.device_get(metrics)  # replicated: every process holds all of it
             seconds = time.perf_counter() - t0
             if first:
                 log(f"compiled a chunk of {n} updates ({seconds:.1f} s with its first run)")
@@ -802,11 +820,13 @@ def run(config: MAPPOConfig, out_dir, resume: bool = False, chunk_updates: int =
             if bad:
                 raise TrainingDiverged(f"training diverged in updates {step + 1}-{step + n}: {'; '.join(bad[:3])}; "
                                        f"{out / CHECKPOINT} of update {step} is kept")
+            host_state = distributed.host_arrays(new_state) if jax.process_count() > 1 else new_state
             lines = [json_line({"seed": seed, **{k: float(v[seed, i]) for k, v in metrics.items()}})
                      for i in range(n) for seed in range(config.num_seeds)]
-            new_size = append_lines(out / METRICS, lines)
-            state, step, rows, size = new_state, step + n, rows + len(lines), new_size
-            save_checkpoint(out / CHECKPOINT, state, step, metrics_rows=rows)
+            new_size = append_lines(out / METRICS, lines) if writer else size
+            state, saved_state, step, rows, size = new_state, host_state, step + n, rows + len(lines), new_size
+            if writer:
+                save_checkpoint(out / CHECKPOINT, saved_state, step, metrics_rows=rows)
             if on_chunk is not None:
                 on_chunk(step, metrics)
             last = metrics["episode_return"][:, -1]
@@ -816,10 +836,12 @@ def run(config: MAPPOConfig, out_dir, resume: bool = False, chunk_updates: int =
                 f"{' (incl. compile)' if first else ''}  return {ret:.3f}")
     except KeyboardInterrupt:
         # the rows of `state` are complete; drop a cut-off append and (re)write its checkpoint
-        with open(out / METRICS, "r+b") as f:
-            f.truncate(size)
-        save_checkpoint(out / CHECKPOINT, state, step, metrics_rows=rows)
+        if writer:
+            with open(out / METRICS, "r+b") as f:
+                f.truncate(size)
+            save_checkpoint(out / CHECKPOINT, saved_state, step, metrics_rows=rows)
         log(f"interrupted: checkpoint of update {step} saved to {out / CHECKPOINT}")
+    distributed.barrier("pgjax-run-done")
     return state
 
 

@@ -8,6 +8,16 @@
     pgjax train --out runs/mm --resume total_timesteps=800000   # continue a run (Ctrl-C saves)
     pgjax train --out runs/mm --force                  # start over in a folder that holds a run
     pgjax train --dtype float64                        # the env in float64 (default: float32)
+    pgjax train --devices all num_envs=64              # environments split over every local device
+    pgjax train --distributed --coordinator HOST:PORT --num-processes 2 --process-id 0   # one per host
+
+Scaling out: `--devices N|all` splits the environment batch over N local devices (networks
+replicated, the same arithmetic as one device up to reduction order; `num_envs` a multiple
+of N). `--distributed` joins several processes into one program (`pgjax.distributed`:
+coordinator, process count and id from the flags, else `JAX_COORDINATOR_ADDRESS`,
+`JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`, else JAX's cluster detection): the batch splits over
+every process's devices, every process holds the same parameters after each update, and
+process 0 alone writes the run folder (a folder every process can read, for `--resume`).
 
 Config precedence: preset < --config FILE < --scenario / --seeds < key=value overrides. On
 `--resume` the run folder's `config.yaml` is the base instead (only `total_timesteps` may
@@ -187,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", default="1",
                         help="local devices to split the environments over: a count or 'all' (default 1; on CPU "
                              "XLA_FLAGS=--xla_force_host_platform_device_count=N makes N devices)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="one program over several processes / hosts (jax.distributed; see the docstring)")
+    parser.add_argument("--coordinator", help="with --distributed: HOST:PORT of process 0")
+    parser.add_argument("--num-processes", type=int, help="with --distributed: how many processes take part")
+    parser.add_argument("--process-id", type=int, help="with --distributed: this process's id, 0..N-1")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value (YAML values)")
     args = parser.parse_args(argv)
     if args.out is None:
@@ -197,9 +212,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and args.force:
         parser.error("--resume and --force exclude each other (continue the run, or replace it)")
 
+    from pgjax import distributed
     from pgjax.baselines.mappo import existing_run_files
 
-    found = [] if args.resume or args.force else existing_run_files(args.out)
+    if args.distributed:
+        try:
+            distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        except (ValueError, RuntimeError) as e:
+            parser.error(f"--distributed: {e}")
+    elif any(v is not None for v in (args.coordinator, args.num_processes, args.process_id)):
+        parser.error("--coordinator / --num-processes / --process-id need --distributed")
+    writer = distributed.is_writer()
+    found = [] if args.resume or args.force or not writer else existing_run_files(args.out)
     if found:
         parser.error(f"{args.out}: holds a run ({', '.join(found)}); --resume continues it, --force replaces it")
     cfg = build_config(args, parser)
@@ -239,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         left = max(cfg.num_updates - done, 0)
         sizes = {n for n in (min(chunk, left), left % chunk) if n > 0}
         if mesh is not None:
-            state = jax.device_put(state, shardings(state, mesh))
+            state = distributed.global_arrays(state, shardings(state, mesh))
         for n in sorted(sizes):
             train.compile_chunk(state, n, mesh)  # `run` uses it as is
     except KeyboardInterrupt:
@@ -287,12 +311,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     wall = time.perf_counter() - t_start
     final = int(np.asarray(state.update_step).reshape(-1)[0])
+    if not writer:
+        print(f"process {jax.process_index()}: done, {final}/{cfg.num_updates} updates (process 0 writes {out})")
+        return 0
     rate = timing["steps"] / timing["train_s"] if timing["train_s"] > 0 else float("nan")
     plot_curves(metrics_path, out / "curves.png")
     summary = {"env": cfg.env, "dtype": cfg.env_kwargs.get("dtype"), "num_seeds": cfg.num_seeds, "num_envs": cfg.num_envs, "updates_done": final,
                "env_steps_per_seed": final * cfg.batch_size, "compile_s": round(compile_s, 2),
                "train_s": round(timing["train_s"], 2), "wall_s": round(wall, 2),
-               "env_steps_per_s": round(rate, 1), "devices": [str(d) for d in jax.devices()][:mesh.size if mesh else 1],
+               "env_steps_per_s": round(rate, 1), "devices": [str(d) for d in (mesh.devices.ravel() if mesh else jax.devices()[:1])],
+               "processes": jax.process_count(),
                "argv": list(sys.argv[1:]) if argv is None else list(argv)}
     write_json(out / "train_summary.json", summary)
     print(f"done: {final}/{cfg.num_updates} updates in {wall:.1f} s wall ({compile_s:.1f} s compile, "
