@@ -268,8 +268,8 @@ def test_diverged_networks_stop_training_and_keep_the_last_finite_checkpoint(tra
     out = tmp_path / "run"
     real = train.seed_chunk
 
-    def nan_on_second(state, n):
-        new, metrics = real(state, n)
+    def nan_on_second(state, n, mesh=None):
+        new, metrics = real(state, n, mesh)
         if int(np.asarray(new.update_step)[0]) == 2:
             new = new.replace(actor=new.actor.replace(params=jax.tree.map(lambda x: x * np.nan, new.actor.params)))
         return new, metrics
