@@ -65,7 +65,7 @@ CONTROLS_BASE = 1000  # first control register of every unit
 ROLES = ("sequence", "availability")
 SAFE = ("default", "hold")
 # SunSpec-like point names of pgjax features and actions (others keep the pgjax name)
-MEASUREMENT_NAMES = {"p_mw": "W", "q_mvar": "VAr", "e_mwh": "StoredMWh", "p_avail_mw": "WAvail", "on": "Conn",
+MEASUREMENT_NAMES = {"p_mw": "W", "q_mvar": "VAr", "e_mwh": "StoredMWh", "p_avail_mw": "WAvail", "on": "St",
                      "import_mw": "TotW_import", "hours_in_state": "Hrs"}
 SETPOINT_NAMES = {("storage", "p_mw"): "WSetPct", ("storage", "q_mvar"): "VArPct", "p_mw": "WSetPct",
                   "p_share": "WMaxLimPct", "q_mvar": "VArPct", "commit": "Conn"}
@@ -325,8 +325,12 @@ def _setpoint(p, d, path):
 
 
 def _overlaps(p: _Problems, unit: Unit, path: str) -> None:
-    taken = {}
+    """Registers used twice, and point names used twice, in one unit."""
+    taken, names = {}, set()
     for pt in unit.points():
+        if pt.name in names:
+            p.add(f"{path}.{pt.name}", "point names unique within the unit", pt.name)
+        names.add(pt.name)
         for r in range(pt.address, pt.address + pt.width):
             if r in taken:
                 p.add(f"{path}.{pt.name}.address", f"a register not used by {taken[r]!r}", pt.address)

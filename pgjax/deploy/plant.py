@@ -11,7 +11,7 @@ point a holding register. Each plant step:
     column the map names (`ActionSchema` key); a unit whose setpoints were not written
     within its reversion timeout (the `RvrtTms` register, restarted by every write to the
     unit) reverts to the device's default action, as a SunSpec device does by itself;
-    unwritten / NaN setpoints are the default action too;
+    units never written and NaN setpoints take the default action too;
   2 step the environment (`env.step_env`, jitted) on the chosen day's profiles;
   3 publish every mapped feature of the new world state (`env.world_state`, decoded to
     physical units), availability 1 and the sequence counter `Seq` (steps mod 65535).
@@ -127,6 +127,11 @@ class Plant:
     def _get(self, unit_id: int, point) -> float:
         return registers.decode(self.regs[unit_id][point.address:point.address + point.width], point.dtype, point.sf)
 
+    def value(self, unit: str, point: str) -> float:
+        """The physical value register point `point` of device `unit` holds now."""
+        u = self.dmap.unit(unit)
+        return self._get(u.unit_id, next(p for p in u.points() if p.name == point))
+
     def _publish(self) -> None:
         world = np.asarray(self._world(self.state, self.params), np.float64)
         for u in self.dmap.units:
@@ -142,19 +147,20 @@ class Plant:
                             and f.unit == u.name and f.point == m.name), None)
                 self._put(u.unit_id, m, bad.value if bad is not None else value)
 
-    def applied_actions(self) -> tuple[np.ndarray, list[str]]:
-        """`(actions [n_agents, act_dim], reverted unit names)` from the setpoint registers now."""
+    def applied_actions(self) -> tuple[np.ndarray, list[str], list[str]]:
+        """`(actions [n_agents, act_dim], reverted units, units never written)` from the setpoint registers now;
+        both kinds of unit act by their default action."""
         now = time.monotonic()
         actions = np.array(self.env.default_actions, np.float64)
-        reverted = [u.name for u in self.dmap.units if u.setpoints and (
-            not self.written[u.unit_id] or
-            (u.reversion_timeout is not None and (rv := self._get(u.unit_id, u.reversion_timeout)) > 0
-             and now - self.last_write[u.unit_id] > rv))]
+        unset = [u.name for u in self.dmap.units if u.setpoints and not self.written[u.unit_id]]
+        reverted = [u.name for u in self.dmap.units if u.setpoints and self.written[u.unit_id] and
+                    u.reversion_timeout is not None and (rv := self._get(u.unit_id, u.reversion_timeout)) > 0
+                    and now - self.last_write[u.unit_id] > rv]
         for u, s, a, col in self.index:
             value = self._get(u.unit_id, s)
-            if u.name not in reverted and not math.isnan(value):
+            if u.name not in reverted and u.name not in unset and not math.isnan(value):
                 actions[a, col] = value / s.full_scale
-        return actions, reverted
+        return actions, reverted, unset
 
     # ------------------------------------------------------------------ physics
 
@@ -164,11 +170,12 @@ class Plant:
 
         if self.done:
             return
-        actions, reverted = self.applied_actions()
+        actions, reverted, unset = self.applied_actions()
         k = jax.random.fold_in(self.key, self.t)
         self.obs, self.state, reward, _, _, info = self._step(k, self.state, actions.astype(self.env.dtype), self.params)
         info = jax.device_get(info)
         row = {"t": self.t, "wall_s": time.time(), "actions": actions.tolist(), "reverted": reverted,
+               "unset": unset,
                "vm_pu": np.asarray(self.state.vm_pu, np.float64).tolist(),
                "info": {k: float(np.sum(v)) for k, v in info.items() if np.ndim(v) <= 1 and k != "final_observation"}}
         self.rows.append(row)

@@ -53,3 +53,40 @@ def export_dir(run_dir, tmp_path_factory):
     export_run(run_dir[0], out)
     return out
 
+
+
+@pytest.fixture(scope="session")
+def env():
+    """The plant's environment: the exported run's scenario and dtype."""
+    import pgjax
+
+    return pgjax.make(SCENARIO, **CONFIG_KW["env_kwargs"])
+
+
+@pytest.fixture
+def loop(env, export_dir, tmp_path):
+    """`loop(periods, dmap=None, faults=(), plant_period=None, steps=None, **controller options)`: a plant
+    on a free port of 127.0.0.1 and the controller against it; returns `(plant, controller, summary)`."""
+    import asyncio
+
+    from pgjax.deploy.device_map import map_for_env, parse_map
+    from pgjax.deploy.plant import Plant
+    from pgjax.deploy.runtime import Controller
+
+    async def run(periods, dmap, faults, plant_period, steps, ctl_kw):
+        plant = Plant(env, dmap, day=0, faults=faults, period_s=plant_period, log_path=tmp_path / "plant.jsonl",
+                      steps=periods if steps is None else steps)
+        await plant.start()
+        ctl = Controller(export_dir, dmap, log_path=tmp_path / "deploy.jsonl", port=plant.port,
+                         **{"period_s": 0.05, "read_timeout_s": 0.2, **ctl_kw})
+        try:
+            summary = await ctl.run(periods=periods)
+        finally:
+            await plant.stop()
+        return plant, ctl, summary
+
+    def go(periods, dmap=None, faults=(), plant_period=None, steps=None, **ctl_kw):
+        dmap = parse_map(map_for_env(env, port=0)) if dmap is None else dmap
+        return asyncio.run(run(periods, dmap, faults, plant_period, steps, ctl_kw))
+
+    return go

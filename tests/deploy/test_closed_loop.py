@@ -7,48 +7,21 @@ measurements carry 1e-4 p.u. / 1e-4 MW / 1e-3 MWh steps, setpoints 0.01 % of ful
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import numpy as np
 import pytest
 
-import pgjax
 from pgjax.deploy.device_map import map_for_env, parse_map
-from pgjax.deploy.plant import Plant, simulate_day
+from pgjax.deploy.plant import simulate_day
 from pgjax.deploy.policy import load_policy
-from pgjax.deploy.runtime import Controller
 
 STEPS = 12
-PERIOD_S = 0.05
 
 
-@pytest.fixture(scope="module")
-def env():
-    return pgjax.make("multi_microgrid", dtype="float32")
-
-
-def with_port(env, port=0, **kw):
-    return parse_map(map_for_env(env, port=port, **kw))
-
-
-async def closed_loop(env, export_dir, tmp_path, periods, faults=(), plant_period=None, **ctl_kw):
-    dmap = with_port(env)
-    plant = Plant(env, dmap, day=0, faults=faults, period_s=plant_period, log_path=tmp_path / "plant.jsonl",
-                  steps=periods)
-    await plant.start()
-    ctl = Controller(export_dir, dmap, period_s=PERIOD_S, log_path=tmp_path / "deploy.jsonl", port=plant.port,
-                     **ctl_kw)
-    try:
-        summary = await ctl.run(periods=periods)
-    finally:
-        await plant.stop()
-    return plant, ctl, summary
-
-
-def test_deployed_day_matches_simulation(env, export_dir, tmp_path):
-    dmap = with_port(env)
-    plant, ctl, summary = asyncio.run(closed_loop(env, export_dir, tmp_path, STEPS))
+def test_deployed_day_matches_simulation(env, export_dir, loop, tmp_path):
+    dmap = parse_map(map_for_env(env, port=0))
+    plant, ctl, summary = loop(STEPS, dmap)
     policies = {a: load_policy(export_dir, a) for a in env.agents}
     assert summary["faults"] == {} and summary["refused_writes"] == 0
     assert summary["agent_periods"] == {"policy": STEPS * env.num_agents}

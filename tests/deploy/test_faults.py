@@ -1,0 +1,165 @@
+"""Fail-safes over real TCP on 127.0.0.1: the controller against a plant with injected faults.
+
+In every test the plant refuses (and logs) any write outside the map or its [min, max], so
+"no refused write in the plant's log" is the check that the controller never sent one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+
+import numpy as np
+import pytest
+
+from pgjax.deploy import registers
+from pgjax.deploy.device_map import WriteRefused, check_write, map_for_env, parse_map
+from pgjax.deploy.plant import Fault, Plant
+
+STORAGE_P = "storage/mg1_ess/p_mw"
+GEN_P = "generator/mg1_dg/p_mw"
+
+
+def plant_events(tmp_path, kind=None) -> list[dict]:
+    rows = [json.loads(x) for x in (tmp_path / "plant.jsonl").read_text().splitlines()]
+    return [r for r in rows if "event" in r and (kind is None or r["event"] == kind)]
+
+
+def test_nan_and_out_of_range_readings_give_the_safe_action(env, loop, tmp_path):
+    faults = (Fault("bad_value", at_step=3, steps=2, unit="mg1_ess", point="W", value=math.nan),
+              Fault("bad_value", at_step=6, steps=1, unit="mg1_ess", point="W", value=3.0))  # limits +-2 MW
+    plant, ctl, summary = loop(9, faults=faults)
+    modes = [r["modes"] for r in ctl.rows]
+    bad = {3, 4, 6}
+    for k, m in enumerate(modes):
+        assert m["MG1"] == ("safe" if k in bad else "policy"), (k, m)
+        assert m["MG2"] == m["MG3"] == "policy"
+    implausible = [(r["k"], f["value"]) for r in ctl.rows for f in r["faults"] if f["kind"] == "implausible"]
+    assert [k for k, _ in implausible] == [3, 4, 6]
+    assert math.isnan(implausible[0][1]) and implausible[2][1] == pytest.approx(3.0, abs=1e-3)
+    a = env.agents.index("MG1")
+    p_col, g_col = env.layout.action.column(a, STORAGE_P), env.layout.action.column(a, GEN_P)
+    for k in bad:  # plant step k applies the setpoints of period k: storage at its safe 0, the genset held
+        assert plant.rows[k]["actions"][a][p_col] == 0.0
+        assert plant.rows[k]["actions"][a][g_col] == plant.rows[k - 1 if k != 4 else 2]["actions"][a][g_col]
+    assert plant_events(tmp_path, "refused") == []
+
+
+def test_server_restart_mid_run(env, loop, tmp_path):
+    """Plant on its own clock, down for 0.6 s after step 5: the controller survives, acts safe while it
+    is down, reconnects and resumes; the devices revert by their reversion timeout meanwhile."""
+    dmap = parse_map(map_for_env(env, port=0, reversion_s=0.2))
+    plant, ctl, summary = loop(40, dmap=dmap, faults=(Fault("restart", at_step=5, seconds=0.6),), plant_period=0.05,
+                               steps=60, backoff_s=0.05, backoff_max_s=0.2)
+    down = [r["k"] for r in ctl.rows if any(f["kind"] == "connection" for f in r["faults"])]
+    assert len(down) >= 2
+    for r in ctl.rows:
+        if r["k"] in down:
+            assert set(r["modes"].values()) == {"safe"} and r["writes"] == 0
+    after = [r for r in ctl.rows if r["k"] > max(down)]
+    assert len(after) >= 5 and all(set(r["modes"].values()) == {"policy"} for r in after[1:])
+    assert [e["event"] for e in plant_events(tmp_path) if e["event"].startswith("server")] == \
+        ["server_up", "server_down", "server_up"]
+    reverted = [r["t"] for r in plant.rows if r["reverted"]]
+    assert reverted and min(reverted) >= 5  # only after the controller lost the plant
+    assert plant_events(tmp_path, "refused") == []
+
+
+def test_responses_slower_than_the_timeout(env, loop, tmp_path):
+    plant, ctl, summary = loop(30, faults=(Fault("delay", at_step=6, steps=3, seconds=0.4),), plant_period=0.05,
+                               steps=60, read_timeout_s=0.15)
+    timed_out = [r["k"] for r in ctl.rows if any(f["kind"] == "timeout" for f in r["faults"])]
+    assert timed_out
+    for r in ctl.rows:
+        if r["k"] in timed_out:
+            assert set(r["modes"].values()) == {"safe"}
+    assert all(set(r["modes"].values()) == {"policy"} for r in ctl.rows[max(timed_out) + 3:])
+    assert plant_events(tmp_path, "refused") == []
+
+
+def test_bounds_and_ramp_limits_hold(env, loop, tmp_path):
+    """A map narrowing the storage setpoint to +-50 % with a 100 %/s ramp (5 % per 50 ms period)."""
+    data = map_for_env(env, port=0)
+    sp = next(s for s in data["devices"]["mg1_ess"]["setpoints"] if s["action"] == STORAGE_P)
+    sp.update({"min": -50.0, "max": 50.0, "ramp_per_s": 100.0})
+    plant, ctl, summary = loop(12, dmap=parse_map(data))
+    a = env.agents.index("MG1")
+    col = env.layout.action.column(a, STORAGE_P)
+    applied = np.array([r["actions"][a][col] for r in plant.rows])
+    wanted = np.array([r["actions"]["MG1"][col] for r in ctl.rows])
+    assert np.abs(wanted).max() > 0.5  # the policy asks for more than the bounds allow
+    assert np.abs(applied).max() <= 0.5
+    assert np.all(np.abs(np.diff(applied)) <= 0.05 + 1e-12)
+    assert plant_events(tmp_path, "refused") == []
+
+
+def test_writes_outside_the_map_are_refused(env, export_dir, tmp_path):
+    """The controller's guard refuses unmapped and out-of-bounds writes before sending; the plant
+    refuses them too when a raw client sends them (ILLEGAL_ADDRESS / ILLEGAL_VALUE), registers unchanged."""
+    from pymodbus.client import AsyncModbusTcpClient
+
+    dmap = parse_map(map_for_env(env, port=0))
+    unit = dmap.unit("mg1_ess")
+    sp = unit.setpoints[0]
+    with pytest.raises(WriteRefused, match="not a writable register"):
+        check_write(dmap, unit.unit_id, 0, [0])  # a measurement register
+    with pytest.raises(WriteRefused, match="outside"):
+        check_write(dmap, unit.unit_id, sp.address, registers.encode(150.0, sp.dtype, sp.sf))
+
+    async def main():
+        plant = Plant(env, dmap, log_path=tmp_path / "plant.jsonl", steps=2)
+        await plant.start()
+        client = AsyncModbusTcpClient("127.0.0.1", port=plant.port, timeout=1.0, retries=0, reconnect_delay=0)
+        await client.connect()
+        try:
+            before = (await client.read_holding_registers(0, count=3, device_id=unit.unit_id)).registers
+            r1 = await client.write_registers(0, [1234], device_id=unit.unit_id)
+            r2 = await client.write_registers(sp.address, registers.encode(150.0, sp.dtype, sp.sf),
+                                              device_id=unit.unit_id)
+            r3 = await client.write_registers(2000, [1], device_id=unit.unit_id)
+            after = (await client.read_holding_registers(0, count=3, device_id=unit.unit_id)).registers
+            spv = (await client.read_holding_registers(sp.address, count=1, device_id=unit.unit_id)).registers
+        finally:
+            client.close()
+            await plant.stop()
+        return before, (r1, r2, r3), after, spv
+
+    before, responses, after, spv = asyncio.run(main())
+    assert all(r.isError() for r in responses)
+    assert [r.exception_code for r in responses] == [2, 3, 2]  # ILLEGAL_ADDRESS, ILLEGAL_VALUE, ILLEGAL_ADDRESS
+    assert after == before and spv == [0]
+    # address 2000 lies outside the unit's register block: pymodbus answers before the plant sees it
+    assert [e["address"] for e in plant_events(tmp_path, "refused")] == [0, sp.address]
+
+
+def test_shutdown_leaves_safe_values_and_devices_revert_without_controller(env, export_dir, tmp_path):
+    """At the end of `run` every setpoint register holds its safe value (`default`: the device's safe
+    action; `hold`: the last value written). Then, with no controller, the plant's clock steps revert
+    every controlled unit once the 0.2 s reversion timeout has passed."""
+    from pgjax.deploy.runtime import Controller
+
+    dmap = parse_map(map_for_env(env, port=0, reversion_s=0.2))
+
+    async def main():
+        plant = Plant(env, dmap, period_s=0.05, log_path=tmp_path / "plant.jsonl", steps=200)
+        await plant.start()
+        ctl = Controller(export_dir, dmap, period_s=0.05, read_timeout_s=0.2, port=plant.port)
+        await ctl.run(periods=8)
+        held = {(u.name, s.name): plant.value(u.name, s.name) for u in dmap.units for s in u.setpoints}
+        t_end = plant.t
+        await asyncio.sleep(0.6)
+        await plant.stop()
+        return plant, ctl, held, t_end
+
+    plant, ctl, held, t_end = asyncio.run(main())
+    for u in dmap.units:
+        for s in u.setpoints:
+            expected = ctl.last[(u.unit_id, s.address)] if s.safe == "hold" else s.default * s.full_scale
+            assert held[(u.name, s.name)] == pytest.approx(expected, abs=1e-9), (u.name, s.name)
+    assert any(s.safe == "hold" for u in dmap.units for s in u.setpoints)
+    controlled = sorted(u.name for u in dmap.units if u.setpoints)
+    late = [r for r in plant.rows if r["t"] > t_end + 6]  # > 0.3 s after the last write
+    assert late and all(sorted(r["reverted"]) == controlled for r in late)
+    assert all(r["actions"] == np.asarray(env.default_actions).tolist() for r in late)
+    assert plant_events(tmp_path, "refused") == []
