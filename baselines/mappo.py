@@ -66,6 +66,7 @@ from flax.training.train_state import TrainState as NetState
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pgjax import distributed
+from pgjax.distributed import BATCH_AXIS, batch_mesh
 from pgjax.baselines.common import MARLEnv, Policy, make_env
 from pgjax.baselines.config import MAPPOConfig
 from pgjax.baselines.networks import Actor, Critic, gaussian_entropy, gaussian_log_prob, sample_action
@@ -76,7 +77,7 @@ F32 = jnp.float32
 EPS = 1e-8
 
 __all__ = ["MAPPO", "Checkpoint", "MAPPOConfig", "RunningStats", "TrainState", "TrainingDiverged",
-           "agent_type_keys", "batch_mesh", "gae", "load_checkpoint", "make_train", "param_index", "prepare_new_run",
+           "agent_type_keys", "gae", "load_checkpoint", "make_train", "param_index", "prepare_new_run",
            "read_checkpoint", "read_run_config", "restore_run", "run", "save_checkpoint", "shardings", "train_seeds"]
 
 
@@ -502,28 +503,8 @@ class MAPPO:
 
 # ------------------------------------------------------------------------------ devices
 
-BATCH_AXIS = "batch"  # the mesh axis the environments are split along
 # TrainState fields with a leading [num_envs] axis (after the seed axis of seed-batched states).
 ENV_BATCH_FIELDS = ("env_state", "obs", "ws", "disc_return", "ep_return")
-
-
-def batch_mesh(devices: int | str | None, num_envs: int) -> Mesh | None:
-    """A 1-D `Mesh` (axis `BATCH_AXIS`) of the first `devices` local devices (`"all"`: every one),
-    or None for 1; with several processes (`pgjax.distributed`) of every process's devices.
-    `num_envs` must split evenly over them."""
-    local = jax.local_devices()
-    n = len(local) if devices == "all" else (1 if devices is None else int(devices))
-    if not 1 <= n <= len(local):
-        raise ValueError(f"devices: expected 1..{len(local)} (the local {local[0].platform} devices; "
-                         f"XLA_FLAGS=--xla_force_host_platform_device_count=N makes N CPU devices), got {devices}")
-    if jax.process_count() > 1 and n != len(local):
-        raise ValueError(f"devices: with {jax.process_count()} processes every local device takes part; expected "
-                         f"'all' or {len(local)}, got {devices}")
-    mesh_devices = np.array(jax.devices() if jax.process_count() > 1 else local[:n])
-    if num_envs % mesh_devices.size:
-        raise ValueError(f"devices: num_envs={num_envs} does not split over {mesh_devices.size} devices; choose "
-                         f"num_envs a multiple of {mesh_devices.size}")
-    return None if mesh_devices.size == 1 else Mesh(mesh_devices, (BATCH_AXIS,))
 
 
 def shardings(state: TrainState, mesh: Mesh) -> TrainState:
@@ -799,7 +780,7 @@ def run(config: MAPPOConfig, out_dir, resume: bool = False, chunk_updates: int =
             write_atomic(out / METRICS, "")
     distributed.barrier("pgjax-run-folder-ready")
 
-    mesh = batch_mesh(devices, config.num_envs)
+    mesh = batch_mesh(devices, config.num_envs, "num_envs")
     if mesh is not None:
         state = distributed.global_arrays(state, shardings(state, mesh))
         log(f"environments split over {mesh.size} devices ({config.num_envs // mesh.size} per device"

@@ -52,6 +52,7 @@ import numpy as np
 
 from pgjax.baselines.common import MARLEnv, Policy, evaluate, reduce_info
 from pgjax import devices as dev
+from pgjax import distributed
 from pgjax.env.layout import bus_names
 
 __all__ = ["CONTROLLERS", "Controller", "as_controller", "controller", "do_nothing_policy", "evaluate",
@@ -245,7 +246,7 @@ def controller(name: str, env, params=None) -> Controller:
 # ---------------------------------------------------------------------------- rollouts
 
 def make_rollout(env, controllers: list[Controller], num_episodes: int = 8, episode_steps: int | None = None,
-                 params=None, trace: bool = False, state_fn: Callable | None = None):
+                 params=None, trace: bool = False, state_fn: Callable | None = None, mesh=None):
     """One jitted `run(key, index, aux) -> (totals, trace)` for several controllers.
 
     The environment is traced and compiled once; `index` (an int) picks the controller by
@@ -255,7 +256,8 @@ def make_rollout(env, controllers: list[Controller], num_episodes: int = 8, epis
     controller sees the same days and initial states. `totals` maps every scalar info
     metric (and `return`) to its per-episode sums `[num_episodes]`; with `trace=True`,
     `trace` holds the per-step `info`, `actions` and `state_fn(env_state)` after each step
-    (`[num_episodes, steps, ...]`).
+    (`[num_episodes, steps, ...]`). With a `mesh` (`pgjax.distributed.batch_mesh`) the
+    episodes are split over its devices (the same episodes and totals, computed in parallel).
     """
     menv = MARLEnv.wrap(env, params)
     steps = int(episode_steps or menv.env.episode_steps)
@@ -299,7 +301,7 @@ def make_rollout(env, controllers: list[Controller], num_episodes: int = 8, epis
         return totals, ({"info": info, "actions": out[3], "state": out[4]} if trace else None)
 
     jitted = jax.jit(lambda key, index, aux: jax.vmap(episode, in_axes=(0, None, None))(
-        jax.random.split(key, num_episodes), index, aux))
+        distributed.split_batch(mesh, jax.random.split(key, num_episodes)), index, aux))
 
     def run(key, index: int = 0, aux=None):
         totals, tr = jax.device_get(jitted(key, jnp.asarray(index, jnp.int32), aux))

@@ -10,8 +10,9 @@ detection (SLURM, Open MPI, Kubernetes, ...). It must run before anything else t
 devices. Where the processes have no accelerator, their CPU devices exchange collectives
 through Gloo (`jax_cpu_collectives_implementation`).
 
-Afterwards `jax.devices()` lists every process's devices; a `Mesh` over them makes one SPMD
-program that every process runs on its own devices (multi-controller): `global_arrays` turns a
+`batch_mesh` is the 1-D mesh every batch is split along (`pgjax train --devices`, episodes
+of `pgjax eval` / `pgjax compare`). After `initialize`, `jax.devices()` lists every process's
+devices; a `Mesh` over them makes one SPMD program that every process runs on its own devices (multi-controller): `global_arrays` turns a
 pytree that every process holds in full (same seed, same computation) into global arrays of
 the given shardings, each process supplying its own shards; `host_arrays` gathers global
 arrays back into full numpy arrays on every process (a collective: all processes call it).
@@ -23,9 +24,11 @@ import os
 
 import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pgjax.errors import InputError
 
+BATCH_AXIS = "batch"  # the mesh axis batches (environments, episodes) are split along
 ENV_VARS = {"coordinator": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES",
             "process_id": "JAX_PROCESS_ID"}
 
@@ -54,6 +57,45 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                process_id=process_id, initialization_timeout=timeout_s)
+
+
+def parse_devices(text: str) -> int | str:
+    """A `--devices` value: `"all"` or a positive count."""
+    if text == "all":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"--devices: expected a positive count or 'all', got {text!r}")
+    return value
+
+
+def batch_mesh(devices: int | str | None, batch: int, what: str = "batch") -> Mesh | None:
+    """A 1-D `Mesh` (axis `BATCH_AXIS`) of the first `devices` local devices (`"all"`: every one),
+    or None for 1; with several processes (`initialize`) of every process's devices. The
+    batch (`what`, of size `batch`) must split evenly over them."""
+    local = jax.local_devices()
+    n = len(local) if devices == "all" else (1 if devices is None else int(devices))
+    if not 1 <= n <= len(local):
+        raise ValueError(f"devices: expected 1..{len(local)} (the local {local[0].platform} devices; "
+                         f"XLA_FLAGS=--xla_force_host_platform_device_count=N makes N CPU devices), got {devices}")
+    if jax.process_count() > 1 and n != len(local):
+        raise ValueError(f"devices: with {jax.process_count()} processes every local device takes part; expected "
+                         f"'all' or {len(local)}, got {devices}")
+    mesh_devices = np.array(jax.devices() if jax.process_count() > 1 else local[:n])
+    if batch % mesh_devices.size:
+        raise ValueError(f"devices: {what}={batch} does not split over {mesh_devices.size} devices; choose "
+                         f"{what} a multiple of {mesh_devices.size}")
+    return None if mesh_devices.size == 1 else Mesh(mesh_devices, (BATCH_AXIS,))
+
+
+def split_batch(mesh: Mesh | None, x):
+    """Inside `jit`: `x` (leading batch axis) laid out split along `BATCH_AXIS` of `mesh` (as is without one)."""
+    if mesh is None:
+        return x
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(BATCH_AXIS)))
 
 
 def is_writer() -> bool:

@@ -262,6 +262,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--split", choices=("test", "train"), default="test", help="profile year (default test)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="configurations compiled at once, in threads (default 1; 2 helps on an idle machine)")
+    parser.add_argument("--devices", default="1",
+                        help="local devices to split each configuration's episodes over: a count or 'all'")
     parser.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
@@ -270,6 +272,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         parser.error(f"--configs: unknown {unknown}; known: {', '.join(CONFIGS)}")
     if args.episodes < 1 or args.jobs < 1:
         parser.error("--episodes and --jobs must be >= 1")
+    from pgjax import distributed
+
+    try:
+        mesh = distributed.batch_mesh(distributed.parse_devices(args.devices), args.episodes, "--episodes")
+    except ValueError as e:
+        parser.error(str(e))
 
     import jax
 
@@ -319,7 +327,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         name, description, env, ctrl, label = job
         t_cfg = time.perf_counter()
         steps = int(env.episode_steps)
-        totals, _ = make_rollout(env, [ctrl], args.episodes)(key)
+        totals, _ = make_rollout(env, [ctrl], args.episodes, mesh=mesh)(key)
         row = {"config": name, "description": description, "policy": label, "agents": " ".join(env.agents),
                "episodes": args.episodes, **summarize(totals, steps, float(env.scenario.dt_h)),
                "seconds": round(time.perf_counter() - t_cfg, 1)}

@@ -176,9 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="key of the episode draws (the same for all controllers)")
     parser.add_argument("--no-plot", action="store_true", help="skip eval_day.png")
     parser.add_argument("--no-oracle", action="store_true", help="skip the perfect-foresight oracle")
+    parser.add_argument("--devices", default="1",
+                        help="local devices to split the episodes over: a count or 'all' (--episodes a multiple)")
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error("--episodes must be >= 1")
+    from pgjax import distributed
+
+    try:
+        mesh = distributed.batch_mesh(distributed.parse_devices(args.devices), args.episodes, "--episodes")
+    except ValueError as e:
+        parser.error(str(e))
 
     import jax
 
@@ -221,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"oracle: planned {args.episodes} episodes in {time.perf_counter() - t_plan:.1f} s")
     state_fn = state_features(env)
     run = make_rollout(env, ctrls, args.episodes, trace=not args.no_plot and state_fn is not None,
-                       state_fn=state_fn)
+                       state_fn=state_fn, mesh=mesh)
     seed_state = lambda i: jax.tree.map(lambda x: x[i], states)
     results, trace = {}, None
     per_seed = []

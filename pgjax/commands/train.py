@@ -171,16 +171,6 @@ def plot_curves(metrics_path, png_path) -> None:
     plt.close(fig)
 
 
-def _positive_int(text: str, flag: str, parser) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        parser.error(f"{flag}: expected a positive count or 'all', got {text!r}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pgjax train", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -234,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     import jax
     import numpy as np
 
-    from pgjax.baselines.mappo import (CHECKPOINT, METRICS, TrainingDiverged, batch_mesh, make_train, read_checkpoint,
+    from pgjax.baselines.mappo import (CHECKPOINT, METRICS, TrainingDiverged, make_train, read_checkpoint,
                                        run, shardings)
     from pgjax.errors import RunFolderError
     from pgjax.runio import write_json
@@ -244,9 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     dtype = cfg.env_kwargs.get("dtype", "the scenario's dtype")
     print(f"pgjax train: {cfg.env} ({dtype}), {cfg.num_seeds} seed(s) x {cfg.num_envs} envs x {cfg.num_steps} steps per "
           f"update, {cfg.num_updates} updates ({cfg.total_timesteps:,} env steps per seed) -> {out}")
-    devices = args.devices if args.devices == "all" else _positive_int(args.devices, "--devices", parser)
     try:
-        mesh = batch_mesh(devices, cfg.num_envs)
+        devices = distributed.parse_devices(args.devices)
+        mesh = distributed.batch_mesh(devices, cfg.num_envs, "num_envs")
     except ValueError as e:
         parser.error(str(e))
     print(f"devices: {jax.devices()}" + (f"; environments split over {mesh.size}" if mesh is not None else ""))

@@ -1,7 +1,8 @@
-"""Training over several local devices (`pgjax train --devices N`, `mappo.batch_mesh` /
-`shardings`): the environments split along the batch axis, the networks replicated, the same
-learning curve and parameters as one device up to reduction order, and checkpoints that
-resume on another device count.
+"""Training over several local devices (`pgjax train --devices N`, `pgjax.distributed.batch_mesh`,
+`mappo.shardings`): the environments split along the batch axis, the networks replicated, the same
+learning curve and parameters as one device up to reduction order, checkpoints that
+resume on another device count, and evaluation episodes split over devices
+(`make_rollout(mesh=...)`, `pgjax eval / compare --devices`) with the same totals.
 
 JAX fixes its device count when it starts, so each check runs in a fresh Python process
 with `XLA_FLAGS=--xla_force_host_platform_device_count=4` (four CPU devices)."""
@@ -16,7 +17,7 @@ import textwrap
 
 import pytest
 
-from pgjax.baselines.mappo import batch_mesh
+from pgjax.distributed import batch_mesh
 
 SCRIPT = textwrap.dedent("""
     import json, sys
@@ -33,6 +34,13 @@ SCRIPT = textwrap.dedent("""
     # half the run on 4 devices, the rest resumed on 2
     run(cfg, f"{out}/resumed", devices=4, chunk_updates=2, until_update=2, log=quiet)
     resumed = run(cfg, f"{out}/resumed", devices=2, chunk_updates=2, resume=True, log=quiet)
+    # evaluation episodes split over the 4 devices: the same totals as on one
+    from pgjax.baselines.common import make_env
+    from pgjax.baselines.rule_based import controller, make_rollout
+    from pgjax.distributed import batch_mesh
+    env = make_env("setpoint")
+    ctrl = controller("random", env)
+    totals = [make_rollout(env, [ctrl], 8, mesh=m)(jax.random.PRNGKey(5))[0] for m in (None, batch_mesh(4, 8))]
     diff = lambda a, b: max(float(np.max(np.abs(np.asarray(x, float) - np.asarray(y, float))))
                             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
     print(json.dumps({
@@ -45,6 +53,8 @@ SCRIPT = textwrap.dedent("""
         "params_four": diff(one.actor.params, four.actor.params) + diff(one.critic.params, four.critic.params),
         "params_resumed": diff(one.actor.params, resumed.actor.params),
         "steps": [int(np.asarray(s.update_step)[0]) for s in (one, four, resumed)],
+        "rollout_keys": sorted(totals[0]) == sorted(totals[1]),
+        "rollout_diff": diff(totals[0], totals[1]),
     }))
 """)
 
@@ -70,6 +80,7 @@ def test_four_devices_train_like_one_and_resume_on_two(tmp_path):
     assert out["steps"] == [4, 4, 4]
     assert out["params_four"] < 1e-5, out  # float32 reductions in another order only
     assert out["params_resumed"] < 1e-5, out
+    assert out["rollout_keys"] and out["rollout_diff"] < 1e-5, out  # pgjax eval / compare --devices 4
 
     rows = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
             for name in ("one", "four", "resumed")}
