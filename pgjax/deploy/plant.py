@@ -22,7 +22,7 @@ step, so a deployed day can be compared with the simulated one step by step).
 The plant refuses writes outside the map's setpoint / control registers (ILLEGAL_ADDRESS)
 and values outside a setpoint's [min, max] (ILLEGAL_VALUE), and logs them. Faults
 (`Fault`) are scheduled by plant step: delayed or dropped responses, a server restart, a
-measurement published with a bad value (out of range or NaN). The JSONL log (`log_path`)
+measurement published with a bad value (out of range or NaN), frozen (stale) measurements. The JSONL log (`log_path`)
 has one line per step (actions applied, reverted units, voltages, cost, info metrics) and
 one per event (server down / up, refused write, fault).
 """
@@ -40,7 +40,7 @@ from pgjax.deploy import registers
 from pgjax.deploy.device_map import DeviceMap, WriteRefused, check_write
 from pgjax.runio import append_lines, json_line
 
-FAULTS = ("delay", "drop", "restart", "bad_value")
+FAULTS = ("delay", "drop", "restart", "bad_value", "freeze")
 REGISTER_SPAN = 1200  # registers per unit (measurements from 0, controls from 1000)
 
 
@@ -51,7 +51,9 @@ class Fault:
     `delay`: every response `seconds` late; `drop`: no response (held back `seconds`, past
     any client timeout, then discarded by the client); `restart`: the server goes down for
     `seconds`, then listens again on the same port; `bad_value`: measurement `point` of
-    device `unit` publishes `value` (NaN: the register's "not implemented" value).
+    device `unit` publishes `value` (NaN: the register's "not implemented" value); `freeze`:
+    the physics goes on but the measurements (and `Seq`) stay as published at `at_step` for
+    the next `steps` steps (stale data acquisition).
     """
 
     kind: str
@@ -133,6 +135,8 @@ class Plant:
         return self._get(u.unit_id, next(p for p in u.points() if p.name == point))
 
     def _publish(self) -> None:
+        if any(f.kind == "freeze" and f.at_step < self.t <= f.at_step + f.steps for f in self.faults):
+            return
         world = np.asarray(self._world(self.state, self.params), np.float64)
         for u in self.dmap.units:
             for m in u.measurements:

@@ -46,6 +46,18 @@ def test_nan_and_out_of_range_readings_give_the_safe_action(env, loop, tmp_path)
     assert plant_events(tmp_path, "refused") == []
 
 
+def test_stale_measurements_give_the_safe_action(env, loop, tmp_path):
+    """Measurements frozen after step 3 for 6 steps: the sequence counter stops; from the third
+    unchanged reading on (`stale_periods=3`) every agent is safe, and acts again once it moves."""
+    plant, ctl, summary = loop(14, faults=(Fault("freeze", at_step=3, steps=6),), stale_periods=3)
+    stale = [r["k"] for r in ctl.rows if any(f["kind"] == "stale" for f in r["faults"])]
+    # Seq reads 3 in periods 3..9 (published at step 3, frozen for steps 4..9): unchanged 1..6 times in 4..9
+    assert stale == [6, 7, 8, 9]
+    for r in ctl.rows:
+        assert set(r["modes"].values()) == ({"safe"} if r["k"] in stale else {"policy"}), r["k"]
+    assert plant_events(tmp_path, "refused") == []
+
+
 def test_server_restart_mid_run(env, loop, tmp_path):
     """Plant on its own clock, down for 0.6 s after step 5: the controller survives, acts safe while it
     is down, reconnects and resumes; the devices revert by their reversion timeout meanwhile."""
