@@ -89,3 +89,38 @@ def test_four_devices_train_like_one_and_resume_on_two(tmp_path):
         for a, b in zip(rows["one"], rows[name]):
             for key in ("reward", "actor_loss", "critic_loss", "entropy"):
                 assert abs(a[key] - b[key]) <= 1e-4 * max(1.0, abs(a[key])), (name, key, a[key], b[key])
+
+
+def _primitives(jaxpr) -> set:
+    """Names of every primitive in a closed jaxpr, nested jaxprs (scan, cond, pjit, ...) included."""
+    names = set()
+    for eqn in jaxpr.jaxpr.eqns if hasattr(jaxpr, "jaxpr") else jaxpr.eqns:
+        names.add(eqn.primitive.name)
+        for p in eqn.params.values():
+            for sub in (p if isinstance(p, (list, tuple)) else [p]):
+                if hasattr(sub, "eqns") or hasattr(sub, "jaxpr"):
+                    names |= _primitives(sub)
+    return names
+
+
+def test_training_chunk_has_no_host_round_trip():
+    """The jitted MAPPO chunk on multi_microgrid (the GPU path: `--preset gpu` is this program with
+    larger batches) holds no host callback; the pandapower reference mode, which does call the
+    host each step, is found by the same check."""
+    import jax
+
+    import pgjax
+    from pgjax.baselines.mappo import MAPPOConfig, make_train
+
+    cfg = MAPPOConfig(env="multi_microgrid", env_kwargs={"dtype": "float32"}, num_envs=2, num_steps=4,
+                      num_minibatches=1, update_epochs=1, actor_hidden=[8], critic_hidden=[8], total_timesteps=8)
+    train = make_train(cfg)
+    state = jax.eval_shape(train.seed_init, jax.random.PRNGKey(0))
+    prims = _primitives(jax.make_jaxpr(train.seed_chunk_fn(1))(state))
+    assert "scan" in prims and not {p for p in prims if "callback" in p}, sorted(prims)
+
+    env = pgjax.make("multi_microgrid", method="pandapower")
+    _, st = jax.eval_shape(env.reset, jax.random.PRNGKey(0), env.default_params)
+    acts = jax.ShapeDtypeStruct((env.num_agents, env.act_dim), env.dtype)
+    ref = _primitives(jax.make_jaxpr(env.step)(jax.random.PRNGKey(0), st, acts, env.default_params))
+    assert {p for p in ref if "callback" in p}, sorted(ref)
