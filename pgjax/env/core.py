@@ -38,6 +38,8 @@ batches: the checks see the unbatched shapes.
 
 from __future__ import annotations
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -56,6 +58,10 @@ from pgjax.powerflow.tree import tree_of
 from pgjax.precision import require_x64
 from pgjax.protocols.coupling import Inputs, grid_imports
 from pgjax.scenario import compile_scenario
+
+# Environment families that are not compiled scenarios: name -> "module:factory", imported on
+# first use; `make(name, **kwargs)` returns `factory(**kwargs)` (same functional API).
+ENV_FAMILIES: dict[str, str] = {"frequency_68bus": "pgjax.frequency.env:make"}
 
 # Power-flow methods started from the previous step's voltages (`powerflow.solve(init=...)`).
 WARM_START_METHODS = ("newton", "distflow")
@@ -371,5 +377,10 @@ def make(name_or_path="multi_microgrid", reward_fn=reward_lib.default_reward, **
 
     Overrides: flat keys such as `dt_h`, `episode_steps`, `split` ("train" / "test"),
     `penalty`, `shared_reward`, `centralized`, `learned`, `method`, `dtype`, or whole sections.
+    A name of `ENV_FAMILIES` (e.g. `frequency_68bus`) builds that family's env from the
+    keyword arguments its factory takes instead.
     """
+    if isinstance(name_or_path, str) and name_or_path in ENV_FAMILIES:
+        module, _, factory = ENV_FAMILIES[name_or_path].partition(":")
+        return getattr(importlib.import_module(module), factory)(**overrides)
     return Env(compile_scenario(name_or_path, **overrides), reward_fn=reward_fn)

@@ -79,16 +79,23 @@ def read_machines(path: Path = MACHINE_CSV) -> dict[str, np.ndarray]:
     return {c: np.asarray(v) for c, v in out.items()}
 
 
-def operating_point(grid, machine_bus: np.ndarray) -> OperatingPoint:
-    """The AC power flow of `grid` (host float64 `Grid`) by `pgjax.powerflow.solve`, machines at `machine_bus`."""
+def solver_grid(grid):
+    """`grid` as JAX arrays: float64 when JAX's 64-bit mode is on, else float32."""
     import jax
     import jax.numpy as jnp
 
     from pgjax.grid import astype
+
+    return astype(grid, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+
+
+def operating_point(grid, machine_bus: np.ndarray) -> OperatingPoint:
+    """The AC power flow of `grid` (a `solver_grid`) by `pgjax.powerflow.solve`, machines at `machine_bus`."""
+    import jax
+
     from pgjax.powerflow import solve
 
-    dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-    res = jax.device_get(solve(astype(grid, dtype)))
+    res = jax.device_get(solve(grid))
     gen_bus, eg_bus = np.asarray(grid.gen.bus), np.asarray(grid.ext_grid.bus)
     p, q = np.full(len(machine_bus), np.nan), np.full(len(machine_bus), np.nan)
     for k, b in enumerate(machine_bus):
@@ -132,6 +139,7 @@ def build(config: PlantConfig = PlantConfig()) -> System68:
     if missing:
         raise DataError(f"{MACHINE_CSV}: column bus: buses {missing} are not in the ieee68 network")
     grid, netmap = from_pandapower(net)
+    grid = solver_grid(grid)
     machine_bus = np.asarray(netmap.bus_lookup)[[name_to_row[str(int(b))] for b in mach["bus"]]].astype(np.int64)
     op = operating_point(grid, machine_bus)
     if not op.converged:
