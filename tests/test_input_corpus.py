@@ -193,6 +193,17 @@ def test_huge_value_is_abbreviated_in_the_message():
     assert f"{D}.e_max_mwh" in str(e.value) and "chars" in str(e.value) and len(str(e.value)) < 3000
 
 
+BUILDER_COUNTS = [0, -3, 10**9, 2.5, True, "12"]
+
+
+@pytest.mark.parametrize("count", BUILDER_COUNTS, ids=[repr(c) for c in BUILDER_COUNTS])
+def test_generated_scenario_with_a_bad_size(count):
+    """A builder's size argument is bounded (10^9 microgrids would build a network of 10^10 buses)."""
+    with pytest.raises(scenario.ScenarioError) as e:
+        scenario.compile_scenario("multi_microgrid_large", n_microgrids=count)
+    assert "n_microgrids must be an integer in [1, 5000]" in str(e.value) and f"got {count!r}" in str(e.value)
+
+
 # ---------------------------------------------------------------------- hostile YAML files
 
 BOMB = "\n".join([
@@ -479,6 +490,11 @@ CLI = [  # (id, argv (with {tmp} for the test folder), exit code, fragments of s
     ("verify_unknown_network", ["verify", "--networks", "no_such_net", "--jobs", "0"], 2, ["no_such_net"]),
     ("verify_unknown_method", ["verify", "--methods", "magic"], 2, ["unknown methods ['magic']"]),
     ("verify_max_buses_text", ["verify", "--max-buses", "many"], 2, ["argument --max-buses", "'many'"]),
+    ("bench_env_dtype", ["bench", "env", "--dtype", "float16"], 2, ["argument --dtype", "'float16'"]),
+    ("export_without_arguments", ["export"], 2, ["required: run_dir, --out"]),
+    ("export_missing_run", ["export", "{tmp}/none", "--out", "{tmp}/x"], 2, ["none/config.yaml: not found"]),
+    ("deploy_without_arguments", ["deploy"], 2, ["required: export_dir"]),
+    ("hil_without_scenario", ["hil"], 2, ["required: scenario"]),
 ]
 
 
@@ -521,6 +537,6 @@ def test_cli_validate_reports_structure_and_reference_problems_together(tmp_path
 
 def test_corpus_size():
     """This file's malformed inputs (the issue asks for >= 100 with the API-edge and run-folder corpora)."""
-    n = (len(RANGES) + len(CONTAINERS) + 1 + len(HOSTILE) + 2 + len(CSV) + 1 + 4 + len(NETWORK_FILES)
+    n = (len(RANGES) + len(CONTAINERS) + 1 + len(BUILDER_COUNTS) + len(HOSTILE) + 2 + len(CSV) + 1 + 4 + len(NETWORK_FILES)
          + len(NETWORK_TABLES) + len(TRAFO_TABLES) + 1 + len(CLI) + 3)
     assert n >= 100

@@ -34,15 +34,19 @@ import re
 import pandas as pd
 import yaml
 
+from pgjax.errors import brief
 from pgjax.scenario.registry import SCENARIO_DIR, register
 
 TEMPLATES = 3
 SCALED_POWER = re.compile(r"^(p_|q_|s_max|e_|import_max|export_max|ramp_|cost_a|startup_cost)")
 
 
+MAX_MICROGRIDS = 5000  # ~13 buses and 6 devices each: a bound on the network a call may build
+
+
 def _scale(n_microgrids: int) -> float:
-    if not isinstance(n_microgrids, int) or isinstance(n_microgrids, bool) or n_microgrids < 1:
-        raise ValueError(f"n_microgrids must be an integer >= 1, got {n_microgrids!r}")
+    if not isinstance(n_microgrids, int) or isinstance(n_microgrids, bool) or not 1 <= n_microgrids <= MAX_MICROGRIDS:
+        raise ValueError(f"n_microgrids must be an integer in [1, {MAX_MICROGRIDS}], got {brief(n_microgrids)}")
     return min(1.0, TEMPLATES / n_microgrids)
 
 

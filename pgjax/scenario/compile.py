@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from pgjax import devices as dev
-from pgjax.errors import brief
+from pgjax.errors import DataError, brief
 from pgjax.scenario.registry import builder_of, load
 from pgjax.scenario.schema import Problem, ScenarioError, _Checker, apply_overrides, validate_structure
 from pgjax.scenario.specs import CommunicationSpec, ProfileSpec, ProtocolSpec
@@ -207,7 +207,6 @@ def _load_data(c: _Checker, spec: ProfileSpec, dt_h: float, source: str):
     per scenario step, `dt_h`).
     """
     from pgjax import profiles
-    from pgjax.errors import DataError
 
     if spec.train is None:
         return None

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any
-
 import math
+from typing import Any
 
 from pgjax import devices as dev
 from pgjax.devices.base import REQUIRED
