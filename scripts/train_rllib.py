@@ -87,18 +87,25 @@ def agent_types(env) -> dict[str, str]:
 
 
 def _make_env(env_config: dict):
-    """RLlib env creator: the shim of `env_config['scenario']` (+ `['overrides']`), finite-checked, for RLlib."""
+    """RLlib env creator: with `env_config['num_grids'] > 1` a `pgjax.wrappers.rllib.BatchedGridsEnv`
+    (that many grids behind one jitted step), else the shim of `env_config['scenario']`
+    (+ `['overrides']`), finite-checked, for RLlib."""
     from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
 
     from pgjax.wrappers.pettingzoo import parallel_env
 
     jax.config.update("jax_enable_x64", True)  # also in remote EnvRunners (other processes)
+    if env_config.get("num_grids", 1) > 1:
+        from pgjax.wrappers.rllib import BatchedGridsEnv
+
+        return BatchedGridsEnv(env_config)
     return ParallelPettingZooEnv(FiniteCheck(parallel_env(env_config["scenario"], **env_config.get("overrides", {}))))
 
 
 def build_config(scenario="multi_microgrid", num_env_runners=0, seed=0, train_batch_size=2048, minibatch_size=256,
-                 num_epochs=4, lr=3e-4, overrides=None):
-    """The `PPOConfig` (and the agent -> type table) for a scenario; `train_batch_size` counts env steps.
+                 num_epochs=4, lr=3e-4, overrides=None, num_grids=1):
+    """The `PPOConfig` (and the agent -> type table) for a scenario; `train_batch_size` counts
+    RLlib env steps (each of `num_grids` grids; `num_grids > 1`: `BatchedGridsEnv` per env runner).
 
     `minibatch_size` is capped at `train_batch_size`.
     """
@@ -114,11 +121,13 @@ def build_config(scenario="multi_microgrid", num_env_runners=0, seed=0, train_ba
     register_env(ENV_NAME, _make_env)
 
     def policy_mapping_fn(agent_id, episode=None, **kwargs):
-        return types[agent_id]
+        from pgjax.wrappers.rllib import agent_type_of
+
+        return types[agent_type_of(agent_id) if num_grids > 1 else agent_id]
 
     config = (
         PPOConfig()
-        .environment(ENV_NAME, env_config={"scenario": scenario, "overrides": overrides})
+        .environment(ENV_NAME, env_config={"scenario": scenario, "overrides": overrides, "num_grids": num_grids})
         .env_runners(num_env_runners=num_env_runners, num_envs_per_env_runner=1, num_cpus_per_env_runner=1,
                      rollout_fragment_length="auto")
         .learners(num_learners=0, num_gpus_per_learner=0)
@@ -135,7 +144,7 @@ def build_config(scenario="multi_microgrid", num_env_runners=0, seed=0, train_ba
 
 
 def train(scenario="multi_microgrid", iterations=10, num_env_runners=0, seed=0, out=None, train_batch_size=2048,
-          minibatch_size=256, num_epochs=4, verbose=True, **overrides) -> list[dict]:
+          minibatch_size=256, num_epochs=4, verbose=True, num_grids=1, **overrides) -> list[dict]:
     """Run `iterations` PPO iterations; returns RLlib's result dict of each (checkpoint to `out` if given)."""
     import ray
     import torch
@@ -146,7 +155,7 @@ def train(scenario="multi_microgrid", iterations=10, num_env_runners=0, seed=0, 
         ray.init(num_cpus=max(2, num_env_runners), include_dashboard=False, log_to_driver=verbose)
     try:
         config, types = build_config(scenario, num_env_runners, seed, train_batch_size, minibatch_size, num_epochs,
-                                     overrides=overrides)
+                                     overrides=overrides, num_grids=num_grids)
         if verbose:
             print(f"{scenario}: policies {sorted(set(types.values()))}, mapping {types}", flush=True)
         algo = config.build_algo()
@@ -156,7 +165,7 @@ def train(scenario="multi_microgrid", iterations=10, num_env_runners=0, seed=0, 
                 result = algo.train()
                 results.append(result)
                 if verbose:
-                    print(summary(result), flush=True)
+                    print(summary(result, num_grids), flush=True)
             if out:
                 path = algo.save_to_path(os.path.abspath(out))
                 if verbose:
@@ -169,17 +178,24 @@ def train(scenario="multi_microgrid", iterations=10, num_env_runners=0, seed=0, 
     return results
 
 
-def summary(result: dict) -> str:
-    """One line of an iteration's result: mean episode return (sum over agents), env steps, steps/s.
+def sampled_grid_steps(result: dict, num_grids: int = 1) -> int:
+    """Grid steps sampled in an iteration: RLlib's env steps times the grids behind each of them."""
+    return int(result["env_runners"]["num_env_steps_sampled"]) * num_grids
 
-    Steps/s are the iteration's env steps over its wall time (sampling and learning); RLlib's
+
+def summary(result: dict, num_grids: int = 1) -> str:
+    """One line of an iteration's result: mean episode return (sum over agents, per grid), grid steps, steps/s.
+
+    Steps/s are the iteration's grid steps over its wall time (sampling and learning); RLlib's
     own timers (`result['timers']`) are exponential moving averages over iterations.
     """
     runners = result["env_runners"]
-    steps = runners["num_env_steps_sampled"]
-    per_module = ", ".join(f"{m} {v:.2f}" for m, v in sorted(runners.get("module_episode_returns_mean", {}).items()))
-    return (f"iter {result['training_iteration']:3d}  return {runners.get('episode_return_mean', float('nan')):9.3f}"
-            f" ({per_module})  env steps {steps}  {steps / result['time_this_iter_s']:.0f} steps/s")
+    steps = sampled_grid_steps(result, num_grids)
+    per_module = ", ".join(f"{m} {v / num_grids:.2f}"
+                           for m, v in sorted(runners.get("module_episode_returns_mean", {}).items()))
+    ret = runners.get("episode_return_mean", float("nan")) / num_grids
+    return (f"iter {result['training_iteration']:3d}  return/grid {ret:9.3f} ({per_module})  grid steps {steps}  "
+            f"{steps / result['time_this_iter_s']:.0f} steps/s")
 
 
 def main(argv=None):
@@ -188,11 +204,14 @@ def main(argv=None):
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--num-env-runners", type=int, default=0, help="remote EnvRunner actors (0: sample locally)")
     ap.add_argument("--train-batch-size", type=int, default=2048, help="env steps per iteration")
+    ap.add_argument("--grids-per-runner", type=int, default=1,
+                    help="grids per env runner behind one jitted step (pgjax.wrappers.rllib.BatchedGridsEnv); "
+                         "--train-batch-size then counts batched steps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="directory to save the final checkpoint to")
     args = ap.parse_args(argv)
     train(args.scenario, args.iterations, args.num_env_runners, args.seed, args.out,
-          train_batch_size=args.train_batch_size)
+          train_batch_size=args.train_batch_size, num_grids=args.grids_per_runner)
 
 
 if __name__ == "__main__":
