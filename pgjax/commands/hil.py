@@ -9,8 +9,10 @@
 Serves the map's host and port (`--port` overrides it), steps the environment on one day
 of the chosen split (`--day`, `--split test`) and logs every step to `--log` (JSONL: the
 actions the devices applied, reverted units, voltages, cost); at the end (`--steps`, default
-one episode; or Ctrl-C) it prints and writes `--summary` with `pgjax eval`'s metrics. Faults:
-`--fault KIND:AT_STEP[:STEPS[:SECONDS]]` with KIND delay, drop or restart, and
+one episode; or Ctrl-C) it prints and writes `--summary` with `pgjax eval`'s metrics, and with
+`--compare EXPORT_DIR` the differences from the same day simulated with that policy
+(`--plot PNG`: both days in one figure). Faults:
+`--fault KIND:AT_STEP[:STEPS[:SECONDS]]` with KIND delay, drop, restart or freeze, and
 `--bad-value DEVICE:POINT:VALUE:AT_STEP[:STEPS]` (VALUE nan: "not implemented").
 See `pgjax.deploy.plant` and `pgjax.deploy.device_map`.
 """
@@ -28,8 +30,8 @@ def _fault(text: str):
     from pgjax.deploy.plant import Fault
 
     parts = text.split(":")
-    if parts[0] not in ("delay", "drop", "restart") or not 2 <= len(parts) <= 4:
-        raise argparse.ArgumentTypeError(f"expected KIND:AT_STEP[:STEPS[:SECONDS]] with KIND delay, drop or restart, "
+    if parts[0] not in ("delay", "drop", "restart", "freeze") or not 2 <= len(parts) <= 4:
+        raise argparse.ArgumentTypeError(f"expected KIND:AT_STEP[:STEPS[:SECONDS]] with KIND delay, drop, restart or freeze, "
                                          f"got {text!r}")
     try:
         return Fault(parts[0], int(parts[1]), int(parts[2]) if len(parts) > 2 else 1,
@@ -83,12 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault", type=_fault, action="append", default=[], help="KIND:AT_STEP[:STEPS[:SECONDS]]")
     parser.add_argument("--bad-value", type=_bad_value, action="append", default=[],
                         help="DEVICE:POINT:VALUE:AT_STEP[:STEPS]")
+    parser.add_argument("--compare", metavar="EXPORT_DIR", help="after the run, simulate the same day with this "
+                        "export's policy and print the differences")
+    parser.add_argument("--plot", metavar="PNG", help="with --compare: the deployed day next to the simulated one")
     parser.add_argument("--log", help="JSONL log of every step and event")
     parser.add_argument("--summary", help="JSON summary (pgjax eval's metrics)")
     args = parser.parse_args(argv)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # faults are logged by pgjax, as JSONL
     if args.period is not None and not args.period > 0:
         parser.error("--period must be > 0")
+    if args.plot and not args.compare:
+        parser.error("--plot needs --compare EXPORT_DIR")
 
     import pgjax
     from pgjax.commands.eval import summarize
@@ -124,6 +131,18 @@ def main(argv: list[str] | None = None) -> int:
     metrics = summarize(s["totals"], max(s["steps"], 1)) if s["steps"] else {}
     out = {"scenario": env.name, "day": args.day, "steps": s["steps"], "reverted_steps": s["reverted_steps"],
            "metrics": metrics}
+    if args.compare and s["steps"]:
+        from pgjax.deploy.plant import simulate_day
+        from pgjax.deploy.plot import compare_rows, plot_day
+        from pgjax.deploy.policy import load_policy, read_manifest
+
+        policies = {a["name"]: load_policy(args.compare, a["name"]) for a in read_manifest(args.compare)["agents"]}
+        sim = simulate_day(env, policies, day=args.day, seed=args.seed, steps=s["steps"])
+        out["compare"] = compare_rows(env, plant.rows, sim)
+        print(f"pgjax hil: against the simulated day: {out['compare']}")
+        if args.plot:
+            plot_day(env, plant.rows, sim, args.plot)
+            print(f"pgjax hil: wrote {args.plot}")
     if args.summary:
         write_json(args.summary, out)
     cost = metrics.get("cost", math.nan)
