@@ -1,0 +1,55 @@
+"""The three commands in their own processes: `pgjax hil` serving, `pgjax deploy` controlling it."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+PGJAX = [sys.executable, "-m", "pgjax.cli"]
+
+
+@pytest.mark.slow
+def test_hil_and_deploy_processes(export_dir, tmp_path):
+    out = subprocess.run(PGJAX + ["hil", "multi_microgrid", "--dtype", "float32", "--write-map", str(tmp_path / "map.yaml")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    hil = subprocess.Popen(PGJAX + ["hil", "multi_microgrid", "--dtype", "float32", "--map", str(tmp_path / "map.yaml"),
+                                    "--port", "0", "--steps", "6", "--linger", "1", "--lockstep",
+                                    "--summary", str(tmp_path / "plant.json"), "--compare", str(export_dir),
+                                    "--plot", str(tmp_path / "day.png")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = hil.stdout.readline()
+        port = re.search(r"serving 127\.0\.0\.1:(\d+)", line)
+        assert port, line + hil.stderr.read()
+        dep = subprocess.run(PGJAX + ["deploy", str(export_dir), "--map", str(tmp_path / "map.yaml"), "--port",
+                                      port.group(1), "--period", "0.1", "--periods", "6",
+                                      "--summary", str(tmp_path / "deploy.json"), "--log", str(tmp_path / "d.jsonl")],
+                             capture_output=True, text=True, timeout=300)
+        assert dep.returncode == 0, dep.stderr
+        rest, err = hil.communicate(timeout=300)
+    finally:
+        hil.kill()
+    assert hil.returncode == 0, err
+    deploy = json.loads((tmp_path / "deploy.json").read_text())
+    assert deploy["periods"] == 6 and deploy["faults"] == {} and deploy["refused_writes"] == 0
+    plant = json.loads((tmp_path / "plant.json").read_text())
+    assert plant["steps"] == 6 and plant["metrics"]["cost"] > 0
+    assert plant["compare"]["max_action_diff"] < 1e-2 and (tmp_path / "day.png").stat().st_size > 0
+    assert len((tmp_path / "d.jsonl").read_text().splitlines()) == 7  # 6 periods + the shutdown line
+
+
+def test_deploy_refuses_a_map_missing_features(export_dir, env, tmp_path):
+    from pgjax.deploy.device_map import map_for_env, write_map
+
+    data = map_for_env(env)
+    del data["devices"]["mg2_ess"]
+    write_map(tmp_path / "map.yaml", data)
+    out = subprocess.run(PGJAX + ["deploy", str(export_dir), "--map", str(tmp_path / "map.yaml"), "--periods", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert "feature storage/mg2_ess/e_mwh, observed by ['MG2']" in out.stderr
