@@ -195,7 +195,13 @@ def summary(result: dict, num_grids: int = 1) -> str:
                            for m, v in sorted(runners.get("module_episode_returns_mean", {}).items()))
     ret = runners.get("episode_return_mean", float("nan")) / num_grids
     return (f"iter {result['training_iteration']:3d}  return/grid {ret:9.3f} ({per_module})  grid steps {steps}  "
-            f"{steps / result['time_this_iter_s']:.0f} steps/s")
+            f"{steps / result['time_this_iter_s']:.0f} steps/s  sampling {sampling_rate(result, num_grids):.0f} steps/s")
+
+
+def sampling_rate(result: dict, num_grids: int = 1) -> float:
+    """Grid steps per second of the iteration's sampling alone (RLlib's `env_runner_sampling_timer`)."""
+    seconds = result.get("timers", {}).get("env_runner_sampling_timer", float("nan"))
+    return sampled_grid_steps(result, num_grids) / seconds
 
 
 def main(argv=None):
