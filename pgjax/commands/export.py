@@ -1,11 +1,12 @@
 """`pgjax export RUN_DIR --out DIR`: a trained run's actors as a numpy-runnable artifact.
 
     pgjax export runs/multi_microgrid --out export/mmg
-    pgjax export runs/multi_microgrid --out export/mmg --seed-index 1
+    pgjax export runs/multi_microgrid --out export/mmg --seed-index 1 --onnx
 
 Writes one safetensors weights file per learned agent and `manifest.json` (architecture,
 observation and action schema, control period, scenario, content hash): see
-`pgjax.deploy.export`. The policy then runs with numpy alone (`pgjax.deploy.policy`).
+`pgjax.deploy.export`. The policy then runs with numpy alone (`pgjax.deploy.policy`);
+`--onnx` adds one ONNX graph per agent (`pgjax.deploy.onnx_export`, for onnxruntime).
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", help="run folder of pgjax train (config.yaml, checkpoint.msgpack)")
     parser.add_argument("--out", required=True, help="export folder (created; files in it are replaced)")
     parser.add_argument("--seed-index", type=int, default=0, help="which seed of the checkpoint (default 0)")
+    parser.add_argument("--onnx", action="store_true", help="also write <agent>.onnx per agent (needs the onnx package)")
     args = parser.parse_args(argv)
 
     from pgjax.deploy.export import export_run
     from pgjax.errors import PgjaxError
 
     try:
-        manifest = export_run(args.run_dir, args.out, args.seed_index)
+        manifest = export_run(args.run_dir, args.out, args.seed_index, onnx=args.onnx)
     except PgjaxError as e:
         print(f"pgjax export: error: {e}", file=sys.stderr)
         return 2

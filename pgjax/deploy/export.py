@@ -16,6 +16,7 @@ parameter set are repeated, so each file stands alone) and, last, `manifest.json
                       action[]: column, key, device, kind, name, unit, doc, low -1, high 1,
                         default (the device's safe action), setpoint (how [-1, 1] maps to the
                         device: the device type's action documentation)
+    agents[].onnx     with `onnx=True`: `<agent>.onnx` and its sha256 (`pgjax.deploy.onnx_export`)
     runner            `pgjax_policy.py`, a copy of `pgjax.deploy.policy` (numpy + safetensors only;
                       `import pgjax` itself pulls in JAX), and its sha256
     content_hash      sha256 of the canonical JSON of everything above (weights by their sha256)
@@ -108,13 +109,22 @@ def content_hash(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def export_run(run_dir, out_dir, seed_index: int = 0) -> dict:
-    """Write the export of `run_dir` (seed `seed_index` of its checkpoint) into `out_dir`; returns the manifest."""
+def export_run(run_dir, out_dir, seed_index: int = 0, onnx: bool = False) -> dict:
+    """Write the export of `run_dir` (seed `seed_index` of its checkpoint) into `out_dir`; returns the manifest.
+    `onnx`: also `<agent>.onnx` per agent (`pgjax.deploy.onnx_export`), listed as `onnx` / `onnx_sha256`."""
     import jax
     from safetensors.numpy import save
 
     from pgjax.baselines.mappo import EPS
 
+    if onnx:
+        from pgjax.deploy.onnx_export import policy_graph
+        from pgjax.deploy.policy import policy_from
+
+        try:
+            import onnx as _  # noqa: F401
+        except ImportError:
+            raise InputError("--onnx: needs the onnx package (pip install 'pgjax[onnx]')") from None
     cfg, env, train, states, step = load_run(run_dir)
     if not 0 <= seed_index < cfg.num_seeds:
         raise InputError(f"--seed-index: expected 0 <= seed index < {cfg.num_seeds} (the run's num_seeds), got {seed_index}")
@@ -125,7 +135,8 @@ def export_run(run_dir, out_dir, seed_index: int = 0) -> dict:
     agents = []
     for a, name in enumerate(layout.agents):
         weights = f"{name}.safetensors"
-        write_atomic(out / weights, save(agent_tensors(train, state, a)))
+        tensors = agent_tensors(train, state, a)
+        write_atomic(out / weights, save(tensors))
         arch = {"type": "mlp", "activation": cfg.activation, "hidden": list(cfg.actor_hidden),
                 "obs_dim": int(env.obs_dim), "obs_size": int(layout.observation.sizes[a]),
                 "act_dim": int(env.act_dim), "act_size": int(layout.act_sizes[a]),
@@ -135,6 +146,10 @@ def export_run(run_dir, out_dir, seed_index: int = 0) -> dict:
                        "parameter_set": None if train.param_index is None else int(train.param_index[a]),
                        "architecture": arch, "observation": observation_entries(layout, a),
                        "action": action_entries(layout, a)})
+        if onnx:
+            agents[-1]["onnx"] = f"{name}.onnx"
+            write_atomic(out / agents[-1]["onnx"], policy_graph(policy_from(arch, tensors), str(name)))
+            agents[-1]["onnx_sha256"] = sha256_file(out / agents[-1]["onnx"])
     runner = importlib.resources.files("pgjax.deploy").joinpath("policy.py").read_text()
     write_atomic(out / RUNNER, runner)
     manifest = {"format": FORMAT, "scenario": {"env": cfg.env, "env_kwargs": dict(cfg.env_kwargs), "name": env.name},

@@ -111,8 +111,11 @@ def load_policy(export_dir, agent: str) -> NumpyPolicy:
         raise PolicyFileError(f"{path}: weights file not found")
     if sha256_file(path) != entry["weights_sha256"]:
         raise PolicyFileError(f"{path}: sha256 differs from the manifest's (file changed after export)")
-    w = load_file(str(path))
-    arch = entry["architecture"]
+    return policy_from(entry["architecture"], load_file(str(path)))
+
+
+def policy_from(arch: dict, w: dict) -> NumpyPolicy:
+    """A `NumpyPolicy` from a manifest's `architecture` entry and the weights file's tensors."""
     n_layers = len(arch["hidden"]) + 1
     kernels = tuple(np.asarray(w[f"layer{k}.kernel"], np.float64) for k in range(n_layers))
     biases = tuple(np.asarray(w[f"layer{k}.bias"], np.float64) for k in range(n_layers))

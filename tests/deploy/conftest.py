@@ -50,7 +50,7 @@ def export_dir(run_dir, tmp_path_factory):
     from pgjax.deploy.export import export_run
 
     out = tmp_path_factory.mktemp("export")
-    export_run(run_dir[0], out)
+    export_run(run_dir[0], out, onnx=True)
     return out
 
 

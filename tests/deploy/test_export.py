@@ -41,6 +41,20 @@ def test_numpy_policy_equals_jax_actor(run_dir, export_dir):
         np.testing.assert_allclose(policy(obs[0, a, :n_obs]), jax_actions[0, a, :n_act], atol=1e-5, rtol=0)
 
 
+def test_onnx_policy_equals_jax_actor(run_dir, export_dir):
+    import onnxruntime
+
+    _, train, state = run_dir
+    env = train.env.env
+    obs = rollout_observations(env, train, state, steps=6)
+    jax_actions = np.asarray(train.act(state, jax.random.PRNGKey(0), obs, deterministic=True))
+    manifest = read_manifest(export_dir)
+    for a, entry in enumerate(manifest["agents"]):
+        session = onnxruntime.InferenceSession(str(export_dir / entry["onnx"]), providers=["CPUExecutionProvider"])
+        out = session.run(None, {"obs": obs[:, a, :env.obs_sizes[a]].astype(np.float32)})[0]
+        np.testing.assert_allclose(out, jax_actions[:, a, :env.act_sizes[a]], atol=1e-5, rtol=0)
+
+
 def test_manifest_schema_and_hash(run_dir, export_dir):
     _, train, _ = run_dir
     env = train.env.env
