@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"compiled in {compile_s:.1f} s (init and chunk(s) of {sorted(sizes)} updates)", flush=True)
 
     metrics_path = out / METRICS
-    timing = {"last": time.perf_counter(), "train_s": 0.0, "steps": 0}
+    timing = {"last": time.perf_counter(), "train_s": 0.0, "steps": 0, "chunk_rates": []}
 
     def log(line: str) -> None:
         if not line.startswith("update "):  # run's own progress line: on_progress prints a fuller one
@@ -280,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         timing["last"] = now
         timing["train_s"] += seconds
         timing["steps"] += env_steps
+        timing["chunk_rates"].append(round(env_steps / seconds, 1))
         rets = np.asarray(metrics["episode_return"], float)
         ret = float(np.nanmean(rets)) if np.isfinite(rets).any() else float("nan")
         cost = float(np.mean(metrics["info/cost"])) if "info/cost" in metrics else float("nan")
@@ -309,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"env": cfg.env, "dtype": cfg.env_kwargs.get("dtype"), "num_seeds": cfg.num_seeds, "num_envs": cfg.num_envs, "updates_done": final,
                "env_steps_per_seed": final * cfg.batch_size, "compile_s": round(compile_s, 2),
                "train_s": round(timing["train_s"], 2), "wall_s": round(wall, 2),
-               "env_steps_per_s": round(rate, 1), "devices": [str(d) for d in (mesh.devices.ravel() if mesh else jax.devices()[:1])],
+               "env_steps_per_s": round(rate, 1), "chunk_env_steps_per_s": timing["chunk_rates"], "devices": [str(d) for d in (mesh.devices.ravel() if mesh else jax.devices()[:1])],
                "processes": jax.process_count(),
                "argv": list(sys.argv[1:]) if argv is None else list(argv)}
     write_json(out / "train_summary.json", summary)

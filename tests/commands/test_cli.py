@@ -93,3 +93,24 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     command = re.search(r"Run the tests.*?```bash\n(.+?)\n```", readme, re.S).group(1).strip()
     assert command in ci.splitlines()
+
+
+@pytest.mark.slow
+def test_bench_train_runs_devices_and_processes_on_the_same_curve(tmp_path, capsys):
+    """`pgjax bench train`: one run per device count (forced CPU devices) and a 2-process run, the
+    same learning curve in every one (per-update mean reward within float32 reduction order)."""
+    import json
+
+    from pgjax.commands import bench_train
+
+    out = tmp_path / "bt"
+    assert bench_train.main(["--scenario", "setpoint", "--devices", "1", "2", "--processes", "2", "--updates", "3",
+                             "--chunk", "1", "--out", str(out), "num_envs=4", "num_steps=8", "num_minibatches=1",
+                             "update_epochs=1", "actor_hidden=[8]", "critic_hidden=[8]"]) == 0
+    runs = json.loads((out / "bench_train.json").read_text())["runs"]
+    assert [r["configuration"] for r in runs] == ["1 device(s), 1 process", "2 device(s), 1 process",
+                                                  "2 processes x 1 device"]
+    assert [r["processes"] for r in runs] == [1, 1, 2] and [len(r["devices"]) for r in runs] == [1, 2, 2]
+    assert all(r["max_reward_diff"] < 1e-5 and r["env_steps_per_s"] > 0 for r in runs), runs
+    assert (out / "curves_overlay.png").stat().st_size > 0
+    assert "2 processes x 1 device" in capsys.readouterr().out
