@@ -109,6 +109,12 @@ def memory_per_env(scenario: str, overrides: list[str]) -> dict:
             "batch_bytes": per_step * num_steps, "num_steps": num_steps}
 
 
+def _print_memory(scenario: str, mem: dict) -> None:
+    print(f"\nmemory per environment ({scenario}, float32): state {mem['state_bytes']:,} B, observations + "
+          f"world state {mem['obs_and_world_state_bytes']:,} B, training batch {mem['batch_bytes']:,} B "
+          f"({mem['num_steps']} steps)")
+
+
 def plot_overlay(curves: dict, png: Path) -> None:
     import matplotlib
 
@@ -140,8 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk", type=int, default=2, help="updates per compiled chunk (one rate each)")
     ap.add_argument("--out", default="runs/bench_train", help="folder of the runs, logs and the overlay plot")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
+    ap.add_argument("--memory-only", action="store_true", help="print the memory per environment and stop")
     ap.add_argument("overrides", nargs="*", help="MAPPOConfig overrides key=value for every run")
     args = ap.parse_args(argv)
+    if args.memory_only:
+        _print_memory(args.scenario, memory_per_env(args.scenario, args.overrides))
+        return 0
     if min(args.devices) < 1 or args.updates < 1 or args.chunk < 1 or args.processes < 0:
         ap.error("--devices, --updates, --chunk must be >= 1 and --processes >= 0")
     out = Path(args.out)
@@ -197,10 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.scenario in TOY_ENVS:
         print(f"\nmemory per environment: n/a ({args.scenario} is a toy env)")
         return 0
-    mem = memory_per_env(args.scenario, args.overrides)
-    print(f"\nmemory per environment ({args.scenario}, float32): state {mem['state_bytes']:,} B, observations + "
-          f"world state {mem['obs_and_world_state_bytes']:,} B, training batch {mem['batch_bytes']:,} B "
-          f"({mem['num_steps']} steps)")
+    _print_memory(args.scenario, memory_per_env(args.scenario, args.overrides))
     print(f"wrote {out / 'curves_overlay.png'}, {out / 'bench_train.json'}")
     return 0
 
