@@ -204,6 +204,49 @@ def test_generated_scenario_with_a_bad_size(count):
     assert "n_microgrids must be an integer in [1, 5000]" in str(e.value) and f"got {count!r}" in str(e.value)
 
 
+FUZZ_VALUES = [None, True, 0, -1, 2**40, 0.5, 1e300, NAN, INF, "", "x", "*", [], [None], {}, {"a": 1},
+               {"line": 999}, {"trafo": "nope"}, "x.csv", "case9"]
+
+
+def _fuzzed(rng) -> dict:
+    """GOOD with every device type and protocol options, one to three values replaced or deleted."""
+    raw = copy.deepcopy(GOOD)
+    raw["agents"][1]["devices"] += [copy.deepcopy(d) for d in (GEN, SHUNT, CURT, SHIFT)]
+    raw["agents"][0]["devices"].append(copy.deepcopy(TAP))
+    raw.update(protocol={"vertical": "price_signal", "horizontal": "consensus", "graph": "ring"},
+               communication={"msg_delay": 1, "loss_prob": 0.1, "tick_interval": {"A": 2}})
+    for _ in range(rng.randint(1, 3)):
+        paths, stack = [], [((), raw)]
+        while stack:
+            path, node = stack.pop()
+            children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+            for k, v in children:
+                paths.append(path + (k,))
+                stack.append((path + (k,), v))
+        *parents, last = rng.choice(paths)
+        node = raw
+        for k in parents:
+            node = node[k]
+        if isinstance(node, dict) and rng.random() < 0.2:
+            del node[last]
+        else:
+            node[last] = copy.deepcopy(rng.choice(FUZZ_VALUES))
+    return raw
+
+
+def test_random_mutations_give_scenario_errors_only():
+    """40 seeded random mutations (wrong types, NaN, huge ints, bad references, deleted keys):
+    `validate` returns problems naming a key path and never raises (it found three crashes:
+    an unhashable device type, an empty bus name, an external-grid index past int32)."""
+    import random
+
+    rng = random.Random(12)
+    for _ in range(40):
+        raw = _fuzzed(rng)
+        for line in scenario.validate(raw):
+            assert line.startswith("<dict>: ") and ": expected " in line
+
+
 # ---------------------------------------------------------------------- hostile YAML files
 
 BOMB = "\n".join([
@@ -537,6 +580,6 @@ def test_cli_validate_reports_structure_and_reference_problems_together(tmp_path
 
 def test_corpus_size():
     """This file's malformed inputs (the issue asks for >= 100 with the API-edge and run-folder corpora)."""
-    n = (len(RANGES) + len(CONTAINERS) + 1 + len(BUILDER_COUNTS) + len(HOSTILE) + 2 + len(CSV) + 1 + 4 + len(NETWORK_FILES)
+    n = (len(RANGES) + len(CONTAINERS) + 1 + len(BUILDER_COUNTS) + 40 + len(HOSTILE) + 2 + len(CSV) + 1 + 4 + len(NETWORK_FILES)
          + len(NETWORK_TABLES) + len(TRAFO_TABLES) + 1 + len(CLI) + 3)
     assert n >= 100

@@ -146,7 +146,8 @@ class _Resolver:
                 return 0
             return int(lookup[self.bus_pos[ref]])
         if ref not in self.name_pos:
-            close = [n for n in self.bus_names if fnmatch.fnmatchcase(n, f"*{str(ref).split()[-1]}*")][:6]
+            last_word = (str(ref).split() or [""])[-1]
+            close = [n for n in self.bus_names if last_word and fnmatch.fnmatchcase(n, f"*{last_word}*")][:6]
             self.c.add(path, f"a bus name of the network (e.g. {close or self.bus_names[:6]})", ref)
             return 0
         return int(lookup[self.name_pos[ref]])
@@ -175,6 +176,7 @@ class _Resolver:
             n = len(self.network.netmap.ext_grid_index)
             if v is not None and not 0 <= v < n:
                 self.c.add(path, f"an external-grid index in [0, {n})", v)
+                return -1
             return -1 if v is None else int(v)
         return v
 

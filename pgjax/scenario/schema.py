@@ -366,7 +366,7 @@ def _check_device_entry(c: _Checker, d: dict, path: str) -> None:
     if kind is None:
         c.add(f"{path}.type", f"one of the device types {sorted(dev.REGISTRY)} (required key missing)", None)
         return
-    if kind not in dev.REGISTRY:
+    if not isinstance(kind, str) or kind not in dev.REGISTRY:
         c.add(f"{path}.type", f"one of the device types {sorted(dev.REGISTRY)}", kind)
         return
     device_type = dev.get(kind)
