@@ -2,6 +2,16 @@
 
     pgjax eval runs/multi_microgrid                    # 32 test episodes (days) per controller
     pgjax eval runs/multi_microgrid --episodes 64 --seed 1
+    pgjax eval runs/mm_p2p --set communication.msg_delay=2 --set communication.loss_prob=0.2
+
+Conditions (`--set KEY=VALUE`, repeatable): any scenario key by its path (or a flat
+`pgjax.make` name such as `msg_delay`), value as YAML, set on top of the run's scenario for the
+evaluation only, validated like the YAML (an unknown key or a value out of range is an
+error naming its path) and recorded in `eval_meta.json` (`overrides`). The trained policy
+runs only where every agent observes and controls the same things as in training
+(`pgjax.env.layout.policy_differences`): a key that changes them (e.g. a protocol whose
+messages the policy never saw) is refused with the features that differ. `pgjax
+robustness` sweeps such conditions.
 
 Loads `RUN_DIR/config.yaml` and `checkpoint.msgpack`, builds the scenario with
 `split="test"` (CAISO 2024 for `multi_microgrid`) in the dtype the run was trained with
@@ -66,17 +76,100 @@ def summarize(totals: dict, steps: int) -> dict:
     return out
 
 
-def test_env(cfg):
-    """The run's environment on its test split and training dtype (`env_kwargs`; toy envs as they are)."""
+def test_env(cfg, sets: dict | None = None):
+    """The run's environment on its test split and training dtype (`env_kwargs`; toy envs as
+    they are), with scenario keys `sets` (`pgjax.scenario.keypaths`) set on top: `(env, data)`."""
     from pgjax.baselines.common import make_env
     from pgjax.baselines.toy_env import TOY_ENVS
+    from pgjax.errors import InputError
 
     if cfg.env in TOY_ENVS:
+        if sets:
+            raise InputError(f"--set: {cfg.env} is a toy env without scenario keys")
         return make_env(cfg.env, **cfg.env_kwargs), "n/a"
-    env = make_env(cfg.env, **{**cfg.env_kwargs, "split": "test"})
+    kwargs = {**cfg.env_kwargs, "split": "test"}
+    if sets:
+        from pgjax.scenario.keypaths import key_path_overrides
+
+        kwargs.update(key_path_overrides(cfg.env, kwargs, sets))
+    env = make_env(cfg.env, **kwargs)
     pr = env.scenario.profile_spec
     data = pr.test or f"{pr.train} (no test profiles: the training data)"
     return env, data
+
+
+def conditions_env(cfg, trained_env, sets: dict):
+    """`test_env(cfg, sets)`, refused with an `InputError` when the trained policy cannot act
+    there (`pgjax.env.layout.policy_differences`: other agents, observations or actions)."""
+    from pgjax.env.layout import policy_differences
+    from pgjax.errors import InputError
+
+    env, _ = test_env(cfg, sets)
+    diffs = policy_differences(trained_env.layout, env.layout)
+    if diffs:
+        given = ", ".join(f"{k}={v}" for k, v in sets.items())
+        raise InputError(f"--set {given}: the trained policy cannot run there: " + "; ".join(diffs))
+    return env
+
+
+class LoadedRun:
+    """A run folder read for evaluation: config, trained env (test split), trainer and seed states."""
+
+    def __init__(self, run_dir):
+        import jax
+
+        from pgjax.baselines.mappo import CHECKPOINT, CONFIG, load_checkpoint, make_train, read_run_config
+
+        self.run_dir = Path(run_dir)
+        for f in (CONFIG, CHECKPOINT):
+            if not (self.run_dir / f).exists():
+                raise FileNotFoundError(f"{self.run_dir / f} not found (train first: pgjax train --out {self.run_dir})")
+        self.cfg = read_run_config(self.run_dir / CONFIG)
+        self.env, self.data = test_env(self.cfg)
+        self.train = make_train(self.cfg, self.env)
+        template = self.train.seed_init(jax.random.PRNGKey(self.cfg.seed))
+        self.states, self.step = load_checkpoint(self.run_dir / CHECKPOINT, template)
+
+    def seed_state(self, i: int):
+        import jax
+
+        return jax.tree.map(lambda x: x[i], self.states)
+
+
+def controllers(run: LoadedRun, env, with_rule_based: bool = True):
+    """`(names, controllers)`: the trained policy and the baselines (rule_based on pgjax scenarios) on `env`."""
+    from pgjax.baselines.rule_based import controller
+
+    baselines = [n for n in BASELINES if (n != "rule_based" or hasattr(env, "layout")) and
+                 (with_rule_based or n != "rule_based")]
+    return ["mappo", *baselines], [mappo_controller(run.train)] + [controller(n, env) for n in baselines]
+
+
+def evaluate_all(run: LoadedRun, env, names, ctrls, episodes: int, key, mesh=None, trace: bool = False,
+                 state_fn=None) -> tuple[dict, dict | None]:
+    """Every controller on the same `episodes` of `env` (one compiled rollout): `(results, trace of seed 0)`.
+
+    `results[name]` is `summarize`d; mappo's are the means over the run's seeds (per-seed
+    costs and safeties listed)."""
+    from pgjax.baselines.rule_based import make_rollout
+
+    steps = int(env.episode_steps)
+    roll = make_rollout(env, ctrls, episodes, trace=trace, state_fn=state_fn, mesh=mesh)
+    per_seed, first_trace = [], None
+    for i in range(run.cfg.num_seeds):
+        totals, tr = roll(key, 0, run.seed_state(i))
+        per_seed.append(summarize(totals, steps))
+        first_trace = tr if i == 0 else first_trace
+    mappo = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
+    mappo.update(episodes=episodes, cost_per_seed=[m["cost"] for m in per_seed],
+                 safety_per_seed=[m["safety"] for m in per_seed])
+    results = {"mappo": mappo}
+    for idx, name in enumerate(names[1:], start=1):
+        totals, _ = roll(key, idx, run.seed_state(0))
+        if name == "oracle" and np.sum(totals.get("nan_actions", 0)) > 0:
+            raise RuntimeError("oracle: an evaluated episode is not one it planned (NaN actions)")
+        results[name] = summarize(totals, steps)
+    return results, first_trace
 
 
 def mappo_controller(train):
@@ -178,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-oracle", action="store_true", help="skip the perfect-foresight oracle")
     parser.add_argument("--devices", default="1",
                         help="local devices to split the episodes over: a count or 'all' (--episodes a multiple)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="scenario key set for the evaluation (repeatable), e.g. communication.msg_delay=2, "
+                             "communication.loss_prob=0.2, protocol.horizontal=none (recorded in eval_meta.json)")
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error("--episodes must be >= 1")
@@ -190,36 +286,35 @@ def main(argv: list[str] | None = None) -> int:
 
     import jax
 
-    from pgjax.baselines.mappo import CHECKPOINT, CONFIG, load_checkpoint, make_train, read_run_config
-    from pgjax.errors import RunFolderError
-    from pgjax.runio import open_atomic, write_json
     from pgjax.baselines.oracle import applies, oracle_controller
-    from pgjax.baselines.rule_based import controller, make_rollout
+    from pgjax.errors import InputError, RunFolderError
+    from pgjax.runio import open_atomic, write_json
+    from pgjax.scenario import ScenarioError
+    from pgjax.scenario.keypaths import parse_sets
 
-    run_dir = Path(args.run_dir)
-    for f in (CONFIG, CHECKPOINT):
-        if not (run_dir / f).exists():
-            parser.error(f"{run_dir / f} not found (train first: pgjax train --out {run_dir})")
     t0 = time.perf_counter()
     try:
-        cfg = read_run_config(run_dir / CONFIG)
-        env, data = test_env(cfg)
-        train = make_train(cfg, env)
-        template = train.seed_init(jax.random.PRNGKey(cfg.seed))
-        states, step = load_checkpoint(run_dir / CHECKPOINT, template)
-    except RunFolderError as e:
+        sets = parse_sets(args.set)
+        run = LoadedRun(args.run_dir)
+        env = conditions_env(run.cfg, run.env, sets) if sets else run.env
+    except FileNotFoundError as e:
+        parser.error(str(e))
+    except (RunFolderError, InputError) as e:
         print(f"pgjax eval: error: {e}", file=sys.stderr)
         return 2
+    except ScenarioError as e:
+        print(f"pgjax eval: error: --set {' '.join(args.set)}: {e}", file=sys.stderr)
+        return 2
+    cfg, run_dir, data, step = run.cfg, run.run_dir, run.data, run.step
     steps = int(env.episode_steps)
     dtype = str(np.dtype(env.dtype)) if hasattr(env, "dtype") else "n/a"
     print(f"pgjax eval: {run_dir} ({cfg.env}, {dtype}, update {step}, {cfg.num_seeds} seed(s)) on the test split "
-          f"[{data}], {args.episodes} episodes x {steps} steps per controller")
+          f"[{data}], {args.episodes} episodes x {steps} steps per controller"
+          + (f"; conditions {', '.join(f'{k}={v}' for k, v in sets.items())}" if sets else ""))
 
-    baselines = [n for n in BASELINES if n != "rule_based" or hasattr(env, "layout")]  # toy envs: no rule_based
-    if len(baselines) < len(BASELINES):
+    names, ctrls = controllers(run, env)
+    if "rule_based" not in names:
         print("rule_based: skipped (not a pgjax scenario)")
-    names = ["mappo", *baselines]
-    ctrls = [mappo_controller(train)] + [controller(n, env) for n in baselines]
     key = jax.random.PRNGKey(args.seed)
     skip_oracle = "--no-oracle" if args.no_oracle else applies(env)
     if skip_oracle is None:
@@ -228,26 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         names.append("oracle")
         print(f"oracle: planned {args.episodes} episodes in {time.perf_counter() - t_plan:.1f} s")
     state_fn = state_features(env)
-    run = make_rollout(env, ctrls, args.episodes, trace=not args.no_plot and state_fn is not None,
-                       state_fn=state_fn, mesh=mesh)
-    seed_state = lambda i: jax.tree.map(lambda x: x[i], states)
-    results, trace = {}, None
-    per_seed = []
-    for i in range(cfg.num_seeds):
-        totals, tr = run(key, 0, seed_state(i))
-        per_seed.append(summarize(totals, steps))
-        if i == 0:
-            trace = tr
-    mappo = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
-    mappo["episodes"] = args.episodes
-    mappo["cost_per_seed"] = [m["cost"] for m in per_seed]
-    mappo["safety_per_seed"] = [m["safety"] for m in per_seed]
-    results["mappo"] = mappo
-    for idx, name in enumerate(names[1:], start=1):
-        totals, _ = run(key, idx, seed_state(0))
-        if name == "oracle" and np.sum(totals.get("nan_actions", 0)) > 0:
-            raise RuntimeError("oracle: an evaluated episode is not one it planned (NaN actions)")
-        results[name] = summarize(totals, steps)
+    results, trace = evaluate_all(run, env, names, ctrls, args.episodes, key, mesh,
+                                  trace=not args.no_plot and state_fn is not None, state_fn=state_fn)
+    mappo = results["mappo"]
     seconds = time.perf_counter() - t0
 
     # table
@@ -265,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         print("mappo cost per seed: " + ", ".join(f"{c:,.0f}" for c in mappo["cost_per_seed"]))
 
     meta = {"run_dir": str(run_dir), "env": cfg.env, "dtype": dtype, "split": "test", "profiles": data, "update": step,
-            "episodes": args.episodes, "episode_steps": steps, "seed": args.seed, "num_seeds": cfg.num_seeds}
+            "episodes": args.episodes, "episode_steps": steps, "seed": args.seed, "num_seeds": cfg.num_seeds,
+            "overrides": sets}
     write_json(run_dir / "eval.json", results)
     write_json(run_dir / "eval_meta.json", meta)
     keys = sorted({k for m in results.values() for k, v in m.items() if not isinstance(v, list)})

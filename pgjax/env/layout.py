@@ -315,3 +315,28 @@ def build_layout(c) -> Layout:
         bus_grid=(c.bus_owner[:, None] == np.asarray(grid_nodes)[None, :]).astype(float),
         observation=ObservationSchema(tuple(agents), tuple(feats), index, sizes),
         action=_action_schema(agents, groups, grid_ids, tracked, parent_agent, parent_col, vertical, used))
+
+
+def policy_differences(trained: Layout, other: Layout, limit: int = 6) -> list[str]:
+    """Why a policy trained on `trained` cannot act in `other`: different agents, or an agent
+    observing other features (kind/owner/name, order or scale) or controlling other action
+    columns. Empty when each agent's observation and action vectors mean the same in both."""
+    if trained.agents != other.agents:
+        return [f"agents {list(other.agents)} instead of the trained {list(trained.agents)}"]
+    out = []
+    for agent in trained.agents:
+        was = [(f.key, f.scale, f.offset) for f in trained.observation.agent_features(agent)]
+        now = [(f.key, f.scale, f.offset) for f in other.observation.agent_features(agent)]
+        if was != now:
+            gone = [k for k, *_ in was if k not in {n[0] for n in now}]
+            new = [k for k, *_ in now if k not in {w[0] for w in was}]
+            what = (f"{len(now)} observed features instead of {len(was)}" if len(now) != len(was)
+                    else "observed features in another order or scale")
+            out.append(f"agent {agent}: {what}" + (f"; no longer observed: {gone[:limit]}" if gone else "")
+                       + (f"; newly observed: {new[:limit]}" if new else ""))
+        a = trained.agents.index(agent)
+        cols_was = [c.key for c in trained.action.columns[a]]
+        cols_now = [c.key for c in other.action.columns[a]]
+        if cols_was != cols_now:
+            out.append(f"agent {agent}: action columns {cols_now[:limit]} instead of the trained {cols_was[:limit]}")
+    return out
