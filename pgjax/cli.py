@@ -25,6 +25,7 @@ COMMANDS = {
     "validate": (None, "check a scenario YAML file (or registered name) and print every problem"),
     "train": ("train", "train MAPPO on a scenario into a run folder (progress, checkpoints, curves)"),
     "eval": ("eval", "evaluate a run on the test split against random, do-nothing, rule-based and oracle"),
+    "robustness": ("robustness", "a trained run and the baselines over a grid of conditions (delay, loss, jitter, ...)"),
     "compare": ("compare_protocols", "run a scenario under every protocol with the same policies and seeds"),
     "export": ("export", "export a run's actors: safetensors weights + manifest, runnable with numpy alone"),
     "hil": ("hil", "serve a scenario's plant over Modbus TCP (env physics behind registers); write its device map"),

@@ -1,0 +1,175 @@
+"""`pgjax robustness RUN_DIR --sweep KEY=V1,V2,...`: a trained policy and the baselines under degraded conditions.
+
+    pgjax robustness runs/mm_p2p --sweep communication.msg_delay=0,1,2,4 --sweep communication.loss_prob=0,0.1,0.3
+    pgjax robustness runs/mm_p2p --sweep communication.jitter=0,0.3 --sweep "communication.tick_interval=1,2"
+
+Train centralized with ideal timing, test under real timing: every combination of the swept
+values (the grid of conditions, each a set of `pgjax eval --set` keys: any scenario key by
+its path, values as a YAML flow sequence, so `[1,2,1],[2,2,2]` sweeps per-agent lists) is
+applied on top of the run's scenario, validated like the YAML, and checked to leave every
+agent's observations and actions as trained (`pgjax.commands.eval.conditions_env`; all
+conditions are checked before anything is compiled). In each, the trained policy (the
+deterministic mean of every seed), `random`, `do_nothing` and the `rule_based` controller
+run on the same test episodes (the same key: the same days and initial states everywhere),
+all controllers of a condition in one compiled program. A condition of one value equals
+`pgjax eval --set` of it (same episodes, same program).
+
+Writes into `--out` (default RUN_DIR/robustness): `robustness.csv` (one row per condition and
+controller: the swept values, cost, safety and the other `pgjax eval` metrics),
+`robustness.json` (the same with the sweep, episodes and seed), and `robustness.png`: cost
+and safety against each swept variable, the other variables at their first value, one line
+per controller. Every file is written atomically.
+
+One program per condition: delays change the channel's buffer shapes, and loss and jitter
+probabilities are compiled into the channel (`pgjax.coordination.Links`), so conditions are
+not batched into one vmapped program.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+METRICS = ("cost", "safety", "return_per_episode", "voltage_violation_rate", "controllable", "import_mwh")
+
+
+def parse_sweeps(items: list[str]) -> dict[str, list]:
+    """`["KEY=V1,V2", ...]` -> `{KEY: [V1, V2]}` (the values a YAML flow sequence)."""
+    import yaml
+
+    from pgjax.errors import InputError
+
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip() or not text.strip():
+            raise InputError(f"--sweep {item!r}: expected KEY=V1,V2,..., e.g. communication.msg_delay=0,1,2,4")
+        try:
+            values = yaml.safe_load(f"[{text}]")
+        except yaml.YAMLError as e:
+            raise InputError(f"--sweep {key}: values {text!r} are not a YAML sequence ({str(e).splitlines()[0]})") \
+                from None
+        if key.strip() in out:
+            raise InputError(f"--sweep {key}: given twice")
+        out[key.strip()] = values
+    return out
+
+
+def grid(sweeps: dict[str, list]) -> list[dict]:
+    """Every combination of the swept values, in the order given (the last key varies fastest)."""
+    keys = list(sweeps)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(sweeps[k] for k in keys))]
+
+
+def plot(rows: list[dict], sweeps: dict[str, list], png) -> None:
+    """Cost and safety against each swept variable (the others at their first value), per controller."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pgjax.runio import open_atomic
+
+    keys = list(sweeps)
+    controllers = list(dict.fromkeys(r["controller"] for r in rows))
+    fig, axes = plt.subplots(2, len(keys), figsize=(4.2 * len(keys), 5.6), squeeze=False)
+    for j, key in enumerate(keys):
+        others = {k: sweeps[k][0] for k in keys if k != key}
+        for name in controllers:
+            pts = [(i, r) for i, v in enumerate(sweeps[key]) for r in rows
+                   if r["controller"] == name and r[key] == v and all(r[k] == o for k, o in others.items())]
+            for ax, metric in zip(axes[:, j], ("cost", "safety")):
+                ax.plot([i for i, _ in pts], [r[metric] for _, r in pts], marker="o", label=name)
+        for ax, metric in zip(axes[:, j], ("cost $ (total)", "safety (total)")):
+            ax.set_xticks(range(len(sweeps[key])), [str(v) for v in sweeps[key]])
+            ax.set_ylabel(metric)
+            ax.grid(alpha=0.3)
+        axes[1, j].set_xlabel(key + (f"\n({', '.join(f'{k}={v}' for k, v in others.items())})" if others else ""))
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    with open_atomic(png, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pgjax robustness", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("run_dir", help="run folder written by `pgjax train`")
+    parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...", required=True,
+                        help="a scenario key and the values to evaluate at (repeatable: every combination)")
+    parser.add_argument("--episodes", type=int, default=16, help="test episodes per condition and controller")
+    parser.add_argument("--seed", type=int, default=0, help="key of the episode draws (the same everywhere)")
+    parser.add_argument("--devices", default="1", help="local devices to split the episodes over ('all' or a count)")
+    parser.add_argument("--out", help="output folder (default RUN_DIR/robustness)")
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        parser.error("--episodes must be >= 1")
+
+    import jax
+
+    from pgjax import distributed
+    from pgjax.commands.eval import LoadedRun, conditions_env, controllers, evaluate_all
+    from pgjax.errors import InputError, RunFolderError
+    from pgjax.runio import open_atomic, write_json
+    from pgjax.scenario import ScenarioError
+
+    try:
+        mesh = distributed.batch_mesh(distributed.parse_devices(args.devices), args.episodes, "--episodes")
+        sweeps = parse_sweeps(args.sweep)
+        run = LoadedRun(args.run_dir)
+        conditions = grid(sweeps)
+        envs = [conditions_env(run.cfg, run.env, cond) for cond in conditions]  # every condition checked first
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+    except (RunFolderError, InputError) as e:
+        print(f"pgjax robustness: error: {e}", file=sys.stderr)
+        return 2
+    except ScenarioError as e:
+        print(f"pgjax robustness: error: --sweep {' '.join(args.sweep)}: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else run.run_dir / "robustness"
+    out.mkdir(parents=True, exist_ok=True)
+    key = jax.random.PRNGKey(args.seed)
+    print(f"pgjax robustness: {run.run_dir} ({run.cfg.env}, update {run.step}, {run.cfg.num_seeds} seed(s)) on "
+          f"[{run.data}], {len(conditions)} condition(s) x {args.episodes} episodes")
+
+    rows = []
+    head = f"{'condition':<44}{'controller':<12}" + "".join(f"{m:>14}" for m in ("cost $", "safety", "return/ep"))
+    print(head)
+    print("-" * len(head))
+    for cond, env in zip(conditions, envs):
+        t0 = time.perf_counter()
+        names, ctrls = controllers(run, env)
+        results, _ = evaluate_all(run, env, names, ctrls, args.episodes, key, mesh)
+        label = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in cond.items())
+        for name in names:
+            m = results[name]
+            rows.append({**cond, "controller": name, **{k: m[k] for k in METRICS if k in m},
+                         **{k: v for k, v in m.items() if k not in METRICS and not isinstance(v, list)}})
+            print(f"{label:<44}{name:<12}{m['cost']:>14,.0f}{m['safety']:>14,.2f}{m['return_per_episode']:>14.3f}")
+        print(f"{'':<44}({time.perf_counter() - t0:.1f} s: compile and roll out)", flush=True)
+
+    keys = list(sweeps) + ["controller"] + [k for k in METRICS if any(k in r for r in rows)]
+    keys += sorted({k for r in rows for k in r} - set(keys))
+    with open_atomic(out / "robustness.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(keys)
+        for r in rows:
+            w.writerow([r.get(k, "") if not isinstance(r.get(k), (list, dict)) else str(r.get(k)) for k in keys])
+    write_json(out / "robustness.json", {"run_dir": str(run.run_dir), "env": run.cfg.env, "update": run.step,
+                                         "profiles": run.data, "episodes": args.episodes, "seed": args.seed,
+                                         "sweeps": sweeps, "rows": rows})
+    plot(rows, sweeps, out / "robustness.png")
+    print(f"wrote {out / 'robustness.csv'}, {out / 'robustness.json'}, {out / 'robustness.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
