@@ -7,7 +7,7 @@ Every period: read the measurements, build each agent's observation by the expor
 schema, run the numpy policy, write the setpoints (only mapped registers, within bounds,
 ramp-limited), refresh the reversion timeouts and the heartbeat. Timeouts, connection loss
 and implausible readings put the agents concerned in their safe action (logged);
-Ctrl-C writes the safe values and exits. Prints the summary: periods, modes, faults,
+Ctrl-C or SIGTERM writes the safe values and exits. Prints the summary: periods, modes, faults,
 writes, and the loop timing (mean period, jitter). See `pgjax.deploy.runtime`.
 """
 
@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 
 
@@ -51,9 +52,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"pgjax deploy: {args.export_dir} -> {ctl.host}:{ctl.port}, period {args.period} s, "
           f"agents {[a[0] for a in ctl.agents]}", flush=True)
-    try:
-        asyncio.run(ctl.run(args.periods))
-    except KeyboardInterrupt:
-        print("pgjax deploy: interrupted; safe values written", file=sys.stderr)
+    asyncio.run(_run(ctl, args.periods))
     print(json.dumps(ctl.summary(), indent=2))
     return 0
+
+
+async def _run(ctl, periods) -> None:
+    """`ctl.run`, ended by SIGINT (Ctrl-C) or SIGTERM (a service manager) through `ctl.stop`: the period in
+    progress completes, then the controller writes the safe values and closes."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, ctl.stop)
+    await ctl.run(periods)
+    if periods is None or len(ctl.rows) < periods:
+        print(f"pgjax deploy: stopped after {len(ctl.rows)} periods; safe values written", file=sys.stderr)

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import logging
 import math
+import signal
 import sys
 
 
@@ -53,6 +54,10 @@ def _bad_value(text: str):
 
 
 async def _serve(plant, linger_s: float) -> None:
+    """Serve until the plant's steps are done (then `linger_s` more) or SIGINT / SIGTERM."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
     await plant.start()
     print(f"pgjax hil: serving {plant.dmap.host}:{plant.port} ({len(plant.dmap.units)} units), "
           f"{'lock-step (heartbeat)' if plant.period_s is None else f'period {plant.period_s} s'}, "
@@ -61,6 +66,8 @@ async def _serve(plant, linger_s: float) -> None:
         while not plant.done:
             await asyncio.sleep(0.05)
         await asyncio.sleep(linger_s)  # the controller reads the last measurements
+    except asyncio.CancelledError:
+        print(f"pgjax hil: stopped after {plant.t} steps", file=sys.stderr)
     finally:
         await plant.stop()
 
@@ -123,10 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     except (PgjaxError, ValueError) as e:
         print(f"pgjax hil: error: {e}", file=sys.stderr)
         return 2
-    try:
-        asyncio.run(_serve(plant, args.linger))
-    except KeyboardInterrupt:
-        print("pgjax hil: interrupted", file=sys.stderr)
+    asyncio.run(_serve(plant, args.linger))
     s = plant.summary()
     metrics = summarize(s["totals"], max(s["steps"], 1)) if s["steps"] else {}
     out = {"scenario": env.name, "day": args.day, "steps": s["steps"], "reverted_steps": s["reverted_steps"],

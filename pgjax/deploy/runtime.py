@@ -21,12 +21,14 @@ Every control period:
     outside the map or its bounds is ever sent (`WriteRefused`, logged).
 A timed-out request closes the connection (a late answer would be taken for the next
 request's) and the period's remaining reads are skipped. Connection loss: the client reconnects with exponential backoff (`backoff_s` doubling to
-`backoff_max_s`), periods go on meanwhile (all agents safe, nothing to write to). Cancelling
-`run` (Ctrl-C in `pgjax deploy`) writes every setpoint's safe value once before closing.
+`backoff_max_s`), periods go on meanwhile (all agents safe, nothing to write to). `stop()`
+(Ctrl-C or SIGTERM in `pgjax deploy`) ends `run` after the period in progress; then, as
+when the task is cancelled, every setpoint's safe value is written once before closing.
 
 The JSONL log (`log_path`, one full line per period, appended and fsynced) holds: period
-index, start time, lateness against the schedule, loop period, compute time, faults, mode,
-observation and action per agent, writes and refused writes. `run` returns (and
+index, start time, lateness against the schedule, slots skipped after an overrun, loop
+period, compute time, faults, mode, observation and action per agent, setpoints, writes
+and refused writes. `run` returns (and
 `summary_path` gets, atomically) the period count, modes, fault counts, writes and timing:
 mean period and jitter (std of the period, max lateness).
 """
@@ -75,6 +77,7 @@ class Controller:
         self.client = None
         self._next_connect, self._backoff = 0.0, self.backoff_s
         self._seq, self._seq_same = None, 0
+        self._stop: asyncio.Event | None = None
         self.rows: list[dict] = []
 
     # ------------------------------------------------------------------ connection
@@ -264,18 +267,26 @@ class Controller:
                 "refused": refused, "compute_s": t1 - t0}
 
     async def run(self, periods: int | None = None) -> dict:
-        """Periods on the clock until `periods` are done or the task is cancelled; then the summary."""
+        """Periods on the clock until `periods` are done or the task is cancelled; then the summary.
+        A period that overruns the next one's start does not cause a burst: the schedule moves on to
+        the next slot still ahead (the row's `skipped` counts the slots missed)."""
         start = time.monotonic()
-        k, prev = 0, None
+        k, slot, prev = 0, 0, None
+        self._stop = asyncio.Event()
         try:
             while periods is None or k < periods:
-                due = start + k * self.period_s
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                due = start + slot * self.period_s
+                try:
+                    await asyncio.wait_for(self._stop.wait(), max(0.0, due - time.monotonic()))
+                    break  # stop() was called
+                except asyncio.TimeoutError:
+                    pass
                 t = time.monotonic()
                 row = await self.period(k)
-                row.update({"wall_s": time.time(), "lateness_s": t - due,
+                nxt = max(slot + 1, math.ceil((time.monotonic() - start) / self.period_s - 1e-9))
+                row.update({"wall_s": time.time(), "lateness_s": t - due, "skipped": nxt - slot - 1,
                             "loop_period_s": None if prev is None else t - prev})
-                prev = t
+                prev, slot = t, nxt
                 self.rows.append(row)
                 if self.log_path is not None:
                     append_lines(self.log_path, [json_line(row)])
@@ -283,6 +294,11 @@ class Controller:
         finally:
             await self.shutdown()
         return self.summary()
+
+    def stop(self) -> None:
+        """End `run` after the period in progress (its requests complete), then `shutdown`."""
+        if self._stop is not None:
+            self._stop.set()
 
     async def shutdown(self) -> None:
         """Write every setpoint's safe value once (if connected), then close the client."""
@@ -310,6 +326,7 @@ class Controller:
                           "loop_period_std_s": float(np.std(periods)) if periods else None,
                           "lateness_mean_s": float(np.mean(late)) if late else None,
                           "lateness_max_s": float(np.max(late)) if late else None,
+                          "skipped_periods": int(sum(r["skipped"] for r in self.rows)),
                           "compute_mean_s": float(np.mean([r["compute_s"] for r in self.rows])) if self.rows else None}}
         if self.summary_path is not None:
             write_json(self.summary_path, out)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -41,6 +43,40 @@ def test_hil_and_deploy_processes(export_dir, tmp_path):
     assert plant["steps"] == 6 and plant["metrics"]["cost"] > 0
     assert plant["compare"]["max_action_diff"] < 1e-2 and (tmp_path / "day.png").stat().st_size > 0
     assert len((tmp_path / "d.jsonl").read_text().splitlines()) == 7  # 6 periods + the shutdown line
+
+
+@pytest.mark.slow
+def test_deploy_stops_on_ctrl_c_with_safe_values(export_dir, tmp_path):
+    """Ctrl-C (SIGINT; SIGTERM takes the same handler): the controller finishes its period, writes every safe value, logs it and
+    exits 0 (what the registers then hold: `test_faults.py::test_shutdown_leaves_safe_values...`)."""
+    out = subprocess.run(PGJAX + ["hil", "multi_microgrid", "--dtype", "float32", "--write-map", str(tmp_path / "map.yaml")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    hil = subprocess.Popen(PGJAX + ["hil", "multi_microgrid", "--dtype", "float32", "--map", str(tmp_path / "map.yaml"),
+                                    "--port", "0", "--period", "0.1", "--steps", "1000", "--log", str(tmp_path / "p.jsonl")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = re.search(r"serving 127\.0\.0\.1:(\d+)", hil.stdout.readline()).group(1)
+        dep = subprocess.Popen(PGJAX + ["deploy", str(export_dir), "--map", str(tmp_path / "map.yaml"), "--port", port,
+                                        "--period", "0.1", "--log", str(tmp_path / "d.jsonl")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        log = tmp_path / "d.jsonl"
+        for _ in range(600):  # until 5 periods are logged
+            if log.exists() and len(log.read_text().splitlines()) >= 5:
+                break
+            time.sleep(0.1)
+        dep.send_signal(signal.SIGINT)
+        _, err = dep.communicate(timeout=60)
+        hil.send_signal(signal.SIGTERM)
+        hil.communicate(timeout=60)
+    finally:
+        dep.kill()
+        hil.kill()
+    assert dep.returncode == 0, err
+    assert "safe values written" in err
+    last = json.loads(log.read_text().splitlines()[-1])
+    assert last["event"] == "shutdown" and last["writes"] > 0 and last["faults"] == []
+    assert hil.returncode == 0
 
 
 def test_deploy_refuses_a_map_missing_features(export_dir, env, tmp_path):
