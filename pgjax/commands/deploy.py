@@ -1,5 +1,6 @@
 """`pgjax deploy EXPORT_DIR --map MAP.yaml`: an exported policy controlling Modbus TCP devices.
 
+    pgjax deploy export/mmg --map map.yaml --log deploy.jsonl          # the exported control period
     pgjax deploy export/mmg --map map.yaml --period 1.0 --log deploy.jsonl
     pgjax deploy export/mmg --map map.yaml --period 0.1 --periods 200 --summary timing.json
 
@@ -27,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--map", required=True, metavar="MAP.yaml", help="device map (pgjax hil --write-map)")
     parser.add_argument("--host", help="override the map's host")
     parser.add_argument("--port", type=int, help="override the map's port")
-    parser.add_argument("--period", type=float, default=1.0, help="control period in seconds (default 1)")
+    parser.add_argument("--period", type=float, help="control period in seconds (default: the exported control "
+                        "period, control_period_h * 3600; hardware-in-the-loop runs use a shorter one)")
     parser.add_argument("--timeout", type=float, default=0.5, help="per-request timeout in seconds (default 0.5)")
     parser.add_argument("--periods", type=int, help="stop after this many periods (default: run until Ctrl-C)")
     parser.add_argument("--stale-periods", type=int, default=3, help="unchanged sequence counts before 'stale'")
@@ -35,22 +37,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summary", help="JSON summary")
     args = parser.parse_args(argv)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # faults are logged by pgjax, as JSONL
-    if not args.period > 0 or not args.timeout > 0:
+    if (args.period is not None and not args.period > 0) or not args.timeout > 0:
         parser.error("--period and --timeout must be > 0")
 
     from pgjax.deploy.device_map import load_map
-    from pgjax.deploy.policy import PolicyFileError
+    from pgjax.deploy.policy import PolicyFileError, read_manifest
     from pgjax.deploy.runtime import Controller
     from pgjax.errors import PgjaxError
 
     try:
-        ctl = Controller(args.export_dir, load_map(args.map), period_s=args.period, read_timeout_s=args.timeout,
+        period = args.period or read_manifest(args.export_dir)["control_period_h"] * 3600.0
+        ctl = Controller(args.export_dir, load_map(args.map), period_s=period, read_timeout_s=args.timeout,
                          log_path=args.log, summary_path=args.summary, stale_periods=args.stale_periods,
                          host=args.host, port=args.port)
     except (PgjaxError, PolicyFileError) as e:
         print(f"pgjax deploy: error: {e}", file=sys.stderr)
         return 2
-    print(f"pgjax deploy: {args.export_dir} -> {ctl.host}:{ctl.port}, period {args.period} s, "
+    print(f"pgjax deploy: {args.export_dir} -> {ctl.host}:{ctl.port}, period {period} s, "
           f"agents {[a[0] for a in ctl.agents]}", flush=True)
     asyncio.run(_run(ctl, args.periods))
     print(json.dumps(ctl.summary(), indent=2))

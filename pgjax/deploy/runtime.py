@@ -42,6 +42,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from pymodbus.exceptions import ModbusException
 
 from pgjax.deploy import registers
 from pgjax.deploy.device_map import DeviceMap, WriteRefused, check_against_schema, check_write
@@ -49,6 +50,8 @@ from pgjax.deploy.policy import load_policy, read_manifest
 from pgjax.runio import append_lines, json_line, write_json
 
 MAX_READ = 120  # registers per read request (Modbus allows 125)
+# what a request can raise: our timeout, pymodbus's own (connection, I/O), an exception response, the socket's
+REQUEST_ERRORS = (asyncio.TimeoutError, ModbusException, ConnectionError, OSError)
 
 
 class Controller:
@@ -121,7 +124,7 @@ class Controller:
             rr = await self._request(self.client.read_holding_registers(start, count=min(MAX_READ, hi - start),
                                                                         device_id=unit.unit_id))
             if rr.isError():
-                raise ConnectionError(f"Modbus exception {rr}")
+                raise ModbusException(f"exception response {rr}")
             regs += list(rr.registers)
         return [0] * lo + regs
 
@@ -135,7 +138,7 @@ class Controller:
                 continue
             try:
                 regs = await self._read_unit(unit)
-            except (asyncio.TimeoutError, Exception) as e:  # pymodbus raises its own types
+            except REQUEST_ERRORS as e:
                 timeout = isinstance(e, asyncio.TimeoutError)
                 faults.append({"kind": "timeout" if timeout else "read", "unit": unit.name,
                                "detail": type(e).__name__ + (f": {e}" if str(e) else "")})
@@ -210,7 +213,7 @@ class Controller:
             return False
         rr = await self._request(self.client.write_registers(address, values, device_id=unit_id))
         if rr.isError():
-            raise ConnectionError(f"Modbus exception {rr}")
+            raise ModbusException(f"exception response {rr}")
         writes.append({"unit_id": unit_id, "address": address, "registers": list(values)})
         return True
 
@@ -218,7 +221,7 @@ class Controller:
         """Await a write; a timeout / lost connection / Modbus exception is a `write` fault (False)."""
         try:
             return await coro
-        except (asyncio.TimeoutError, Exception) as e:  # pymodbus raises its own types
+        except REQUEST_ERRORS as e:
             faults.append({"kind": "write", "unit": unit.name, "detail": type(e).__name__ + (f": {e}" if str(e) else "")})
             if isinstance(e, asyncio.TimeoutError):
                 self.client.close()
