@@ -64,6 +64,12 @@ class Fault:
     point: str = ""
     value: float = math.nan
 
+    def __post_init__(self):
+        if self.kind not in FAULTS:
+            raise ValueError(f"fault kind: expected one of {list(FAULTS)}, got {self.kind!r}")
+        if self.steps < 1 or self.seconds < 0:
+            raise ValueError(f"fault {self.kind}: expected steps >= 1 and seconds >= 0, got {self.steps}, {self.seconds}")
+
     def active(self, t: int) -> bool:
         return self.at_step <= t < self.at_step + self.steps
 

@@ -42,6 +42,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from pgjax.deploy import registers
@@ -86,8 +87,7 @@ class Controller:
     # ------------------------------------------------------------------ connection
 
     async def _connected(self, faults: list) -> bool:
-        from pymodbus.client import AsyncModbusTcpClient
-
+        """True if connected, else one connection attempt when the backoff allows it (a fault either way)."""
         if self.client is not None and self.client.connected:
             return True
         now = time.monotonic()
