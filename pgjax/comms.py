@@ -60,6 +60,10 @@ class ChannelState:
     sent: jax.Array  # [] int, messages handed to the channel
     dropped: jax.Array  # [] int, lost messages
     delivered: jax.Array  # [] int
+    # this episode's link conditions (`ChannelParams`' own unless `with_conditions` drew others)
+    delay: jax.Array  # [S, R] int
+    loss_prob: jax.Array  # [S, R]
+    jitter: jax.Array  # [S, R]
 
 
 def channel_params(n_senders, n_receivers, delay=0, loss_prob=0.0, jitter=0.0, jitter_kind="none", max_delay=None):
@@ -83,7 +87,26 @@ def channel_init(params: ChannelParams, msg_dim: int, dtype=float) -> ChannelSta
     return ChannelState(data=jnp.zeros((depth, s, r, msg_dim), dtype), mask=jnp.zeros((depth, s, r), bool),
                         t=zero, last=jnp.zeros((s, r, msg_dim), dtype),
                         age=jnp.full((s, r), jnp.iinfo(jnp.int32).max // 2, jnp.int32),
-                        sent=zero, dropped=zero, delivered=zero)
+                        sent=zero, dropped=zero, delivered=zero, delay=params.delay,
+                        loss_prob=params.loss_prob, jitter=params.jitter)
+
+
+def with_conditions(state: ChannelState, delay=None, loss_prob=None, jitter=None) -> ChannelState:
+    """`state` whose links from now on have these conditions (scalars or `[S, R]`; None keeps one).
+
+    Delays beyond the channel's `max_delay` are clipped to it when messages are sent
+    (`sample_delay`), so `channel_params(max_delay=...)` must cover any drawn here."""
+    shape = state.delay.shape
+    return state.replace(
+        delay=state.delay if delay is None else jnp.broadcast_to(jnp.asarray(delay, jnp.int32), shape),
+        loss_prob=state.loss_prob if loss_prob is None else jnp.broadcast_to(
+            jnp.asarray(loss_prob, state.loss_prob.dtype), shape),
+        jitter=state.jitter if jitter is None else jnp.broadcast_to(jnp.asarray(jitter, state.jitter.dtype), shape))
+
+
+def conditions(params: ChannelParams, state: ChannelState) -> ChannelParams:
+    """`params` with the link conditions the channel state holds."""
+    return params.replace(delay=state.delay, loss_prob=state.loss_prob, jitter=state.jitter)
 
 
 def sample_delay(params: ChannelParams, key):
@@ -97,12 +120,14 @@ def sample_delay(params: ChannelParams, key):
 
 
 def send(params: ChannelParams, state: ChannelState, msgs: Messages, key) -> ChannelState:
-    """Put `msgs` (sent at step `state.t`) in flight: each survives loss with `1 - loss_prob`."""
+    """Put `msgs` (sent at step `state.t`) in flight: each survives loss with `1 - loss_prob`
+    (the link conditions of `state`, `conditions`)."""
     k_delay, k_loss = jax.random.split(key)
     depth = state.mask.shape[0]
-    lost = jax.random.uniform(k_loss, msgs.mask.shape) < params.loss_prob
+    link = conditions(params, state)
+    lost = jax.random.uniform(k_loss, msgs.mask.shape) < link.loss_prob
     ok = msgs.mask & ~lost
-    slot = (state.t + sample_delay(params, k_delay)) % depth
+    slot = (state.t + sample_delay(link, k_delay)) % depth
     put = (jnp.arange(depth)[:, None, None] == slot[None]) & ok[None]
     return state.replace(
         data=jnp.where(put[..., None], msgs.data[None].astype(state.data.dtype), state.data),

@@ -76,12 +76,18 @@ def build_links(c, layout, vertical, horizontal) -> Links:
     options = {**vertical.coupling.defaults, **horizontal.coupling.defaults, **c.protocol.options}
     sender_delay = _per(com.msg_delay, c.tree_ids, "msg_delay")
     grid_delay = sender_delay[grid_nodes] if n_grid else np.zeros(0, np.int64)
-    kind = com.jitter_kind if com.jitter > 0 else "none"
+    rnd = com.randomize
+    jitter_hi = max(float(com.jitter), float(rnd.get("jitter", (0, 0))[1]))
+    kind = com.jitter_kind if jitter_hi > 0 else "none"
+    max_delay = None  # what the fixed delays and jitter need, unless episodes draw larger ones
+    if rnd:
+        extra = 0 if kind == "none" else int(np.ceil(jitter_hi * (4 if kind == "gaussian" else 1)))
+        max_delay = max(int(sender_delay.max(initial=0)), int(rnd.get("msg_delay", (0, 0))[1])) + extra
     n_tree = len(c.tree_ids)
     vparams = comms.channel_params(n_tree, n_grid, np.broadcast_to(sender_delay[:, None], (n_tree, n_grid)).copy(),
-                                   float(com.loss_prob), float(com.jitter), kind)
+                                   float(com.loss_prob), float(com.jitter), kind, max_delay)
     hparams = comms.channel_params(n_grid, n_grid, np.broadcast_to(grid_delay[:, None], (n_grid, n_grid)).copy(),
-                                   float(com.loss_prob), float(com.jitter), kind)
+                                   float(com.loss_prob), float(com.jitter), kind, max_delay)
     parent = np.asarray(c.tree_parent)[grid_nodes].astype(np.int64)
     tracked_of = {g.type: np.array([grid_index[int(o)] if int(o) in grid_index and layout.tracked[grid_index[int(o)]]
                                     else -1 for o in g.owner], np.int64) for g in layout.groups}
@@ -122,6 +128,7 @@ class Coordinator:
         self.tparams = comms.timing_params(len(layout.agents), t["tick_interval"], t["tick_offset"], t["act_delay"],
                                            t["obs_delay"])
         self.timed = bool(np.any(t["tick_interval"] != 1) or np.any(t["act_delay"]) or np.any(t["obs_delay"]))
+        self.randomize = dict(com.randomize)  # communication.randomize: ranges drawn per episode
         self.info_keys = {k: kind for p in protocols.REGISTRY.values() if p.coupling is not None
                           for k, kind in p.coupling.info.items()}
 
@@ -129,12 +136,32 @@ class Coordinator:
         """`[n_grid, n_features]` observation scales of one of this scenario's couplings."""
         return self.scales[0] if coupling is self.vertical else self.scales[1]
 
-    def init(self, default_actions, obs0) -> CoordState:
+    def init(self, default_actions, obs0, key=None) -> CoordState:
+        """A new episode's coordination state; with `key`, its link conditions drawn from the
+        scenario's `communication.randomize` ranges (`randomize_links`)."""
         d = self.dtype
-        return CoordState(vertical=self.vertical.init(self.links, d), horizontal=self.horizontal.init(self.links, d),
-                          timing=comms.timing_init(self.tparams, jnp.asarray(default_actions, d), obs0)
-                          if self.timed else None,
-                          features=jnp.zeros((self.links.n_grid, self.n_features), d))
+        cs = CoordState(vertical=self.vertical.init(self.links, d), horizontal=self.horizontal.init(self.links, d),
+                        timing=comms.timing_init(self.tparams, jnp.asarray(default_actions, d), obs0)
+                        if self.timed else None,
+                        features=jnp.zeros((self.links.n_grid, self.n_features), d))
+        return cs if key is None or not self.randomize else self.randomize_links(cs, key)
+
+    def randomize_links(self, cs: CoordState, key) -> CoordState:
+        """Every message channel of `cs` with one draw of the `communication.randomize` ranges
+        (uniform: an integer `msg_delay` in [low, high], `loss_prob` and `jitter` in [low, high))
+        for all its links; the fixed values stay for what is not randomized."""
+        k_delay, k_loss, k_jitter = jax.random.split(key, 3)
+        rnd = self.randomize
+        draw = {
+            "delay": jax.random.randint(k_delay, (), rnd["msg_delay"][0], rnd["msg_delay"][1] + 1)
+            if "msg_delay" in rnd else None,
+            "loss_prob": jax.random.uniform(k_loss, (), minval=rnd["loss_prob"][0], maxval=rnd["loss_prob"][1])
+            if "loss_prob" in rnd else None,
+            "jitter": jax.random.uniform(k_jitter, (), minval=rnd["jitter"][0], maxval=rnd["jitter"][1])
+            if "jitter" in rnd else None,
+        }
+        is_channel = lambda x: isinstance(x, comms.ChannelState)  # noqa: E731
+        return jax.tree.map(lambda x: comms.with_conditions(x, **draw) if is_channel(x) else x, cs, is_leaf=is_channel)
 
     def act_timing(self, cs: CoordState, actions):
         """Tick hold and action delay of the learned agents' actions."""

@@ -317,7 +317,8 @@ class Env:
                          va_deg=jnp.where(on, jnp.rad2deg(va), 0.0).astype(self.dtype),
                          coord=self.coordinator.init(self.default_actions, dummy_obs))
         obs = self.get_obs(state, params)
-        return obs, state.replace(coord=self.coordinator.init(self.default_actions, obs))
+        # fold_in: the episode's link conditions (communication.randomize) leave the other draws as they were
+        return obs, state.replace(coord=self.coordinator.init(self.default_actions, obs, jax.random.fold_in(key, 1)))
 
     def reset(self, key, params: EnvParams | None = None):
         return self.reset_env(key, self.default_params if params is None else params)

@@ -288,7 +288,8 @@ def _check_coordination(c: _Checker, raw: dict, ids: list) -> None:
     if lo is not None and hi is not None and lo >= hi:
         c.add("protocol.price_max", f"a number > protocol.price_min ({lo})", hi)
     com = c.section(raw, "communication")
-    c.keys(com, {"msg_delay", "loss_prob", "jitter", "jitter_kind", *PER_AGENT_TIMING}, "communication")
+    c.keys(com, {"msg_delay", "loss_prob", "jitter", "jitter_kind", "randomize", *PER_AGENT_TIMING}, "communication")
+    _check_randomize(c, c.section(com, "randomize", "communication"))
     p = c.value(com, "loss_prob", "number", "communication")
     if p is not None and not 0 <= p <= 1:
         c.add("communication.loss_prob", "a probability in [0, 1]", p)
@@ -306,6 +307,27 @@ def _check_coordination(c: _Checker, raw: dict, ids: list) -> None:
                 c.add(path, f"one of the agent ids {ids}", aid)
             elif isinstance(v, bool) or not isinstance(v, int) or v not in allowed:
                 c.add(path, f"{allowed.describe('an integer')} (steps), or a mapping agent id -> integer", v)
+
+
+RANDOMIZED = {"msg_delay": ("an integer", Range(0, MAX_DELAY_STEPS)), "loss_prob": ("a probability", Range(0, 1)),
+              "jitter": ("a number", Range(0, MAX_DELAY_STEPS))}
+
+
+def _check_randomize(c: _Checker, rnd: dict) -> None:
+    """`communication.randomize`: `{msg_delay | loss_prob | jitter: [low, high]}`, drawn per episode."""
+    c.keys(rnd, set(RANDOMIZED), "communication.randomize")
+    for key, (what, allowed) in RANDOMIZED.items():
+        if key not in rnd:
+            continue
+        v, path = rnd[key], f"communication.randomize.{key}"
+        pair = isinstance(v, list) and len(v) == 2 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+        if not pair or (key == "msg_delay" and not all(isinstance(x, int) for x in v)):
+            c.add(path, f"[low, high]: two of {what} (a range drawn per episode)", v)
+        elif not (v[0] in allowed and v[1] in allowed):
+            c.add(path, f"[low, high] within {allowed.describe(what)}", v)
+        elif v[0] > v[1]:
+            c.add(path, "[low, high] with low <= high", v)
 
 
 def _check_variants(c: _Checker, raw: dict) -> None:

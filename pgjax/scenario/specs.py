@@ -47,12 +47,16 @@ class CommunicationSpec:
     tick_offset: int | dict = 0
     act_delay: int | dict = 0
     obs_delay: int | dict = 0
+    # domain randomization: {msg_delay | loss_prob | jitter: (low, high)} drawn per episode for
+    # every message link, in place of the fixed values above (`pgjax.coordination`)
+    randomize: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_raw(cls, section: dict) -> CommunicationSpec:
         per_agent = {k: _copy(section[k]) for k in ("msg_delay", *PER_AGENT_TIMING) if k in section}
         return cls(loss_prob=float(section.get("loss_prob", 0.0)), jitter=float(section.get("jitter", 0.0)),
-                   jitter_kind=section.get("jitter_kind", "uniform"), **per_agent)
+                   jitter_kind=section.get("jitter_kind", "uniform"),
+                   randomize={k: tuple(v) for k, v in section.get("randomize", {}).items()}, **per_agent)
 
 
 def _copy(value):
