@@ -43,6 +43,9 @@ BUS_COLUMNS = {
     "impedance": ("from_bus", "to_bus"), "switch": ("bus",), "load": ("bus",), "sgen": ("bus",), "gen": ("bus",),
     "storage": ("bus",), "ext_grid": ("bus",), "ward": ("bus",), "xward": ("bus",), "shunt": ("bus",),
 }
+# Columns that must hold booleans (besides every table's `in_service`).
+BOOL_COLUMNS = {"switch": ("closed",), "gen": ("slack",), "shunt": ("step_dependency_table",),
+                "trafo": ("tap_phase_shifter", "tap_dependency_table")}
 # The table a switch's `element` indexes, by its `et`.
 SWITCH_ELEMENTS = {"b": "bus", "l": "line", "t": "trafo", "t3": "trafo3w"}
 # (table, column, test, allowed) checked on in-service rows: physical ranges of the parameters.
@@ -50,12 +53,17 @@ RANGES = (
     ("bus", "vn_kv", lambda v: v > 0, "> 0 kV"),
     ("line", "length_km", lambda v: v > 0, "> 0 km"),
     ("line", "parallel", lambda v: v >= 1, ">= 1"),
+    ("line", "df", lambda v: v > 0, "> 0"),
     ("trafo", "sn_mva", lambda v: v > 0, "> 0 MVA"),
     ("trafo", "vn_hv_kv", lambda v: v > 0, "> 0 kV"),
     ("trafo", "vn_lv_kv", lambda v: v > 0, "> 0 kV"),
-    ("trafo", "vk_percent", lambda v: v > 0, "> 0 %"),
-    ("trafo", "vkr_percent", lambda v: v >= 0, ">= 0 %"),
+    ("trafo", "vk_percent", lambda v: v != 0, "!= 0 % (0: a zero impedance)"),
+    ("trafo", "vkr_percent", lambda v: v == v, "(%)"),
     ("trafo", "parallel", lambda v: v >= 1, ">= 1"),
+    ("trafo", "df", lambda v: v > 0, "> 0"),
+    ("trafo", "pfe_kw", lambda v: v >= 0, ">= 0 kW"),
+    ("trafo", "i0_percent", lambda v: v == v, "(%)"),
+    ("trafo", "shift_degree", lambda v: v == v, "(degrees)"),
     *((("trafo3w", f"sn_{s}_mva", lambda v: v > 0, "> 0 MVA")) for s in ("hv", "mv", "lv")),
     *((("trafo3w", f"vn_{s}_kv", lambda v: v > 0, "> 0 kV")) for s in ("hv", "mv", "lv")),
 )
@@ -72,17 +80,29 @@ def _in_service(df):
 def check_tables(net) -> None:
     """Element tables that describe a network: `DataError` naming `net.<table>[<row>].<column>=<value>`.
 
-    Every bus reference (all rows) is a row of `net.bus`, every switch `element` a row of
-    the table its `et` names; on in-service rows the parameters of `RANGES` are finite and
+    Bus references are integer columns and every one (all rows) a row of `net.bus`,
+    `in_service`, `closed` and `slack` boolean columns, every switch `element` a row of the
+    table its `et` names; on in-service rows the parameters of `RANGES` are finite and
     in range, a line's impedance `r + jx` is not zero and a transformer's `vkr_percent` is
-    at most its `vk_percent`. (Negative line resistances or reactances are accepted: network
-    equivalents such as `case145` and series capacitors have them.)
+    at most its `vk_percent` in magnitude. (Negative line resistances and reactances,
+    short-circuit voltages and magnetizing currents are accepted: network equivalents such
+    as `case145`, `case1888rte` and MATPOWER conversions such as `case118` have them; so are
+    negative transformer resistances, `case3120sp`.)
     """
     buses = set(net.bus.index)
     span = f"{len(buses)} buses, indices {min(buses)}..{max(buses)}" if buses else "no buses"
-    for table, cols in BUS_COLUMNS.items():
+    for table in ("bus", *BUS_COLUMNS):
         df = net.get(table)
-        for col in cols if df is not None and len(df) else ():
+        if df is None or not len(df):
+            continue
+        for col in ("in_service", *BOOL_COLUMNS.get(table, ())):
+            if col in df and df[col].dtype != bool:
+                raise DataError(f"net.{table}.{col}: expected a column of true/false, got dtype {df[col].dtype} "
+                                f"(net.{table}[{df.index[0]}].{col}={df[col].iloc[0]!r})")
+        for col in BUS_COLUMNS.get(table, ()):
+            if col in df and df[col].dtype.kind not in "iu":
+                raise DataError(f"net.{table}.{col}: expected integer bus indices, got dtype {df[col].dtype} "
+                                f"(net.{table}[{df.index[0]}].{col}={df[col].iloc[0]!r})")
             bad = df.index[~df[col].isin(buses)] if col in df else []
             if len(bad):
                 raise DataError(f"net.{table}[{bad[0]}].{col}={df.at[bad[0], col]}: not a bus of the net ({span})")
@@ -108,10 +128,10 @@ def check_tables(net) -> None:
             raise DataError(f"net.line[{zero[0]}]: r_ohm_per_km = x_ohm_per_km = 0, a zero impedance (use a bus-bus switch)")
     trafo = net.get("trafo")
     if trafo is not None and len(trafo):
-        bad = trafo.index[_in_service(trafo) & (trafo.vkr_percent.values > trafo.vk_percent.values)]
+        bad = trafo.index[_in_service(trafo) & (np.abs(trafo.vkr_percent.values) > np.abs(trafo.vk_percent.values))]
         if len(bad):
             raise DataError(f"net.trafo[{bad[0]}].vkr_percent={trafo.at[bad[0], 'vkr_percent']}: expected at most "
-                            f"vk_percent ({trafo.at[bad[0], 'vk_percent']})")
+                            f"|vk_percent| ({trafo.at[bad[0], 'vk_percent']}) in magnitude")
 
 
 @dataclasses.dataclass(frozen=True)
