@@ -56,6 +56,23 @@ _RULES: dict[str, tuple] = {
     "reward_clip": ("float", 0.0, None, False),
 }
 ACTIVATIONS = ("tanh", "relu", "gelu")
+
+# Named starting points (`MAPPOConfig.from_dict({**PRESETS[name], ...})`); the defaults above stay
+# those of the power-flow scenarios. `frequency_68bus`: the original design's MAPPO (actor
+# [15 -> 128 -> 128 -> 1], critic [140 -> 256 -> 256 -> 1], ReLU; LayerNorm is not offered by
+# `pgjax.baselines.networks`), 2048-step buffers, 10 epochs, minibatches of 256, one actor per agent
+# kind and no agent one-hot, so the actor sees exactly the 15 local features.
+_FREQ_KINDS = {**{f"battery_{i}": "battery" for i in range(5)}, **{f"gas_{i}": "gas" for i in range(8)},
+               **{f"dr_{i}": "demand_response" for i in range(7)}}
+PRESETS: dict[str, dict[str, Any]] = {
+    "frequency_68bus": {
+        "env": "frequency_68bus", "num_envs": 8, "num_steps": 256, "total_timesteps": 409_600,
+        "update_epochs": 10, "num_minibatches": 8, "lr_actor": 3e-4, "lr_critic": 1e-3, "gamma": 0.99,
+        "gae_lambda": 0.95, "clip_eps": 0.2, "ent_coef": 0.01, "actor_hidden": [128, 128],
+        "critic_hidden": [256, 256], "activation": "relu", "param_sharing": "type", "agent_types": _FREQ_KINDS,
+        "agent_id": False,
+    },
+}
 PARAM_SHARING = ("all", "type", "none")
 
 

@@ -93,6 +93,8 @@ def test_env(cfg, sets: dict | None = None):
 
         kwargs.update(key_path_overrides(cfg.env, kwargs, sets))
     env = make_env(cfg.env, **kwargs)
+    if not hasattr(env, "scenario"):  # an env family of `pgjax.env.core.ENV_FAMILIES`
+        return env, getattr(env, "test_data", "n/a")
     pr = env.scenario.profile_spec
     data = pr.test or f"{pr.train} (no test profiles: the training data)"
     return env, data
@@ -170,6 +172,20 @@ def evaluate_all(run: LoadedRun, env, names, ctrls, episodes: int, key, mesh=Non
             raise RuntimeError("oracle: an evaluated episode is not one it planned (NaN actions)")
         results[name] = summarize(totals, steps)
     return results, first_trace
+
+
+def write_results(run_dir, results: dict, meta: dict) -> None:
+    """`eval.json`, `eval_meta.json` and `eval.csv` (one row per controller), each written atomically."""
+    from pgjax.runio import open_atomic, write_json
+
+    write_json(run_dir / "eval.json", results)
+    write_json(run_dir / "eval_meta.json", meta)
+    keys = sorted({k for m in results.values() for k, v in m.items() if not isinstance(v, list)})
+    with open_atomic(run_dir / "eval.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["controller", *keys])
+        for name, m in results.items():
+            w.writerow([name, *(m.get(k, "") for k in keys)])
 
 
 def mappo_controller(train):
@@ -288,7 +304,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from pgjax.baselines.oracle import applies, oracle_controller
     from pgjax.errors import InputError, RunFolderError
-    from pgjax.runio import open_atomic, write_json
     from pgjax.scenario import ScenarioError
     from pgjax.scenario.keypaths import parse_sets
 
@@ -312,6 +327,16 @@ def main(argv: list[str] | None = None) -> int:
           f"[{data}], {args.episodes} episodes x {steps} steps per controller"
           + (f"; conditions {', '.join(f'{k}={v}' for k, v in sets.items())}" if sets else ""))
 
+    meta = {"run_dir": str(run_dir), "env": cfg.env, "dtype": dtype, "split": "test", "profiles": data, "update": step,
+            "episodes": args.episodes, "episode_steps": steps, "seed": args.seed, "num_seeds": cfg.num_seeds,
+            "overrides": sets}
+    if hasattr(env, "evaluate_policy"):  # an env family with its own baselines and metrics (`pgjax.frequency`)
+        results, text = env.evaluate_policy(mappo_controller(run.train), run.states, cfg.num_seeds,
+                                            jax.random.PRNGKey(args.seed), args.episodes)
+        print(f"{text}\n({time.perf_counter() - t0:.1f} s)")
+        write_results(run_dir, results, meta)
+        print(f"wrote {run_dir / 'eval.json'}, {run_dir / 'eval.csv'}")
+        return 0
     names, ctrls = controllers(run, env)
     if "rule_based" not in names:
         print("rule_based: skipped (not a pgjax scenario)")
@@ -342,17 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.num_seeds > 1:
         print("mappo cost per seed: " + ", ".join(f"{c:,.0f}" for c in mappo["cost_per_seed"]))
 
-    meta = {"run_dir": str(run_dir), "env": cfg.env, "dtype": dtype, "split": "test", "profiles": data, "update": step,
-            "episodes": args.episodes, "episode_steps": steps, "seed": args.seed, "num_seeds": cfg.num_seeds,
-            "overrides": sets}
-    write_json(run_dir / "eval.json", results)
-    write_json(run_dir / "eval_meta.json", meta)
-    keys = sorted({k for m in results.values() for k, v in m.items() if not isinstance(v, list)})
-    with open_atomic(run_dir / "eval.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["controller", *keys])
-        for name in names:
-            w.writerow([name, *(results[name].get(k, "") for k in keys)])
+    write_results(run_dir, results, meta)
     if trace is not None:
         plot_day(env, trace, run_dir / "eval_day.png",
                  f"{cfg.env}: trained MAPPO (seed 0) on test episode 0 [{data}]")

@@ -48,7 +48,7 @@ connected) or, with probability `p_machine_trip`, a machine of at most 550 MW.
 `info` per step: `f_min_hz` (nadir), `f_max_hz` (zenith), `f_coi_hz`, `rocof_hz_s` (largest
 |centre-of-inertia RoCoF| over the sub-steps), `outside_band_s` (time with any bus outside
 the band), `violations`, `in_band` (1 if no bus left the band), `effort_mw` (sum |dP_i|),
-`control_cost` (the reward's cost and wear terms), `freq_penalty`, `tripped` (1 once the
+`cost` (the reward's cost and wear terms, $), `safety` (= `violations`, the constraint signal of pgjax envs), `freq_penalty`, `tripped` (1 once the
 trip happened), `nan_actions`. `truncated` after `episode_steps` (default 120 = 10 min);
 `step` auto-resets (final observation in `info["final_observation"]`).
 """
@@ -160,6 +160,7 @@ class FrequencyEnv:
     """The `frequency_68bus` environment (see the module docstring)."""
 
     name = "frequency_68bus"
+    test_data = "seeded synthetic episodes, test key stream (split='test')"  # what `pgjax eval` reports
 
     def __init__(self, dtype="float32", split: str = "train", episode_steps: int = 120, dt_s: float = 5.0,
                  substep_s: float = 0.1, scada_delay: int = 2, plant_config: ieee68.PlantConfig = ieee68.PlantConfig()):
@@ -308,6 +309,14 @@ class FrequencyEnv:
         i = self.topology_index(state, t)
         return dyn.Topology(params.topo_branch_on[i], params.topo_machine_on[i])
 
+    def evaluate_policy(self, policy, states, num_seeds: int, key, num_episodes: int):
+        """`pgjax eval`'s hook: `(results, table text)` of a trained run against this family's
+        baselines (`pgjax.frequency.evaluate.evaluate_run`)."""
+        from pgjax.frequency.evaluate import evaluate_run, table
+
+        results = evaluate_run(self, policy, states, num_seeds, key, num_episodes)
+        return results, table(results)
+
     def _renewable_mw(self, params, base, x):
         return params.renewable_cap_mw * jnp.clip(base + x, 0.0, 1.0)
 
@@ -455,7 +464,7 @@ class FrequencyEnv:
                 "rocof_hz_s": jnp.max(jnp.abs(rocof_coi)),
                 "outside_band_s": jnp.sum(jnp.any(outside, axis=1)).astype(dt) * self.substep_s,
                 "violations": violations, "in_band": (violations == 0).astype(dt),
-                "effort_mw": jnp.sum(jnp.abs(dp_agent)), "control_cost": cost, "freq_penalty": params.w_freq * freq_pen,
+                "effort_mw": jnp.sum(jnp.abs(dp_agent)), "cost": cost, "safety": violations, "freq_penalty": params.w_freq * freq_pen,
                 "tripped": (state.t >= state.trip_step).astype(dt) * (state.trip_step >= 0),
                 "nan_actions": jnp.sum(nan).astype(jnp.int32)}
         truncated = new.t >= self.episode_steps

@@ -107,8 +107,8 @@ def test_reward_and_cost_of_one_action(env):
     _, state, reward, _, _, info = env.step_env(key, state, a, p)
     dp = 50.0 * env.dt_s / 60.0
     assert float(state.p_mw[b]) == pytest.approx(dp)
-    np.testing.assert_allclose(float(info["control_cost"]), 2.0 * dp + 0.1 * 1.0 * dp ** 2, rtol=1e-12)
-    expected = -(float(info["freq_penalty"]) + float(info["control_cost"]) + 10000 * float(info["violations"]))
+    np.testing.assert_allclose(float(info["cost"]), 2.0 * dp + 0.1 * 1.0 * dp ** 2, rtol=1e-12)
+    expected = -(float(info["freq_penalty"]) + float(info["cost"]) + 10000 * float(info["violations"]))
     np.testing.assert_allclose(np.asarray(reward), expected, rtol=1e-12)
     assert float(info["freq_penalty"]) > 0 and float(info["f_max_hz"]) > 60.0  # more generation: frequency rises
 
