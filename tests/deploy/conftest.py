@@ -78,7 +78,7 @@ def loop(env, export_dir, tmp_path):
                       steps=periods if steps is None else steps)
         await plant.start()
         ctl = Controller(export_dir, dmap, log_path=tmp_path / "deploy.jsonl", port=plant.port,
-                         **{"period_s": 0.05, "read_timeout_s": 0.2, **ctl_kw})
+                         **{"period_s": 0.05, "read_timeout_s": 1.0, **ctl_kw})
         try:
             summary = await ctl.run(periods=periods)
         finally:
