@@ -41,6 +41,7 @@ import yaml
 import pgjax
 from pgjax import env as env_module
 from pgjax import benchmark as B
+from pgjax.env.core import ENV_FAMILIES
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -218,8 +219,12 @@ def main(argv=None):
     print(f"machine: {info['cpu']}, {info['cores']} logical cores, load average {info['loadavg']}; "
           f"jax {info['jax']} ({info['jax_backend']})")
     clock = CLOCKS[args.clock]
-    results = {"reference: pandapower (1)": reference(args.scenario, args.reference_steps, overrides, clock)}
-    if overrides and not args.skip_shim:
+    family = args.scenario in ENV_FAMILIES  # no power flow to run in pandapower, no PettingZoo shim
+    results = {} if family else {"reference: pandapower (1)": reference(args.scenario, args.reference_steps,
+                                                                         overrides, clock)}
+    if family:
+        print(f"{args.scenario}: an env family (pgjax.env.core.ENV_FAMILIES): reference and shim rows skipped")
+    elif overrides and not args.skip_shim:
         print("--set given: the PettingZoo shim rows are skipped (the shim takes a scenario name only)")
     elif not args.skip_shim:
         shim(args.scenario, args.vector, args.seconds, results, clock)
@@ -238,17 +243,18 @@ def main(argv=None):
             flop_rows[f"jit(vmap(step)) ({b})"] = fc_one.flops / b
             flop_rows[f"scan {args.scan} x vmap ({b})"] = fc_many.flops / (b * args.scan)
 
-    if env.method in ("newton", "distflow"):
+    if getattr(env, "method", None) in ("newton", "distflow"):
         b_it = min(max(args.batches), 1024)
         for label, (mean, batch_max) in sweeps(env, b_it).items():
             print(f"power-flow iterations per step, {label} start (24 random-action steps, batch {b_it}): "
                   f"mean {mean:.2f}, batch max {batch_max:.2f}")
-    ref = results["reference: pandapower (1)"]
+    ref = results.get("reference: pandapower (1)")
     base = results.get("shim (1 env)")
     device = jax.devices()[0]
-    print(f"\n{args.scenario} ({env.method}, {dtype}) on {device.platform} "
+    print(f"\n{args.scenario} ({getattr(env, 'method', 'dynamics')}, {dtype}) on {device.platform} "
           f"({jax.device_count()} device), env steps per {'CPU-' if args.clock == 'cpu' else ''}second:")
-    print(f"{'configuration':<30}{'steps/s':>14}{'x pandapower':>14}" + (f"{'x shim':>10}" if base else "")
+    print(f"{'configuration':<30}{'steps/s':>14}" + (f"{'x pandapower':>14}" if ref else "")
+          + (f"{'x shim':>10}" if base else "")
           + f"{'flop/step':>12}{'GFLOP/s':>10}{'% peak':>9}")
     table = {}
     for name, sps in results.items():
@@ -262,7 +268,12 @@ def main(argv=None):
                 row["peak_fraction"] = gf / peak
                 extra += f"{100 * gf / peak:>9.2f}"
         table[name] = row
-        print(f"{name:<30}{sps:>14.1f}{sps / ref:>14.1f}" + (f"{sps / base:>10.1f}" if base else "") + extra)
+        print(f"{name:<30}{sps:>14.1f}" + (f"{sps / ref:>14.1f}" if ref else "") + (f"{sps / base:>10.1f}" if base else "")
+              + extra)
+    substeps = getattr(env, "n_sub", None)  # physics sub-steps per env step (pgjax.frequency)
+    if substeps:
+        best = max(v for k, v in results.items() if k.startswith(("jit", "scan")))
+        print(f"physics sub-steps per env step: {substeps}; best: {best * substeps:,.0f} sub-steps/s")
     if flop_rows and peak:
         print(f"% peak: against the measured {dtype} GEMM peak {peak:.1f} GFLOP/s (see above)")
     return table
