@@ -36,6 +36,7 @@ MAX_EPISODE_STEPS = 10**6
 MAX_DELAY_STEPS = 1000  # message / action / observation delays and jitter: they size ring buffers
 MAX_TICK_STEPS = 10**6  # tick_interval, tick_offset
 MAX_TEXT = 400  # characters of a value quoted in a problem
+MAX_LISTED = 50  # problems a ScenarioError's message lists
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,13 +51,15 @@ class Problem:
 
 
 class ScenarioError(PgjaxError):
-    """A scenario has problems; `.problems` lists all of them."""
+    """A scenario has problems; `.problems` lists all of them (the message the first `MAX_LISTED`)."""
 
     def __init__(self, source: str, problems: list[Problem]):
         self.source = source
         self.problems = list(problems)
-        lines = "\n".join("  " + p.format(source) for p in self.problems)
-        super().__init__(f"scenario {source or '<dict>'} has {len(self.problems)} problem(s):\n{lines}")
+        lines = "\n".join("  " + p.format(source) for p in self.problems[:MAX_LISTED])
+        more = len(self.problems) - MAX_LISTED
+        tail = f"\n  ... and {more} more (ScenarioError.problems, or pgjax validate, lists them all)" if more > 0 else ""
+        super().__init__(f"scenario {source or '<dict>'} has {len(self.problems)} problem(s):\n{lines}{tail}")
 
 
 def _tname(x) -> str:
