@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", help="run folder of pgjax train (config.yaml, checkpoint.msgpack)")
     parser.add_argument("--out", required=True, help="export folder (created; files in it are replaced)")
     parser.add_argument("--seed-index", type=int, default=0, help="which seed of the checkpoint (default 0)")
-    parser.add_argument("--onnx", action="store_true", help="also write <agent>.onnx per agent (needs the onnx package)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also write <agent>.onnx per agent (needs the onnx package)")
     args = parser.parse_args(argv)
 
     from pgjax.deploy.export import export_run

@@ -32,8 +32,8 @@ def _fault(text: str):
 
     parts = text.split(":")
     if parts[0] not in ("delay", "drop", "restart", "freeze") or not 2 <= len(parts) <= 4:
-        raise argparse.ArgumentTypeError(f"expected KIND:AT_STEP[:STEPS[:SECONDS]] with KIND delay, drop, restart or freeze, "
-                                         f"got {text!r}")
+        raise argparse.ArgumentTypeError("expected KIND:AT_STEP[:STEPS[:SECONDS]] with KIND delay, drop, restart "
+                                         f"or freeze, got {text!r}")
     try:
         return Fault(parts[0], int(parts[1]), int(parts[2]) if len(parts) > 2 else 1,
                      float(parts[3]) if len(parts) > 3 else 1.0)
@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.host or args.port is not None:
             import dataclasses
 
-            dmap = dataclasses.replace(dmap, host=args.host or dmap.host, port=dmap.port if args.port is None else args.port)
+            dmap = dataclasses.replace(dmap, host=args.host or dmap.host,
+                                       port=dmap.port if args.port is None else args.port)
         plant = Plant(env, dmap, day=args.day, seed=args.seed, period_s=args.period, log_path=args.log,
                       faults=tuple(args.fault) + tuple(args.bad_value), steps=args.steps)
     except (PgjaxError, ValueError) as e:

@@ -288,7 +288,8 @@ def _measurement(p, d, path):
     if isinstance(d, dict):
         feature, role = d.get("feature"), d.get("role")
         if (feature is None) == (role is None):
-            p.add(path, "exactly one of 'feature' (an observation key) and 'role'", {k: d.get(k) for k in ("feature", "role")})
+            p.add(path, "exactly one of 'feature' (an observation key) and 'role'",
+                  {k: d.get(k) for k in ("feature", "role")})
         elif role is not None and role not in ROLES:
             p.add(f"{path}.role", f"one of {list(ROLES)}", role)
         elif feature is not None and (not isinstance(feature, str) or feature.count("/") != 2):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import importlib.util
 import json
 from pathlib import Path
 
@@ -54,7 +55,8 @@ def load_run(run_dir):
     cfg = read_run_config(run_dir / CONFIG)
     env = make_env(cfg.env, **cfg.env_kwargs)
     if not hasattr(env, "layout"):
-        raise InputError(f"{run_dir / CONFIG}: env: expected a pgjax scenario (export needs its layout), got {cfg.env!r}")
+        raise InputError(f"{run_dir / CONFIG}: env: expected a pgjax scenario (export needs its layout), "
+                         f"got {cfg.env!r}")
     train = make_train(cfg, env)
     template = train.seed_init(jax.random.PRNGKey(cfg.seed))
     states, step = load_checkpoint(run_dir / CHECKPOINT, template)
@@ -121,13 +123,12 @@ def export_run(run_dir, out_dir, seed_index: int = 0, onnx: bool = False) -> dic
         from pgjax.deploy.onnx_export import policy_graph
         from pgjax.deploy.policy import policy_from
 
-        try:
-            import onnx as _  # noqa: F401
-        except ImportError:
-            raise InputError("--onnx: needs the onnx package (pip install 'pgjax[onnx]')") from None
+        if importlib.util.find_spec("onnx") is None:
+            raise InputError("--onnx: needs the onnx package (pip install 'pgjax[onnx]')")
     cfg, env, train, states, step = load_run(run_dir)
     if not 0 <= seed_index < cfg.num_seeds:
-        raise InputError(f"--seed-index: expected 0 <= seed index < {cfg.num_seeds} (the run's num_seeds), got {seed_index}")
+        raise InputError(f"--seed-index: expected 0 <= seed index < {cfg.num_seeds} (the run's num_seeds), "
+                         f"got {seed_index}")
     state = jax.tree.map(lambda x: x[seed_index], states)
     layout = env.layout
     out = Path(out_dir)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 OPSET = 20
+# activation -> (ONNX op, attributes)
+ACTIVATIONS = {"tanh": ("Tanh", {}), "relu": ("Relu", {}), "gelu": ("Gelu", {"approximate": "tanh"})}
 
 
 def policy_graph(policy, name: str = "policy") -> bytes:
@@ -51,11 +53,12 @@ def policy_graph(policy, name: str = "policy") -> bytes:
         x = "x0"
     for k, (w, b) in enumerate(zip(kernels, biases)):
         inits += [numpy_helper.from_array(f32(w), f"W{k}"), numpy_helper.from_array(f32(b), f"b{k}")]
-        nodes += [helper.make_node("MatMul", [x, f"W{k}"], [f"z{k}"]), helper.make_node("Add", [f"z{k}", f"b{k}"], [f"a{k}"])]
+        nodes += [helper.make_node("MatMul", [x, f"W{k}"], [f"z{k}"]),
+                  helper.make_node("Add", [f"z{k}", f"b{k}"], [f"a{k}"])]
         x = f"a{k}"
         if k < len(kernels) - 1:
-            op = {"tanh": ("Tanh", {}), "relu": ("Relu", {}), "gelu": ("Gelu", {"approximate": "tanh"})}[policy.activation]
-            nodes.append(helper.make_node(op[0], [x], [f"h{k}"], **op[1]))
+            op, attrs = ACTIVATIONS[policy.activation]
+            nodes.append(helper.make_node(op, [x], [f"h{k}"], **attrs))
             x = f"h{k}"
     inits += [numpy_helper.from_array(f32(-1.0), "act_lo"), numpy_helper.from_array(f32(1.0), "act_hi")]
     nodes.append(helper.make_node("Clip", [x, "act_lo", "act_hi"], ["action"]))

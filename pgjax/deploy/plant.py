@@ -68,7 +68,8 @@ class Fault:
         if self.kind not in FAULTS:
             raise ValueError(f"fault kind: expected one of {list(FAULTS)}, got {self.kind!r}")
         if self.steps < 1 or self.seconds < 0:
-            raise ValueError(f"fault {self.kind}: expected steps >= 1 and seconds >= 0, got {self.steps}, {self.seconds}")
+            raise ValueError(f"fault {self.kind}: expected steps >= 1 and seconds >= 0, "
+                             f"got {self.steps}, {self.seconds}")
 
     def active(self, t: int) -> bool:
         return self.at_step <= t < self.at_step + self.steps
@@ -89,7 +90,8 @@ def action_index(env, dmap: DeviceMap) -> list[tuple]:
     out = []
     for u in dmap.units:
         for s in u.setpoints:
-            hits = [(a, c.column) for a, cols in enumerate(env.layout.action.columns) for c in cols if c.key == s.action]
+            hits = [(a, c.column) for a, cols in enumerate(env.layout.action.columns) for c in cols
+                    if c.key == s.action]
             if not hits:
                 raise ValueError(f"device map: devices.{u.name}.{s.name}.action {s.action!r} is not an action of "
                                  f"scenario '{env.name}'")
@@ -182,7 +184,7 @@ class Plant:
             return
         actions, reverted, unset = self.applied_actions()
         k = jax.random.fold_in(self.key, self.t)
-        self.obs, self.state, reward, _, _, info = self._step(k, self.state, actions.astype(self.env.dtype), self.params)
+        self.obs, self.state, _, _, _, info = self._step(k, self.state, actions.astype(self.env.dtype), self.params)
         info = jax.device_get(info)
         row = {"t": self.t, "wall_s": time.time(), "actions": actions.tolist(), "reverted": reverted,
                "unset": unset,
@@ -246,8 +248,9 @@ class Plant:
 
         from pymodbus.simulator import DataType, SimData, SimDevice
 
-        return [SimDevice(id=u.unit_id, simdata=[SimData(0, count=REGISTER_SPAN, values=0, datatype=DataType.REGISTERS)],
-                          action=functools.partial(self._action, u.unit_id)) for u in self.dmap.units]
+        block = [SimData(0, count=REGISTER_SPAN, values=0, datatype=DataType.REGISTERS)]
+        return [SimDevice(id=u.unit_id, simdata=block, action=functools.partial(self._action, u.unit_id))
+                for u in self.dmap.units]
 
     async def _serve(self) -> None:
         from pymodbus.server import ModbusTcpServer

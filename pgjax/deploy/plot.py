@@ -16,7 +16,8 @@ def compare_rows(env, deployed: list[dict], simulated: list[dict]) -> dict:
     vm = np.array([r["vm_pu"] for r in deployed[:n]]) - np.array([r["vm_pu"] for r in simulated[:n]])
     cost = [sum(r["info"]["cost_total"] for r in rows[:n]) for rows in (deployed, simulated)]
     return {"steps": n, "max_action_diff": float(np.abs(act).max()) if n else None,
-            "max_vm_diff_pu": float(np.abs(vm).max()) if n else None, "cost_deployed": cost[0], "cost_simulated": cost[1]}
+            "max_vm_diff_pu": float(np.abs(vm).max()) if n else None,
+            "cost_deployed": cost[0], "cost_simulated": cost[1]}
 
 
 def plot_day(env, deployed: list[dict], simulated: list[dict], png_path, title: str = "") -> None:

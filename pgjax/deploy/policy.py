@@ -88,8 +88,9 @@ def read_manifest(export_dir) -> dict:
         raise PolicyFileError(f"{path}: not found (not a folder written by pgjax export?)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PolicyFileError(f"{path}: not a readable manifest ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise PolicyFileError(f"{path}: format: expected {FORMAT!r}, got {manifest.get('format') if isinstance(manifest, dict) else manifest!r}")
+    got = manifest.get("format") if isinstance(manifest, dict) else manifest
+    if got != FORMAT:
+        raise PolicyFileError(f"{path}: format: expected {FORMAT!r}, got {got!r}")
     return manifest
 
 

@@ -20,8 +20,9 @@ Every control period:
     then the site heartbeat. Every write goes through `device_map.check_write`: nothing
     outside the map or its bounds is ever sent (`WriteRefused`, logged).
 A timed-out request closes the connection (a late answer would be taken for the next
-request's) and the period's remaining reads are skipped. Connection loss: the client reconnects with exponential backoff (`backoff_s` doubling to
-`backoff_max_s`), periods go on meanwhile (all agents safe, nothing to write to). `stop()`
+request's) and the period's remaining reads are skipped. Connection loss: the client
+reconnects with exponential backoff (`backoff_s` doubling to `backoff_max_s`), periods go on
+meanwhile (all agents safe, nothing to write to). `stop()`
 (Ctrl-C or SIGTERM in `pgjax deploy`) ends `run` after the period in progress; then, as
 when the task is cancelled, every setpoint's safe value is written once before closing.
 
@@ -222,7 +223,8 @@ class Controller:
         try:
             return await coro
         except REQUEST_ERRORS as e:
-            faults.append({"kind": "write", "unit": unit.name, "detail": type(e).__name__ + (f": {e}" if str(e) else "")})
+            faults.append({"kind": "write", "unit": unit.name,
+                           "detail": type(e).__name__ + (f": {e}" if str(e) else "")})
             if isinstance(e, asyncio.TimeoutError):
                 self.client.close()
             return False
@@ -313,7 +315,8 @@ class Controller:
             except asyncio.CancelledError:
                 writes, refused = [], []
             if self.log_path is not None:
-                append_lines(self.log_path, [json_line({"event": "shutdown", "writes": len(writes), "faults": faults})])
+                append_lines(self.log_path, [json_line({"event": "shutdown", "writes": len(writes), "refused": refused,
+                                                        "faults": faults})])
         if self.client is not None:
             self.client.close()
 

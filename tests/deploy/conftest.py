@@ -29,7 +29,8 @@ def fixed_policy_state(train, key):
     head = {**head, "kernel": head["kernel"] * 150.0, "bias": head["bias"] + 0.1}
     params = {"params": {**params["params"], "Dense_0": head}}
     stats = ts.obs_stats.replace(mean=0.3 * jax.random.normal(k_mean, ts.obs_stats.mean.shape),
-                                 var=jnp.exp(jax.random.uniform(k_var, ts.obs_stats.var.shape, minval=-1.0, maxval=1.0)))
+                                 var=jnp.exp(jax.random.uniform(k_var, ts.obs_stats.var.shape, minval=-1.0,
+                                                                maxval=1.0)))
     return ts.replace(actor=ts.actor.replace(params=params), obs_stats=stats)
 
 

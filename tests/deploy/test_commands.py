@@ -12,14 +12,15 @@ import time
 import pytest
 
 PGJAX = [sys.executable, "-m", "pgjax.cli"]
+SCENARIO = "multi_microgrid"
 
 
 @pytest.mark.slow
 def test_hil_and_deploy_processes(export_dir, tmp_path):
-    out = subprocess.run(PGJAX + ["hil", "multi_microgrid", "--dtype", "float32", "--write-map", str(tmp_path / "map.yaml")],
+    out = subprocess.run(PGJAX + ["hil", SCENARIO, "--dtype", "float32", "--write-map", str(tmp_path / "map.yaml")],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    hil = subprocess.Popen(PGJAX + ["hil", "multi_microgrid", "--dtype", "float32", "--map", str(tmp_path / "map.yaml"),
+    hil = subprocess.Popen(PGJAX + ["hil", SCENARIO, "--dtype", "float32", "--map", str(tmp_path / "map.yaml"),
                                     "--port", "0", "--steps", "6", "--linger", "1", "--lockstep",
                                     "--summary", str(tmp_path / "plant.json"), "--compare", str(export_dir),
                                     "--plot", str(tmp_path / "day.png")],
@@ -47,13 +48,14 @@ def test_hil_and_deploy_processes(export_dir, tmp_path):
 
 @pytest.mark.slow
 def test_deploy_stops_on_ctrl_c_with_safe_values(export_dir, tmp_path):
-    """Ctrl-C (SIGINT; SIGTERM takes the same handler): the controller finishes its period, writes every safe value, logs it and
-    exits 0 (what the registers then hold: `test_faults.py::test_shutdown_leaves_safe_values...`)."""
-    out = subprocess.run(PGJAX + ["hil", "multi_microgrid", "--dtype", "float32", "--write-map", str(tmp_path / "map.yaml")],
+    """Ctrl-C (SIGINT; SIGTERM takes the same handler): the controller finishes its period, writes every
+    safe value, logs it and exits 0 (what the registers then hold: test_faults.py, test_shutdown_...)."""
+    out = subprocess.run(PGJAX + ["hil", SCENARIO, "--dtype", "float32", "--write-map", str(tmp_path / "map.yaml")],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    hil = subprocess.Popen(PGJAX + ["hil", "multi_microgrid", "--dtype", "float32", "--map", str(tmp_path / "map.yaml"),
-                                    "--port", "0", "--period", "0.1", "--steps", "1000", "--log", str(tmp_path / "p.jsonl")],
+    hil = subprocess.Popen(PGJAX + ["hil", SCENARIO, "--dtype", "float32", "--map", str(tmp_path / "map.yaml"),
+                                    "--port", "0", "--period", "0.1", "--steps", "1000",
+                                    "--log", str(tmp_path / "p.jsonl")],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         port = re.search(r"serving 127\.0\.0\.1:(\d+)", hil.stdout.readline()).group(1)

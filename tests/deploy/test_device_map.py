@@ -82,6 +82,7 @@ def test_validation_names_key_paths(env):
     assert msg.startswith("map.yaml: 9 problem(s)")
     for path in ("devices.mg1_ess.unit_id", "devices.mg1_ess.setpoints[0].max", "devices.mg1_ess.VArPct.address",
                  "devices.mg2_ess.measurements[0].dtype", "devices.mg2_ess.measurements[1].min",
-                 "devices.mg3_ess.measurements[0]: expected exactly one of 'feature'", "devices.mg3_ess.setpoints[0].safe",
+                 "devices.mg3_ess.measurements[0]: expected exactly one of 'feature'",
+                 "devices.mg3_ess.setpoints[0].safe",
                  "devices.mg3_pv.W.feature", "port: expected a TCP port"):
         assert path in msg, path

@@ -95,7 +95,8 @@ def test_exported_runner_needs_no_jax(run_dir, export_dir):
     code = ("import sys, json; sys.path.insert(0, '.'); import numpy as np; import pgjax_policy as p; "
             f"pol = p.load_policy('.', {env.agents[0]!r}); "
             f"a = pol(np.array({obs[0, :env.obs_sizes[0]].tolist()!r})); "
-            "print(json.dumps([sorted(m for m in ('jax', 'flax', 'jaxlib', 'pgjax') if m in sys.modules), a.tolist()]))")
+            "loaded = sorted(m for m in ('jax', 'flax', 'jaxlib', 'pgjax') if m in sys.modules); "
+            "print(json.dumps([loaded, a.tolist()]))")
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=export_dir)
     assert out.returncode == 0, out.stderr
