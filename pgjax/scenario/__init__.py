@@ -11,7 +11,10 @@ A scenario file (see `pgjax/scenarios/*.yaml` for complete examples)::
     powerflow: {method: newton, jacobian: exact, max_iter: 20}
     time: {dt_h: 1.0, episode_steps: 24, start: day}   # start: day | any | <step index>
     profiles:
-      train: caiso_2023              # shipped dataset (pgjax.profiles) or a CSV path
+      train: caiso_2023              # shipped dataset (pgjax.profiles) or a CSV path (relative
+                                     # to this file); for a CSV: time_column: time (the step and
+                                     # the first hour from its stamps) or data_dt_h: 0.25; with
+                                     # neither, one row per scenario step
       test: caiso_2024
       split: train                   # which one the episodes draw from
       price: price_0096WD_7_N001     # $/MWh column (or a number: a flat price)
@@ -40,7 +43,10 @@ A scenario file (see `pgjax/scenarios/*.yaml` for complete examples)::
 
 `load(name_or_path)` returns the raw mapping, `validate(raw)` every problem found (key
 path, expected, actual), `compile_scenario(raw, **overrides)` a `Compiled` record that
-`pgjax.env.Env` wraps. `pgjax validate FILE` prints every problem of a file.
+`pgjax.env.Env` wraps. `pgjax validate FILE` prints every problem of a file. Every number
+has a range (`pgjax.scenario.schema`, device types' `validate` hooks), files are read with
+bounds (`pgjax.scenario.registry`), and a network or CSV file's problems name the file
+and its table / row / column (see `docs/validation.md`).
 
 The package: `registry` (named versions, the loader, the shipped scenarios), `schema`
 (validation, overrides), `specs` (the typed `protocol`, `communication` and `profiles`
