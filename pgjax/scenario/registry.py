@@ -25,6 +25,12 @@ MAX_YAML_NODES = 200_000  # scalars, lists and mappings after alias expansion (a
 REGISTRY: dict[str, dict] = {}
 
 
+class UnknownScenarioError(ScenarioError, KeyError):
+    """A name that is neither registered nor a YAML path: a `ScenarioError` and a `KeyError`."""
+
+    __str__ = Exception.__str__  # KeyError would quote the message
+
+
 def register(name: str, path_or_raw, *, large: bool = False, **overrides) -> None:
     """Register a scenario `name` (`family-vN`) from a YAML path, a raw mapping or a builder, plus overrides.
 
@@ -51,7 +57,8 @@ def resolve_name(name: str) -> str:
         return name
     versions = [k for k in REGISTRY if k.rsplit("-v", 1)[0] == name]
     if not versions:
-        raise KeyError(f"scenario '{name}' unknown; registered: {names(large=True)}")
+        raise UnknownScenarioError(str(name), [Problem("<name>", f"a registered scenario {names(large=True)} "
+                                                                 "or a .yaml / .yml file", name)])
     return max(versions, key=lambda k: int(k.rsplit("-v", 1)[1]))
 
 
