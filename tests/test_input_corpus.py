@@ -395,6 +395,17 @@ def test_scenario_with_a_bad_csv_profile(tmp_path, case):
         assert fragment in text
 
 
+def test_validate_reads_the_test_split_too(tmp_path):
+    """The episodes draw from `train`; `pgjax validate` also reads `test` (used by pgjax eval)."""
+    (tmp_path / "test_year.csv").write_text("time,load_a,solar_a,price\n2024-01-01T00:00,0.5,0,1\n"
+                                            "2024-01-01T01:00,0.5,inf,1\n")
+    file = _csv_scenario(tmp_path, 48, test="test_year.csv")
+    scenario.compile_scenario(str(file))  # the training data are fine
+    code, out, _ = _cli(["validate", str(file)])
+    assert code == 1 and "profiles.test: expected a readable CSV file" in out
+    assert "test_year.csv: column 'solar_a', row 3: 'inf' is not finite" in out
+
+
 # ------------------------------------------------------------------------ network files
 
 def _net_file(tmp_path, edit=None, text=None, data=None):
@@ -613,5 +624,5 @@ def test_cli_validate_reports_structure_and_reference_problems_together(tmp_path
 def test_corpus_size():
     """This file's malformed inputs (the issue asks for >= 100 with the API-edge and run-folder corpora)."""
     n = (len(RANGES) + len(CONTAINERS) + 2 + len(BUILDER_COUNTS) + 40 + len(HOSTILE) + 2 + len(CSV) + 1 + 4 + len(NETWORK_FILES)
-         + len(NETWORK_TABLES) + len(TRAFO_TABLES) + 1 + len(CLI) + 4)
+         + len(NETWORK_TABLES) + len(TRAFO_TABLES) + 1 + len(CLI) + 5)
     assert n >= 100

@@ -456,4 +456,17 @@ def validate(name_or_path) -> list[str]:
             _compile(pruned, source)
         except ScenarioError as e:
             problems += [p for p in e.problems if p not in problems]
+        problems += [p for p in _other_split(pruned, source) if p not in problems]
     return [p.format(source) for p in problems]
+
+
+def _other_split(raw: dict, source: str) -> list[Problem]:
+    """Problems reading the profiles of the split the episodes do not draw from (a CSV file of
+    `profiles.test` is read only when evaluating otherwise)."""
+    spec = ProfileSpec.from_raw(raw.get("profiles", {}))
+    other = dataclasses.replace(spec, split="test" if spec.split == "train" else "train")
+    if spec.test is None or other.dataset == spec.dataset:
+        return []
+    c = _Checker()
+    _load_data(c, other, float(raw["time"].get("dt_h", 1.0)), source)
+    return c.problems
