@@ -3,6 +3,8 @@
     pgjax deploy export/mmg --map map.yaml --log deploy.jsonl          # the exported control period
     pgjax deploy export/mmg --map map.yaml --period 1.0 --log deploy.jsonl
     pgjax deploy export/mmg --map map.yaml --period 0.1 --periods 200 --summary timing.json
+    pgjax deploy export/mmg --map map.yaml --agents MG1 &                # one process per agent
+    pgjax deploy export/mmg --map map.yaml --agents MG2 MG3 --no-heartbeat
 
 Every period: read the measurements, build each agent's observation by the exported
 schema, run the numpy policy, write the setpoints (only mapped registers, within bounds,
@@ -33,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=0.5, help="per-request timeout in seconds (default 0.5)")
     parser.add_argument("--periods", type=int, help="stop after this many periods (default: run until Ctrl-C)")
     parser.add_argument("--stale-periods", type=int, default=3, help="unchanged sequence counts before 'stale'")
+    parser.add_argument("--agents", nargs="+", metavar="NAME", help="run only these exported agents (default: all)")
+    parser.add_argument("--no-heartbeat", action="store_true",
+                        help="do not write the site heartbeat (another controller process does)")
     parser.add_argument("--log", help="JSONL log, one line per period")
     parser.add_argument("--summary", help="JSON summary")
     args = parser.parse_args(argv)
@@ -49,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         period = args.period or read_manifest(args.export_dir)["control_period_h"] * 3600.0
         ctl = Controller(args.export_dir, load_map(args.map), period_s=period, read_timeout_s=args.timeout,
                          log_path=args.log, summary_path=args.summary, stale_periods=args.stale_periods,
-                         host=args.host, port=args.port)
+                         host=args.host, port=args.port, agents=args.agents, heartbeat=not args.no_heartbeat)
     except (PgjaxError, PolicyFileError) as e:
         print(f"pgjax deploy: error: {e}", file=sys.stderr)
         return 2

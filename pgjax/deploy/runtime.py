@@ -3,8 +3,14 @@
     ctl = Controller(export_dir, dmap, period_s=1.0, log_path="deploy.jsonl")
     summary = await ctl.run(periods=None)        # until cancelled (Ctrl-C) or `periods` done
 
+`agents` selects some of the exported agents (one controller process per microgrid, say):
+the controller then reads what they observe and writes only their setpoints; with several
+controllers, one writes the heartbeat (`heartbeat=False` for the others) and a lock-step
+plant steps on it, or the plant runs on its clock.
+
 Every control period:
-  1 read each unit's measurement registers (one asyncio pymodbus client, timeout per request);
+  1 read the measurement registers of each unit that carries an observed feature (one
+    asyncio pymodbus client, timeout per request);
   2 check them: a unit that does not answer (timeout, connection lost, Modbus exception),
     a reading that is NaN ("not implemented") or outside its [min, max], a device reporting
     itself unavailable, or a site sequence counter that has not moved for `stale_periods`
@@ -48,7 +54,7 @@ from pymodbus.exceptions import ModbusException
 
 from pgjax.deploy import registers
 from pgjax.deploy.device_map import DeviceMap, WriteRefused, check_against_schema, check_write
-from pgjax.deploy.policy import load_policy, read_manifest
+from pgjax.deploy.policy import PolicyFileError, load_policy, read_manifest
 from pgjax.runio import append_lines, json_line, write_json
 
 MAX_READ = 120  # registers per read request (Modbus allows 125)
@@ -61,22 +67,32 @@ class Controller:
 
     def __init__(self, export_dir, dmap: DeviceMap, period_s: float = 1.0, read_timeout_s: float = 0.5,
                  log_path=None, summary_path=None, stale_periods: int = 3, backoff_s: float = 0.1,
-                 backoff_max_s: float = 5.0, host: str | None = None, port: int | None = None):
+                 backoff_max_s: float = 5.0, host: str | None = None, port: int | None = None,
+                 agents: tuple | None = None, heartbeat: bool = True):
         self.dmap, self.period_s, self.read_timeout_s = dmap, float(period_s), float(read_timeout_s)
         self.log_path, self.summary_path, self.stale_periods = log_path, summary_path, int(stale_periods)
         self.backoff_s, self.backoff_max_s = float(backoff_s), float(backoff_max_s)
         self.host, self.port = host or dmap.host, int(dmap.port if port is None else port)
         manifest = read_manifest(export_dir)
         self.manifest = manifest
+        names = [a["name"] for a in manifest["agents"]]
+        unknown = sorted(set(agents or ()) - set(names))
+        if unknown:
+            raise PolicyFileError(f"{Path(export_dir) / 'manifest.json'}: no agent(s) {unknown}; it has {names}")
         self.agents = [(a["name"], load_policy(export_dir, a["name"]), a["observation"], a["action"])
-                       for a in manifest["agents"]]
+                       for a in manifest["agents"] if agents is None or a["name"] in agents]
+        self.heartbeat = bool(heartbeat)
         obs_keys, act_keys = {}, {}
-        for name, _, obs, act in self.agents:
+        for name, _, obs, _ in self.agents:
             for o in obs:
                 obs_keys.setdefault(o["key"], []).append(name)
-            for c in act:
-                act_keys.setdefault(c["key"], []).append(name)
+        for a in manifest["agents"]:  # the map may carry every exported agent's setpoints
+            for c in a["action"]:
+                act_keys.setdefault(c["key"], []).append(a["name"])
         check_against_schema(dmap, obs_keys, act_keys, f"{Path(export_dir) / 'manifest.json'} with the device map")
+        # units read each period: those carrying a feature these agents observe, and the sequence counter's
+        self.read_units = tuple(u for u in dmap.units if any(m.feature in obs_keys or m.role == "sequence"
+                                                             for m in u.measurements))
         self.setpoints = {c["key"]: dmap.setpoint(c["key"]) for _, _, _, act in self.agents for c in act}
         self.last = {}  # (unit_id, address) -> last value written
         self.client = None
@@ -134,9 +150,7 @@ class Controller:
         values = {}
         if not await self._connected(faults):
             return values
-        for unit in self.dmap.units:
-            if not unit.measurements:
-                continue
+        for unit in self.read_units:
             try:
                 regs = await self._read_unit(unit)
             except REQUEST_ERRORS as e:
@@ -251,7 +265,7 @@ class Controller:
             elif not self.client.connected:
                 return writes, refused
         for unit in self.dmap.units:  # the heartbeat last: a lock-step plant steps on it
-            if unit.heartbeat is not None:
+            if unit.heartbeat is not None and self.heartbeat:
                 hb = registers.encode(heartbeat % 65535, unit.heartbeat.dtype, unit.heartbeat.sf)
                 await self._guarded(self._send(unit.unit_id, unit.heartbeat.address, hb, writes, refused), unit, faults)
         return writes, refused
