@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from pgjax import profiles as P
+from pgjax.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 # Fingerprint of the CAISO source CSVs (hashes, statistics, an extract), written from SHARED by
@@ -196,7 +197,7 @@ def test_from_csv_round_trip(tmp_path):
     nt.write_text("a;b\n1;2\n3;4\n")
     q = P.from_csv(nt, delimiter=";", dt_h=0.25)
     np.testing.assert_array_equal(q.values, [[1, 2], [3, 4]])
-    with pytest.raises(ValueError, match="pass dt_h"):
+    with pytest.raises(DataError, match="pass dt_h"):
         P.from_csv(nt, delimiter=";")
 
 
@@ -206,11 +207,12 @@ def test_from_csv_round_trip(tmp_path):
     ("t,a,b\n2024-01-01 00:00,1,2\n2024-01-01 01:00,nan,2\n", "a", 3, "not finite"),
     ("t,a,b\n2024-01-01 00:00,1,2\n2024-01-01 01:00,1,2\n2024-01-01 03:00,1,2\n", "t", 4, "uniform"),
     ("t,a,b\n2024-01-01 00:00,1,2\nyesterday,1,2\n", "t", 3, "not a time stamp"),
+    ("t,a,b\n2024-01-01 00:00,1,2\n2024-01-01 01:00,1,2\n2024-01-01 00:30,1,2\n", "t", 4, "must increase"),
 ])
 def test_from_csv_errors_name_file_column_row(tmp_path, body, col, row, what):
     path = tmp_path / "bad.csv"
     path.write_text(body)
-    with pytest.raises(ValueError) as e:
+    with pytest.raises(DataError) as e:
         P.from_csv(path, time_column="t")
     msg = str(e.value)
     assert str(path) in msg and f"column {col!r}" in msg and f"row {row}" in msg and what in msg, msg
@@ -219,9 +221,9 @@ def test_from_csv_errors_name_file_column_row(tmp_path, body, col, row, what):
 def test_from_csv_structure_errors(tmp_path):
     path = tmp_path / "ragged.csv"
     path.write_text("a,b\n1,2\n3\n")
-    with pytest.raises(ValueError, match=r"ragged.csv: row 3 has 1 fields, the header has 2"):
+    with pytest.raises(DataError, match=r"ragged.csv: row 3 has 1 fields, the header has 2"):
         P.from_csv(path, dt_h=1)
-    with pytest.raises(ValueError, match=r"ragged.csv: column\(s\) \['c'\] not found"):
+    with pytest.raises(DataError, match=r"ragged.csv: column\(s\) \['c'\] not found"):
         P.from_csv(path, dt_h=1, columns=["c"])
-    with pytest.raises(ValueError, match="time column 'time' not found"):
+    with pytest.raises(DataError, match="time column 'time' not found"):
         P.from_csv(path, time_column="time")
