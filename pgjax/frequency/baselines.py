@@ -12,7 +12,8 @@ what the 20 agents add on top.
 - `agc`: secondary control, a PI on the area control error of the one control area (the
   data defines no areas; tie-line terms are absent): `ACE = beta * df_coi` (MW, `beta` the
   system's natural response in MW/Hz), total target `-(kp ACE + ki integral(ACE))` with the
-  integral clamped to the agents' total capacity (anti-windup), shared by capacity.
+  integral clamped to the agents' total capacity (anti-windup), shared in proportion to the
+  ramp limits (so that every unit reaches its share at the same time).
 
 Droop and AGC move towards their target as fast as the ramp allows and keep the output
 they commanded in their carry (the delayed observation of it would make them overshoot).
@@ -94,7 +95,7 @@ def natural_response_mw_hz(env) -> float:
 def agc(env, kp: float = AGC_KP, ki_per_s: float = AGC_KI_PER_S) -> Controller:
     df_sys = _decoder(env, lambda a: "system//df_hz")
     step_mw, cap = _limits(env)
-    share = cap / jnp.sum(cap)
+    share = step_mw / jnp.sum(step_mw)
     beta, dt, total = natural_response_mw_hz(env), env.dt_s, jnp.sum(cap)
 
     def act(carry, key, obs, aux):

@@ -48,8 +48,8 @@ connected) or, with probability `p_machine_trip`, a machine of at most 550 MW.
 `info` per step: `f_min_hz` (nadir), `f_max_hz` (zenith), `f_coi_hz`, `rocof_hz_s` (largest
 |centre-of-inertia RoCoF| over the sub-steps), `outside_band_s` (time with any bus outside
 the band), `violations`, `in_band` (1 if no bus left the band), `effort_mw` (sum |dP_i|),
-`cost` (the reward's cost and wear terms, $), `safety` (= `violations`, the constraint signal of pgjax envs), `freq_penalty`, `tripped` (1 once the
-trip happened), `nan_actions`. `truncated` after `episode_steps` (default 120 = 10 min);
+`cost` (the reward's cost and wear terms, $), `safety` (= `violations`, the constraint
+signal of pgjax envs), `freq_penalty`, `tripped` (1 once the trip happened), `nan_actions`. `truncated` after `episode_steps` (default 120 = 10 min);
 `step` auto-resets (final observation in `info["final_observation"]`).
 """
 
@@ -89,7 +89,11 @@ F_SCALE_HZ, P_SCALE_MW = 0.1, 100.0
 
 @struct.dataclass
 class FreqParams:
-    """Everything numeric a step reads (replace fields to vary the task without retracing)."""
+    """Everything numeric a step reads (replace fields to vary the task without retracing).
+
+    `table` holds the sub-step maps computed from `plant` (`FrequencyEnv.discretizations`);
+    a changed `plant` needs a new table: `params.replace(plant=p, table=env.discretizations(p, env.topologies()))`.
+    """
 
     plant: dyn.Plant
     agent_bus: jax.Array  # [20] int
