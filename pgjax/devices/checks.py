@@ -73,7 +73,8 @@ def ordered(entry: dict, path: str, pairs, defaults: dict | None = None) -> list
     """Problems where a `(lo, hi)` pair of fields has `lo > hi`.
 
     A missing field reads as its value in `defaults` (the type's field defaults), else as
-    0 for `lo`; a pair with a missing `hi` and no default is not checked.
+    0 for `lo`; a pair with a missing `hi` and no default (or a default of None) is not
+    checked.
     """
     defaults = defaults or {}
     problems = []

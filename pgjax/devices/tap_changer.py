@@ -129,7 +129,8 @@ def validate(entry: dict, path: str) -> list[tuple]:
               "max_step_change": checks.NONNEGATIVE, "switching_cost": checks.NONNEGATIVE,
               "v_low_pu": checks.VOLTAGE_PU, "v_high_pu": checks.VOLTAGE_PU}
     problems = checks.ranges(entry, path, bounds) + checks.ordered(
-        entry, path, [("tap_min", "tap_max"), ("v_low_pu", "v_high_pu")], checks.defaults(FIELDS, ("v_low_pu", "v_high_pu")))
+        entry, path, [("tap_min", "tap_max"), ("v_low_pu", "v_high_pu")],
+        {"tap_min": None, **checks.defaults(FIELDS, ("v_low_pu", "v_high_pu"))})  # tap limits: the net's
     if "branch" in entry and entry["branch"] is None:
         problems.append((f"{path}.branch", "{line: name|index} or {trafo: name|index}", None))
     return problems
