@@ -71,7 +71,8 @@ def from_json(path: str | Path):
         parsed = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON (truncated?): {e.msg} at line {e.lineno}, column {e.colno}") from None
-    if not isinstance(parsed, dict) or "bus" not in parsed.get("_object", parsed):
+    tables = parsed.get("_object", parsed) if isinstance(parsed, dict) else None
+    if not isinstance(tables, dict) or "bus" not in tables:
         raise DataError(f"{path}: valid JSON but not a pandapower network (no 'bus' table)")
     try:
         net = pp.from_json_string(text)
