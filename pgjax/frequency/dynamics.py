@@ -139,7 +139,7 @@ def system(plant: Plant, topo: Topology, red: Reduced) -> tuple[jax.Array, jax.A
     omega0 = 2 * jnp.pi * plant.f0_hz
     inv_m = on / plant.m_s
     load_d = red.s.T @ (plant.load_damping_pu[:, None] * red.s)  # [n, n]
-    eye, zero = jnp.eye(n, dtype=plant.m_s.dtype), jnp.zeros((n, n), plant.m_s.dtype)
+    zero = jnp.zeros((n, n), plant.m_s.dtype)
     a = jnp.block([
         [zero, omega0 * jnp.diag(on), zero],
         [-inv_m[:, None] * red.k_red, -inv_m[:, None] * (load_d + jnp.diag(plant.d_pu)), jnp.diag(inv_m)],

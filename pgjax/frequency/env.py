@@ -128,7 +128,7 @@ class FreqParams:
 
 
 @struct.dataclass
-class FreqState:
+class FreqEnvState:
     t: jax.Array  # [] int32
     hour0: jax.Array  # [] hour of day at the episode start
     x: dyn.FreqState  # machine deviations
@@ -304,11 +304,11 @@ class FrequencyEnv:
 
     # ------------------------------------------------------------------ physics helpers
 
-    def topology_index(self, state: FreqState, t) -> jax.Array:
+    def topology_index(self, state: FreqEnvState, t) -> jax.Array:
         """`[]` int, the row of `FreqParams.table` in force during step `t` (the trip from its step on)."""
         return jnp.where((t >= state.trip_step) & (state.trip_step >= 0), state.trip_topo, 0)
 
-    def topology(self, state: FreqState, params: FreqParams, t) -> dyn.Topology:
+    def topology(self, state: FreqEnvState, params: FreqParams, t) -> dyn.Topology:
         """The masks in force during step `t`."""
         i = self.topology_index(state, t)
         return dyn.Topology(params.topo_branch_on[i], params.topo_machine_on[i])
@@ -334,7 +334,7 @@ class FrequencyEnv:
     def _load_dev_mw(self, params, state):
         return params.load_p0_mw * (state.load_g + state.load_u)
 
-    def global_features(self, state: FreqState, params: FreqParams) -> jax.Array:
+    def global_features(self, state: FreqEnvState, params: FreqParams) -> jax.Array:
         """The observed features of `observation_schema.features` (undelayed), `[182]`."""
         n_bus = params.plant.load_damping_pu.shape[0]
         f0 = params.plant.f0_hz
@@ -348,15 +348,15 @@ class FrequencyEnv:
             (df_coi / F_SCALE_HZ)[None], self._forecast_mw(params, state) / P_SCALE_MW,
             jnp.stack([jnp.sin(hour), jnp.cos(hour)])]).astype(self.dtype)
 
-    def current_obs(self, state: FreqState, params: FreqParams) -> jax.Array:
+    def current_obs(self, state: FreqEnvState, params: FreqParams) -> jax.Array:
         """`[20, 15]` what the agents would observe without the SCADA delay."""
         return self.global_features(state, params)[jnp.asarray(self._obs_index)]
 
-    def get_obs(self, state: FreqState, params: FreqParams | None = None) -> jax.Array:
+    def get_obs(self, state: FreqEnvState, params: FreqParams | None = None) -> jax.Array:
         """`[20, 15]` the delayed observation (the oldest entry of the SCADA ring buffer)."""
         return state.obs_buf[0]
 
-    def world_state(self, state: FreqState, params: FreqParams | None = None) -> jax.Array:
+    def world_state(self, state: FreqEnvState, params: FreqParams | None = None) -> jax.Array:
         """`[140]` the centralized critic's input (`state_features`; not delayed)."""
         params = self.default_params if params is None else params
         f0 = params.plant.f0_hz
@@ -378,8 +378,8 @@ class FrequencyEnv:
         checks.check_key("key", key)
         if actions is not None:
             checks.check_real_array("actions", actions, (self.num_agents, self.act_dim))
-        if state is not None and not isinstance(state, FreqState):
-            raise InputError(f"state: expected a FreqState from reset, got {type(state).__name__}")
+        if state is not None and not isinstance(state, FreqEnvState):
+            raise InputError(f"state: expected a FreqEnvState from reset, got {type(state).__name__}")
 
     def reset_env(self, key, params: FreqParams):
         """A new episode: stationary load / renewable deviations, a contingency drawn, obs buffer filled."""
@@ -401,7 +401,7 @@ class FrequencyEnv:
         i_m = params.n_branch_trips + 1 + jax.random.randint(ks[7], (), 0, n_topo - 1 - params.n_branch_trips)
         i_b = 1 + jax.random.randint(ks[7], (), 0, params.n_branch_trips)
         n_bus = params.plant.load_damping_pu.shape[0]
-        state = FreqState(
+        state = FreqEnvState(
             t=jnp.asarray(0, jnp.int32), hour0=jax.random.uniform(ks[8], (), dt, 0.0, 24.0),
             x=dyn.zero_state(params.plant), p_mw=jnp.zeros(self.num_agents, dt), load_u=u, load_g=g,
             ren_base=base, ren_x=ren_x, ren0_mw=self._renewable_mw(params, base, ren_x),
@@ -416,7 +416,7 @@ class FrequencyEnv:
     def reset(self, key, params: FreqParams | None = None):
         return self.reset_env(key, self.default_params if params is None else params)
 
-    def step_env(self, key, state: FreqState, actions, params: FreqParams):
+    def step_env(self, key, state: FreqEnvState, actions, params: FreqParams):
         """One agent step of `n_sub` physics sub-steps, without auto-reset."""
         self._check(key, state, actions)
         dt, plant = self.dtype, params.plant
@@ -474,7 +474,7 @@ class FrequencyEnv:
         truncated = new.t >= self.episode_steps
         return self.get_obs(new), new, reward, jnp.zeros((), bool), truncated, info
 
-    def step(self, key, state: FreqState, actions, params: FreqParams | None = None):
+    def step(self, key, state: FreqEnvState, actions, params: FreqParams | None = None):
         """`step_env`, then reset where the episode ended (JaxMARL-style auto-reset)."""
         params = self.default_params if params is None else params
         k_step, k_reset = jax.random.split(key)

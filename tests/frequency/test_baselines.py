@@ -65,20 +65,16 @@ def test_summarize_reads_extremes_and_rates():
 
 @pytest.mark.slow
 def test_short_mappo_run_improves_the_return():
+    """24 updates of the preset: the training episodes' return rises (measured per seed in the
+    3-seed run of docs/frequency.md: -0.4e6 to -4.4e6 over updates 1-4, -0.1e6 to -0.5e6 over 21-24)."""
     from pgjax.baselines.config import PRESETS, MAPPOConfig
     from pgjax.baselines.mappo import make_train
-    from pgjax.baselines.rule_based import Controller
 
-    # the preset's buffers and epochs; on this task learning shows after ~15-20 updates (the 3-seed
-    # run of docs/frequency.md: return -1.7e6 after 5 updates, -4.5e5 after 20)
     cfg = MAPPOConfig.from_dict({**PRESETS["frequency_68bus"], "total_timesteps": 24 * 2048,
                                  "env_kwargs": {"dtype": "float32"}})
     train = make_train(cfg)
-    env = pgjax.make("frequency_68bus", dtype="float32", split="test")
-    policy = Controller(lambda: jnp.zeros(()), lambda c, k, obs, ts: (train.act(ts, k, obs), c))
     state = jax.jit(train.init)(jax.random.PRNGKey(0))
-    key = jax.random.PRNGKey(1)
-    before = evaluate(env, {"mappo": policy}, key, 8, aux=state)["mappo"]["return_per_episode"]
-    state, _ = jax.jit(train.update_chunk, static_argnums=1)(state, cfg.num_updates)
-    after = evaluate(env, {"mappo": policy}, key, 8, aux=state)["mappo"]["return_per_episode"]
-    assert after > before
+    _, metrics = jax.jit(train.update_chunk, static_argnums=1)(state, cfg.num_updates)
+    ret = np.asarray(metrics["episode_return"])
+    assert np.all(np.isfinite(ret))
+    assert np.mean(ret[-4:]) > 0.5 * np.mean(ret[:4]), ret  # returns are negative: less than half the loss

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import pgjax
-from pgjax.frequency import dynamics as dyn
 from pgjax.frequency.env import FrequencyEnv
 
 
