@@ -23,7 +23,7 @@ Observation `[20, 15]` (`env.observation_schema`; keys `<kind>/<owner>/<name>`, 
 `(physical - offset) / scale`), delayed by `scada_delay` steps (default 2; a ring buffer in
 the state; at reset the buffer holds the reset observation): own bus frequency and load,
 own output, the centre-of-inertia frequency deviation, the frequencies of the 5 nearest
-buses (fewest branches, then index), 3 one-step-ahead forecasts of the total renewable
+buses (fewest branches, then index), 1-, 2- and 3-step-ahead forecasts of the total renewable
 output change (conditional means of its AR(1) model), sin / cos of the hour, capacity
 utilisation `|p| / cap`.
 
