@@ -214,6 +214,12 @@ def main(argv=None):
     if args.quick:
         args.batches, args.scan, args.seconds, args.reference_steps = [1, 64], 2, 0.2, 1
         args.skip_shim, args.peak_n = True, min(args.peak_n, 1024)
+    for flag, values in (("--batches", args.batches), ("--scan", [args.scan]), ("--vector", [args.vector]),
+                         ("--reference-steps", [args.reference_steps]), ("--peak-n", [args.peak_n])):
+        if min(values) < 1:
+            ap.error(f"{flag}: expected counts >= 1, got {values if flag == '--batches' else values[0]}")
+    if not args.seconds > 0:
+        ap.error(f"--seconds: expected a positive time, got {args.seconds}")
 
     info = B.machine_info()
     print(f"machine: {info['cpu']}, {info['cores']} logical cores, load average {info['loadavg']}; "

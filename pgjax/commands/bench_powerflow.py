@@ -89,7 +89,14 @@ def parse_args(argv):
     args = ap.parse_args(argv)
     if args.quick:
         args.batches, args.seconds, args.pp_points, args.peak_n = "1,64", 0.1, 3, min(args.peak_n, 1024)
-    args.batches = [int(b) for b in args.batches.split(",") if b]
+    try:
+        args.batches = [int(b) for b in args.batches.split(",") if b]
+    except ValueError:
+        ap.error(f"--batches: expected comma-separated counts such as 1,64,1024, got {args.batches!r}")
+    if not args.batches or min(args.batches) < 1:
+        ap.error(f"--batches: expected counts >= 1, got {args.batches}")
+    if not args.seconds > 0 or args.pp_points < 1 or (args.points is not None and args.points < 1):
+        ap.error("--seconds must be positive, --pp-points and --points >= 1")
     args.networks = [n for n in args.networks.split(",") if n]
     args.points = args.points or max(args.batches)
     return args
