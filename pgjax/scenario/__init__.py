@@ -46,7 +46,7 @@ path, expected, actual), `compile_scenario(raw, **overrides)` a `Compiled` recor
 `pgjax.env.Env` wraps. `pgjax validate FILE` prints every problem of a file. Every number
 has a range (`pgjax.scenario.schema`, device types' `validate` hooks), files are read with
 bounds (`pgjax.scenario.registry`), and a network or CSV file's problems name the file
-and its table / row / column (see `docs/validation.md`).
+and its table / row / column (see the README's "Validating inputs").
 
 The package: `registry` (named versions, the loader, the shipped scenarios), `schema`
 (validation, overrides), `specs` (the typed `protocol`, `communication` and `profiles`

@@ -465,7 +465,7 @@ def test_reactive_power_control_removes_overvoltage(vc_pair):
 
 
 # Random-action steps per scenario in the finite-steps test: PGJAX_FINITE_STEPS=1000000 runs
-# the 1e6 (256 environments x 3,907 steps in one jitted scan; see docs/validation.md).
+# the 1e6 (256 environments x 3,907 steps in one jitted scan; see the README's "Validating inputs").
 FINITE_STEPS = int(os.environ.get("PGJAX_FINITE_STEPS", "10240"))
 
 
