@@ -15,6 +15,7 @@ import pytest
 from pgjax.deploy.device_map import map_for_env, parse_map
 from pgjax.deploy.plant import simulate_day
 from pgjax.deploy.policy import load_policy
+from deploy_fixtures import env, export_dir, loop, run_dir  # noqa: F401 (the deployment tests' fixtures)
 
 STEPS = 12
 

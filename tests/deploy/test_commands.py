@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from deploy_fixtures import env, export_dir, loop, run_dir  # noqa: F401 (the deployment tests' fixtures)
 
 PGJAX = [sys.executable, "-m", "pgjax.cli"]
 SCENARIO = "multi_microgrid"

@@ -11,6 +11,7 @@ from pymodbus.client.mixin import ModbusClientMixin
 from pgjax.deploy import registers
 from pgjax.deploy.device_map import Setpoint, load_map, map_for_env, parse_map, write_map
 from pgjax.errors import DataError
+from deploy_fixtures import env, export_dir, loop, run_dir  # noqa: F401 (the deployment tests' fixtures)
 
 PYMODBUS = {"int16": ModbusClientMixin.DATATYPE.INT16, "uint16": ModbusClientMixin.DATATYPE.UINT16,
             "int32": ModbusClientMixin.DATATYPE.INT32, "float32": ModbusClientMixin.DATATYPE.FLOAT32}

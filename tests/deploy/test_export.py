@@ -12,6 +12,7 @@ import pytest
 
 from pgjax.deploy.export import content_hash
 from pgjax.deploy.policy import PolicyFileError, load_policy, read_manifest
+from deploy_fixtures import env, export_dir, loop, run_dir  # noqa: F401 (the deployment tests' fixtures)
 
 
 def rollout_observations(env, train, state, steps: int) -> np.ndarray:

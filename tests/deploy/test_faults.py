@@ -17,6 +17,7 @@ import pytest
 from pgjax.deploy import registers
 from pgjax.deploy.device_map import WriteRefused, check_write, map_for_env, parse_map
 from pgjax.deploy.plant import Fault, Plant
+from deploy_fixtures import env, export_dir, loop, run_dir  # noqa: F401 (the deployment tests' fixtures)
 
 STORAGE_P = "storage/mg1_ess/p_mw"
 GEN_P = "generator/mg1_dg/p_mw"

@@ -1,4 +1,6 @@
-"""Shared fixtures of the deployment tests: a run folder holding a fixed-weight test policy.
+"""Fixtures of the deployment tests (imported by each tests/deploy module: a second `conftest`
+module would shadow tests/conftest.py, which other tests import by name): a run folder holding
+a fixed-weight test policy.
 
 The policy is a freshly initialised MAPPO actor (no training) made to act: its mean head is
 scaled up (actions spread over [-1, 1] instead of ~0) and its observation statistics are
