@@ -65,6 +65,19 @@ ACTIVATIONS = ("tanh", "relu", "gelu")
 _FREQ_KINDS = {**{f"battery_{i}": "battery" for i in range(5)}, **{f"gas_{i}": "gas" for i in range(8)},
                **{f"dr_{i}": "demand_response" for i in range(7)}}
 PRESETS: dict[str, dict[str, Any]] = {
+    # the laptop preset is tuned on multi_microgrid to finish in a few minutes on a 2-core CPU
+    # (compile included) and beat random / do-nothing clearly on the test year (`pgjax train`'s default)
+    "laptop": {
+        "env": "multi_microgrid", "num_envs": 64, "num_steps": 24, "total_timesteps": 768_000,
+        "update_epochs": 4, "num_minibatches": 4, "lr_actor": 1e-3, "lr_critic": 3e-3, "anneal_lr": True,
+        "actor_hidden": [64, 64], "critic_hidden": [128, 128],
+    },
+    # large batches for an accelerator (the same program; README "Scaling out")
+    "gpu": {
+        "env": "multi_microgrid", "num_envs": 2048, "num_steps": 24, "total_timesteps": 50_000_000,
+        "update_epochs": 4, "num_minibatches": 8, "lr_actor": 5e-4, "lr_critic": 1e-3, "anneal_lr": True,
+        "actor_hidden": [128, 128], "critic_hidden": [256, 256], "num_seeds": 3,
+    },
     "frequency_68bus": {
         "env": "frequency_68bus", "num_envs": 8, "num_steps": 256, "total_timesteps": 409_600,
         "update_epochs": 10, "num_minibatches": 8, "lr_actor": 3e-4, "lr_critic": 1e-3, "gamma": 0.99,

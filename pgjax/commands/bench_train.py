@@ -52,7 +52,7 @@ def _train_argv(scenario: str, out: Path, updates: int, chunk: int, overrides: l
     """`pgjax train` of `updates` updates in chunks of `chunk` (laptop preset + `overrides`), with `flags`."""
     import yaml
 
-    from pgjax.commands.train import PRESETS
+    from pgjax.baselines.config import PRESETS
 
     cfg = dict(PRESETS["laptop"])
     for item in overrides:
@@ -92,7 +92,7 @@ def memory_per_env(scenario: str, overrides: list[str]) -> dict:
     import jax
 
     import pgjax
-    from pgjax.commands.train import PRESETS
+    from pgjax.baselines.config import PRESETS
 
     num_steps = PRESETS["laptop"]["num_steps"]
     for o in overrides:

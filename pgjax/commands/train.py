@@ -3,6 +3,7 @@
     pgjax train                                        # laptop preset on multi_microgrid -> runs/multi_microgrid
     pgjax train --scenario voltage_control_33bw --seeds 3 --out runs/vc
     pgjax train --preset gpu --out runs/mm_gpu         # large batches for an accelerator
+    pgjax train --preset frequency_68bus --seeds 3     # the 68-bus frequency task (pgjax.frequency)
     pgjax train --config my.yaml num_envs=32 lr_actor=1e-3
     pgjax train --scenario ieee123_der param_sharing=type     # one actor / critic per agent type
     pgjax train --out runs/mm --resume total_timesteps=800000   # continue a run (Ctrl-C saves)
@@ -50,21 +51,10 @@ import sys
 import time
 from pathlib import Path
 
-# Presets: the laptop one is tuned on multi_microgrid to finish in a few minutes on a 2-core
-# CPU (compile included) and beat random / do-nothing clearly on the test year.
-PRESETS: dict[str, dict] = {
-    "laptop": {
-        "env": "multi_microgrid", "num_envs": 64, "num_steps": 24, "total_timesteps": 768_000,
-        "update_epochs": 4, "num_minibatches": 4, "lr_actor": 1e-3, "lr_critic": 3e-3, "anneal_lr": True,
-        "actor_hidden": [64, 64], "critic_hidden": [128, 128],
-    },
-    "gpu": {
-        "env": "multi_microgrid", "num_envs": 2048, "num_steps": 24, "total_timesteps": 50_000_000,
-        "update_epochs": 4, "num_minibatches": 8, "lr_actor": 5e-4, "lr_critic": 1e-3, "anneal_lr": True,
-        "actor_hidden": [128, 128], "critic_hidden": [256, 256], "num_seeds": 3,
-    },
-}
-CHUNK_UPDATES = {"laptop": 10, "gpu": 10}
+from pgjax.baselines import config as config_presets
+
+CHUNK_UPDATES = {"laptop": 10, "gpu": 10, "frequency_68bus": 5}  # updates per compiled chunk
+PRESETS = config_presets.PRESETS  # laptop, gpu, frequency_68bus (pgjax.baselines.config)
 DTYPES = ("float32", "float64")
 DEFAULT_DTYPE = "float32"  # the training path; pass --dtype float64 for the scenario's exact dtype
 

@@ -363,14 +363,21 @@ class Env:
         """`step_env`, then reset where the episode ended (JaxMARL-style auto-reset)."""
         params = self.default_params if params is None else params
         self._check_step(key, state, actions, params)
-        k_step, k_reset = jax.random.split(key)
-        obs_st, state_st, reward, terminated, truncated, info = self.step_env(k_step, state, actions, params)
-        obs_re, state_re = self.reset_env(k_reset, params)
-        done = terminated | truncated
-        state = jax.tree.map(lambda a, b: jax.lax.select(done, a, b), state_re, state_st)
-        obs = jax.lax.select(done, obs_re, obs_st)
-        info["final_observation"] = obs_st
-        return obs, state, reward, terminated, truncated, info
+        return auto_reset_step(self.step_env, self.reset_env, key, state, actions, params)
+
+
+def auto_reset_step(step_env, reset_env, key, state, actions, params):
+    """`step_env(split(key)[0], ...)`, then `reset_env(split(key)[1], params)` where the episode
+    ended (JaxMARL-style auto-reset): `(obs, state, reward, terminated, truncated, info)` with the
+    episode's last observation in `info["final_observation"]`. Shared by every env family."""
+    k_step, k_reset = jax.random.split(key)
+    obs_st, state_st, reward, terminated, truncated, info = step_env(k_step, state, actions, params)
+    obs_re, state_re = reset_env(k_reset, params)
+    done = terminated | truncated
+    state = jax.tree.map(lambda a, b: jax.lax.select(done, a, b), state_re, state_st)
+    obs = jax.lax.select(done, obs_re, obs_st)
+    info["final_observation"] = obs_st
+    return obs, state, reward, terminated, truncated, info
 
 
 def make(name_or_path="multi_microgrid", reward_fn=reward_lib.default_reward, **overrides) -> Env:

@@ -63,6 +63,7 @@ import numpy as np
 from flax import struct
 
 from pgjax import checks
+from pgjax.env.core import auto_reset_step
 from pgjax.env.types import ActionColumn, ActionSchema, Box, ObservationSchema, ObservedFeature
 from pgjax.errors import InputError
 from pgjax.frequency import dynamics as dyn
@@ -477,14 +478,7 @@ class FrequencyEnv:
     def step(self, key, state: FreqEnvState, actions, params: FreqParams | None = None):
         """`step_env`, then reset where the episode ended (JaxMARL-style auto-reset)."""
         params = self.default_params if params is None else params
-        k_step, k_reset = jax.random.split(key)
-        obs_st, state_st, reward, terminated, truncated, info = self.step_env(k_step, state, actions, params)
-        obs_re, state_re = self.reset_env(k_reset, params)
-        done = terminated | truncated
-        state = jax.tree.map(lambda a, b: jax.lax.select(done, a, b), state_re, state_st)
-        obs = jax.lax.select(done, obs_re, obs_st)
-        info["final_observation"] = obs_st
-        return obs, state, reward, terminated, truncated, info
+        return auto_reset_step(self.step_env, self.reset_env, key, state, actions, params)
 
 
 def make(**kwargs) -> FrequencyEnv:
