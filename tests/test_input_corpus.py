@@ -27,22 +27,12 @@ from pgjax.cli import main as cli_main
 from pgjax.converters.pandapower import from_pandapower
 from pgjax.errors import DataError
 
+from conftest import SMALL_SCENARIO
+
 # ------------------------------------------------------------------------------ scenarios
 
-GOOD = {
-    "name": "corpus", "network": "case33bw",
-    "time": {"dt_h": 1.0, "episode_steps": 24},
-    "profiles": {"train": "caiso_2023", "price": "price_0096WD_7_N001",
-                 "loads": [{"match": "*", "series": "load_SDGE-TAC"}]},
-    "agents": [
-        {"id": "head", "level": "system", "buses": [0], "devices": [{"type": "pcc", "ext_grid": 0}]},
-        {"id": "A", "level": "grid", "parent": "head", "buses": [1, 2, 3],
-         "devices": [{"type": "storage", "name": "ess", "bus": 3, "e_max_mwh": 1.0,
-                      "p_charge_max_mw": 0.5, "p_discharge_max_mw": 0.5},
-                     {"type": "pv", "name": "pv", "bus": 2, "p_max_mw": 1.0, "s_max_mva": 1.1,
-                      "profile": "solar_SP15"}]},
-    ],
-}
+GOOD = {**copy.deepcopy(SMALL_SCENARIO), "name": "corpus"}
+GOOD["profiles"].pop("test")  # the training data only
 NAN, INF = float("nan"), float("inf")
 GEN = {"type": "generator", "name": "dg", "bus": 4, "p_min_mw": 0.1, "p_max_mw": 1.0, "s_max_mva": 1.2}
 SHUNT = {"type": "shunt", "name": "cap", "bus": 5, "q_step_mvar": 0.1, "max_step": 4}

@@ -11,20 +11,9 @@ import yaml
 from pgjax import scenario
 from pgjax.cli import main as cli_main
 
-GOOD = {
-    "name": "tiny", "network": "case33bw",
-    "time": {"dt_h": 1.0, "episode_steps": 24},
-    "profiles": {"train": "caiso_2023", "test": "caiso_2024", "price": "price_0096WD_7_N001",
-                 "loads": [{"match": "*", "series": "load_SDGE-TAC"}]},
-    "agents": [
-        {"id": "head", "level": "system", "buses": [0], "devices": [{"type": "pcc", "ext_grid": 0}]},
-        {"id": "A", "level": "grid", "parent": "head", "buses": [1, 2, 3],
-         "devices": [{"type": "storage", "name": "ess", "bus": 3, "e_max_mwh": 1.0,
-                      "p_charge_max_mw": 0.5, "p_discharge_max_mw": 0.5},
-                     {"type": "pv", "name": "pv", "bus": 2, "p_max_mw": 1.0, "s_max_mva": 1.1,
-                      "profile": "solar_SP15"}]},
-    ],
-}
+from conftest import SMALL_SCENARIO
+
+GOOD = copy.deepcopy(SMALL_SCENARIO)
 
 
 def problems_of(raw):
