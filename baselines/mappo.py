@@ -801,7 +801,7 @@ def run(config: MAPPOConfig, out_dir, resume: bool = False, chunk_updates: int =
             if bad:
                 raise TrainingDiverged(f"training diverged in updates {step + 1}-{step + n}: {'; '.join(bad[:3])}; "
                                        f"{out / CHECKPOINT} of update {step} is kept")
-            host_state = distributed.host_arrays(new_state) if jax.process_count() > 1 else new_state
+            host_state = distributed.host_arrays(new_state)  # the checkpoint's copy (a collective with several processes)
             lines = [json_line({"seed": seed, **{k: float(v[seed, i]) for k, v in metrics.items()}})
                      for i in range(n) for seed in range(config.num_seeds)]
             new_size = append_lines(out / METRICS, lines) if writer else size

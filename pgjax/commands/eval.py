@@ -43,6 +43,7 @@ Writes into RUN_DIR:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import sys
 import time
@@ -138,12 +139,31 @@ class LoadedRun:
         return jax.tree.map(lambda x: x[i], self.states)
 
 
-def controllers(run: LoadedRun, env, with_rule_based: bool = True):
+@contextlib.contextmanager
+def reported_errors(prog: str, conditions: str, parser):
+    """Errors of reading a run and its conditions as a command reports them (exit status 2):
+    a missing file or a bad argument through `parser`, a damaged run folder or bad input with
+    its message, a scenario problem with the `conditions` that caused it (`--set ...`)."""
+    from pgjax.errors import InputError, RunFolderError
+    from pgjax.scenario import ScenarioError
+
+    try:
+        yield
+    except (RunFolderError, InputError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ScenarioError as e:
+        print(f"{prog}: error: {conditions}: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(str(e))
+
+
+def controllers(run: LoadedRun, env):
     """`(names, controllers)`: the trained policy and the baselines (rule_based on pgjax scenarios) on `env`."""
     from pgjax.baselines.rule_based import controller
 
-    baselines = [n for n in BASELINES if (n != "rule_based" or hasattr(env, "layout")) and
-                 (with_rule_based or n != "rule_based")]
+    baselines = [n for n in BASELINES if n != "rule_based" or hasattr(env, "layout")]
     return ["mappo", *baselines], [mappo_controller(run.train)] + [controller(n, env) for n in baselines]
 
 
@@ -303,23 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     import jax
 
     from pgjax.baselines.oracle import applies, oracle_controller
-    from pgjax.errors import InputError, RunFolderError
-    from pgjax.scenario import ScenarioError
     from pgjax.scenario.keypaths import parse_sets
 
     t0 = time.perf_counter()
-    try:
+    with reported_errors("pgjax eval", f"--set {' '.join(args.set)}", parser):
         sets = parse_sets(args.set)
         run = LoadedRun(args.run_dir)
         env = conditions_env(run.cfg, run.env, sets) if sets else run.env
-    except FileNotFoundError as e:
-        parser.error(str(e))
-    except (RunFolderError, InputError) as e:
-        print(f"pgjax eval: error: {e}", file=sys.stderr)
-        return 2
-    except ScenarioError as e:
-        print(f"pgjax eval: error: --set {' '.join(args.set)}: {e}", file=sys.stderr)
-        return 2
     cfg, run_dir, data, step = run.cfg, run.run_dir, run.data, run.step
     steps = int(env.episode_steps)
     dtype = str(np.dtype(env.dtype)) if hasattr(env, "dtype") else "n/a"

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
-import sys
 import time
 from pathlib import Path
 
@@ -115,25 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     import jax
 
     from pgjax import distributed
-    from pgjax.commands.eval import LoadedRun, conditions_env, controllers, evaluate_all
-    from pgjax.errors import InputError, RunFolderError
+    from pgjax.commands.eval import LoadedRun, conditions_env, controllers, evaluate_all, reported_errors
     from pgjax.runio import open_atomic, write_json
-    from pgjax.scenario import ScenarioError
 
-    try:
+    with reported_errors("pgjax robustness", f"--sweep {' '.join(args.sweep)}", parser):
         mesh = distributed.batch_mesh(distributed.parse_devices(args.devices), args.episodes, "--episodes")
         sweeps = parse_sweeps(args.sweep)
         run = LoadedRun(args.run_dir)
         conditions = grid(sweeps)
         envs = [conditions_env(run.cfg, run.env, cond) for cond in conditions]  # every condition checked first
-    except (ValueError, FileNotFoundError) as e:
-        parser.error(str(e))
-    except (RunFolderError, InputError) as e:
-        print(f"pgjax robustness: error: {e}", file=sys.stderr)
-        return 2
-    except ScenarioError as e:
-        print(f"pgjax robustness: error: --sweep {' '.join(args.sweep)}: {e}", file=sys.stderr)
-        return 2
     out = Path(args.out) if args.out else run.run_dir / "robustness"
     out.mkdir(parents=True, exist_ok=True)
     key = jax.random.PRNGKey(args.seed)

@@ -53,9 +53,9 @@ class BatchedGridsEnv(MultiAgentEnv):
         self.action_spaces = {b: self.venv.single_action_space(agent_type_of(b)) for b in self.possible_agents}
         self._seeded = False
 
-    def _split(self, per_agent: dict) -> dict:
-        """`{a: [num_grids, ...]}` -> `{"a/i": [...]}`."""
-        return {f"{a}{SEPARATOR}{i}": per_agent[a][i] for i in range(self.num_grids) for a in self.scenario_agents}
+    def _split(self, per_agent: dict, cast=lambda x: x) -> dict:
+        """`{a: [num_grids, ...]}` -> `{"a/i": cast(...)}`."""
+        return {f"{a}{SEPARATOR}{i}": cast(per_agent[a][i]) for i in range(self.num_grids) for a in self.scenario_agents}
 
     def reset(self, *, seed=None, options=None):
         if seed is None and not self._seeded:
@@ -69,17 +69,15 @@ class BatchedGridsEnv(MultiAgentEnv):
         actions = {a: np.stack([action_dict[f"{a}{SEPARATOR}{i}"] for i in range(self.num_grids)])
                    for a in self.scenario_agents}
         _, rewards, terms, truncs, infos = self.venv.step(actions)
-        ended = bool(np.all(terms[self.scenario_agents[0]] | truncs[self.scenario_agents[0]]))
-        if ended != bool(np.any(terms[self.scenario_agents[0]] | truncs[self.scenario_agents[0]])):
+        done = terms[self.scenario_agents[0]] | truncs[self.scenario_agents[0]]  # [num_grids]
+        if done.any() != done.all():
             raise RuntimeError("grids of a BatchedGridsEnv ended at different steps (their episodes must start together)")
         # the vector env has already started the next episodes; the final observations are in the infos
-        obs = {a: infos[a]["final_obs"] for a in self.scenario_agents}
-        scalar_infos = {a: {k: v for k, v in infos[a].items() if k not in ("final_obs", "_final_obs")}
-                        for a in self.scenario_agents}
-        out_infos = {f"{a}{SEPARATOR}{i}": {k: float(v[i]) for k, v in scalar_infos[a].items()}
+        final_obs = {a: infos[a]["final_obs"] for a in self.scenario_agents}
+        per_grid = {a: {k: v for k, v in infos[a].items() if k not in ("final_obs", "_final_obs")}
+                    for a in self.scenario_agents}
+        out_infos = {f"{a}{SEPARATOR}{i}": {k: float(v[i]) for k, v in per_grid[a].items()}
                      for i in range(self.num_grids) for a in self.scenario_agents}
-        terminateds = {**self._split(terms), "__all__": False}
-        truncateds = {**self._split(truncs), "__all__": ended}
-        rew = {b: float(r) for b, r in self._split(rewards).items()}
-        return self._split(obs), rew, {b: bool(v) if b != "__all__" else v for b, v in terminateds.items()}, \
-            {b: bool(v) for b, v in truncateds.items()}, out_infos
+        return (self._split(final_obs), self._split(rewards, float),
+                {**self._split(terms, bool), "__all__": False},
+                {**self._split(truncs, bool), "__all__": bool(done.all())}, out_infos)
