@@ -309,12 +309,20 @@ def _starts(c: _Checker, start, n_steps: int, steps: int, dt_h: float, hour0: fl
     return starts.astype(np.int32)
 
 
-def _load(name_or_raw, overrides: dict) -> tuple[dict, str]:
-    """The raw mapping with registry and call overrides applied, structurally valid, and its source."""
+def made_raw(name_or_raw, overrides: dict) -> tuple[dict, str]:
+    """`(raw mapping, source)` as `make(name_or_raw, **overrides)` compiles it: a builder's own
+    keyword arguments passed to it, then the registry variant and the other overrides applied
+    (not validated)."""
     builder = builder_of(name_or_raw)
     accepted = inspect.signature(builder).parameters if builder else {}
-    raw, source, reg_overrides = load(name_or_raw, **{k: overrides.pop(k) for k in list(overrides) if k in accepted})
-    raw = apply_overrides(raw, {**reg_overrides, **overrides})
+    rest = dict(overrides)
+    raw, source, reg_overrides = load(name_or_raw, **{k: rest.pop(k) for k in list(rest) if k in accepted})
+    return apply_overrides(raw, {**reg_overrides, **rest}), source
+
+
+def _load(name_or_raw, overrides: dict) -> tuple[dict, str]:
+    """The raw mapping with registry and call overrides applied, structurally valid, and its source."""
+    raw, source = made_raw(name_or_raw, overrides)
     problems = validate_structure(raw)
     if problems:
         raise ScenarioError(source, problems)

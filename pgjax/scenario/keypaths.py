@@ -15,13 +15,12 @@ file itself: an unknown key or a value out of range is a `ScenarioError` naming 
 from __future__ import annotations
 
 import copy
-import inspect
 
 import yaml
 
 from pgjax.errors import InputError
-from pgjax.scenario.registry import builder_of, load
-from pgjax.scenario.schema import OVERRIDE_PATHS, TOP_KEYS, apply_overrides
+from pgjax.scenario.compile import made_raw
+from pgjax.scenario.schema import OVERRIDE_PATHS, TOP_KEYS
 
 
 def parse_sets(items: list[str], flag: str = "--set") -> dict:
@@ -37,15 +36,6 @@ def parse_sets(items: list[str], flag: str = "--set") -> dict:
             raise InputError(f"{flag} {key}: value {text!r} is not YAML ({str(e).splitlines()[0]})") from None
         out[key.strip()] = value
     return out
-
-
-def _scenario_as_made(name, env_kwargs: dict) -> dict:
-    """The raw mapping `pgjax.make(name, **env_kwargs)` compiles (registry variant and overrides applied)."""
-    builder = builder_of(name)
-    accepted = inspect.signature(builder).parameters if builder else {}
-    kwargs = dict(env_kwargs)
-    raw, _, registry_overrides = load(name, **{k: kwargs.pop(k) for k in list(kwargs) if k in accepted})
-    return apply_overrides(raw, {**registry_overrides, **kwargs})
 
 
 def key_path_overrides(name, env_kwargs: dict, sets: dict) -> dict:
@@ -64,7 +54,7 @@ def key_path_overrides(name, env_kwargs: dict, sets: dict) -> dict:
             out[head] = value
             continue
         if raw is None:
-            raw = _scenario_as_made(name, env_kwargs)
+            raw = made_raw(name, env_kwargs)[0]
         section = copy.deepcopy(out.get(head, raw.get(head) or {}))
         if not isinstance(section, dict):
             raise InputError(f"--set {key}: {head} is a {type(section).__name__} in this scenario, not a mapping")
