@@ -18,8 +18,8 @@ device and the largest difference of the per-update mean reward from the one-dev
 Memory per environment: the bytes of one environment's state (`env.reset`), of its
 observations and world state, and of its share of one training batch (the rollout's
 `Transition`s: `num_steps` steps of observations, world state, actions, log-probabilities,
-values, rewards and done flags, in float32), measured from the arrays' shapes
-(`jax.eval_shape`), so `num_envs x` these is what a batch needs on a device, before XLA's
+values, rewards in float32 and done flags), counted from the arrays' shapes (`jax.eval_shape`
+of the env, MAPPO's `Transition` of those shapes), so `num_envs x` these is what a batch needs on a device, before XLA's
 temporaries. On a CPU the forced devices share the same cores: more devices there show the
 sharding works and costs little, not a speed-up; on several accelerators (or hosts) each
 device steps its own slice.
@@ -103,8 +103,12 @@ def memory_per_env(scenario: str, overrides: list[str]) -> dict:
     ws = jax.eval_shape(env.world_state, state, env.default_params)
     nbytes = lambda tree: int(sum(np.prod(x.shape) * np.dtype(x.dtype).itemsize  # noqa: E731
                                   for x in jax.tree.leaves(tree)))
-    n, a = env.num_agents, env.act_dim
-    per_step = 4 * (n * env.obs_dim + ws.shape[0] + n * a + 3 * n + 1)  # Transition, float32
+    from pgjax.baselines.mappo import Transition
+
+    n, f32 = env.num_agents, (lambda *shape: jax.ShapeDtypeStruct(shape, np.float32))  # noqa: E731
+    step = Transition(obs=f32(n, env.obs_dim), ws=f32(ws.shape[0]), action=f32(n, env.act_dim), log_prob=f32(n),
+                      value=f32(n), reward=f32(n), done=jax.ShapeDtypeStruct((), np.bool_))
+    per_step = nbytes(step)
     return {"state_bytes": nbytes(state), "obs_and_world_state_bytes": nbytes((obs, ws)),
             "batch_bytes": per_step * num_steps, "num_steps": num_steps}
 
