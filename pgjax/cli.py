@@ -1,5 +1,5 @@
 """The `pgjax` command: `pgjax verify`, `pgjax bench powerflow`, `pgjax bench env`,
-`pgjax validate FILE`, `pgjax train [...]`, `pgjax eval RUN_DIR [...]`, `pgjax compare [...]` (`pgjax train -h`,
+`pgjax validate FILE`, `pgjax train [...]`, `pgjax eval RUN_DIR [...]`, `pgjax splits`, `pgjax benchmark`, `pgjax compare [...]` (`pgjax train -h`,
 `pgjax bench env -h` for the options).
 
 Each subcommand is a module of `pgjax.commands` with `main(argv)`, shipped in the package
@@ -25,6 +25,9 @@ COMMANDS = {
     "validate": (None, "check a scenario YAML file (or registered name) and print every problem"),
     "train": ("train", "train MAPPO on a scenario into a run folder (progress, checkpoints, curves)"),
     "eval": ("eval", "evaluate a run on the test split against random, do-nothing, rule-based and oracle"),
+    "splits": ("splits", "list the named evaluation splits of a scenario (train, test, stress splits)"),
+    "benchmark": ("benchmark", "tasks x algorithms x seeds trained, every run and baseline evaluated on every split "
+                               "(mean and 95 % CI over seeds; CSV, JSON, markdown, plots; resumable)"),
     "robustness": ("robustness", "a trained run and the baselines over a grid of conditions (delay, loss, jitter, ...)"),
     "compare": ("compare_protocols", "run a scenario under every protocol with the same policies and seeds"),
     "export": ("export", "export a run's actors: safetensors weights + manifest, runnable with numpy alone"),

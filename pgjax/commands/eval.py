@@ -3,6 +3,7 @@
     pgjax eval runs/multi_microgrid                    # 32 test episodes (days) per controller
     pgjax eval runs/multi_microgrid --episodes 64 --seed 1
     pgjax eval runs/mm_p2p --set communication.msg_delay=2 --set communication.loss_prob=0.2
+    pgjax eval runs/multi_microgrid --split load_growth  # a named split (`pgjax splits multi_microgrid`)
 
 Conditions (`--set KEY=VALUE`, repeatable): any scenario key by its path (or a flat
 `pgjax.make` name such as `msg_delay`), value as YAML, set on top of the run's scenario for the
@@ -11,7 +12,10 @@ error naming its path) and recorded in `eval_meta.json` (`overrides`). The train
 runs only where every agent observes and controls the same things as in training
 (`pgjax.env.layout.policy_differences`): a key that changes them (e.g. a protocol whose
 messages the policy never saw) is refused with the features that differ. `pgjax
-robustness` sweeps such conditions.
+robustness` sweeps such conditions. `--split NAME` applies a named evaluation split of the
+run's scenario (`pgjax.splits`, `pgjax/data/splits.yaml`: `train`, `load_growth`,
+`tight_voltage`, ...), `--set` keys on top. For env families (`frequency_68bus`) and toy envs
+the keys are the env's constructor arguments (`scada_delay=4`, `plant_config.max_trip_mw=1000`).
 
 Loads `RUN_DIR/config.yaml` and `checkpoint.msgpack`, builds the scenario with
 `split="test"` (CAISO 2024 for `multi_microgrid`) in the dtype the run was trained with
@@ -26,7 +30,10 @@ are the mean over seeds, per-seed costs listed), `random`, `do_nothing` and `rul
 linear voltage model, rolled out in the environment), a cost reference from above; it plans
 the drawn days first (~10-20 s per day on a laptop core, `--no-oracle` skips it).
 
-Writes into RUN_DIR:
+Writes into RUN_DIR (the names below are those of the test split as trained; an evaluation
+under a split or `--set` conditions writes `eval_<label>.json`, `eval_<label>.csv`,
+`eval_<label>_meta.json`, `eval_<label>_day.png`, the label being `--name`, else the split's
+name and `set_<key>-<value>...` of the `--set` keys, so it never overwrites the test year's files):
 - `eval.json`: controller -> metrics. `cost` and `safety` are totals over all evaluated
   episodes; `*_per_episode` are means per episode; `losses_mw`, `voltage_violation_rate`,
   `controllable`, `vm_min_pu`, `vm_max_pu` (and other MW / price metrics) are means per
@@ -45,6 +52,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import re
 import sys
 import time
 from pathlib import Path
@@ -77,25 +85,48 @@ def summarize(totals: dict, steps: int) -> dict:
     return out
 
 
-def test_env(cfg, sets: dict | None = None):
-    """The run's environment on its test split and training dtype (`env_kwargs`; toy envs as
-    they are), with scenario keys `sets` (`pgjax.scenario.keypaths`) set on top: `(env, data)`."""
-    from pgjax.baselines.common import make_env
-    from pgjax.baselines.toy_env import TOY_ENVS
+def nested(sets: dict) -> dict:
+    """`{"a.b": 1, "c": 2}` -> `{"a": {"b": 1}, "c": 2}`: dotted keys as nested keyword arguments."""
     from pgjax.errors import InputError
 
-    if cfg.env in TOY_ENVS:
-        if sets:
-            raise InputError(f"--set: {cfg.env} is a toy env without scenario keys")
-        return make_env(cfg.env, **cfg.env_kwargs), "n/a"
+    out: dict = {}
+    for key, value in sets.items():
+        *head, last = key.split(".")
+        node = out
+        for i, part in enumerate(head):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise InputError(f"--set {key}: {'.'.join(head[:i + 1])} is also set to a value, not a mapping")
+        node[last] = value
+    return out
+
+
+def test_env(cfg, sets: dict | None = None):
+    """The run's environment on its test split and training dtype (`env_kwargs`), with `sets`
+    on top: scenario keys (`pgjax.scenario.keypaths`) for pgjax scenarios, constructor keyword
+    arguments (dotted keys nested, `plant_config.max_trip_mw`) for env families
+    (`pgjax.env.core.ENV_FAMILIES`) and toy envs (`pgjax.baselines.toy_env`): `(env, data)`."""
+    from pgjax.baselines.common import make_env
+    from pgjax.baselines.toy_env import TOY_ENVS
+    from pgjax.env.core import ENV_FAMILIES
+    from pgjax.errors import InputError
+
+    if cfg.env in TOY_ENVS or cfg.env in ENV_FAMILIES:
+        kwargs = {**cfg.env_kwargs, **({} if cfg.env in TOY_ENVS else {"split": "test"})}
+        for key, value in nested(sets or {}).items():
+            kwargs[key] = {**kwargs[key], **value} if isinstance(value, dict) and isinstance(kwargs.get(key), dict) \
+                else value
+        try:
+            env = make_env(cfg.env, **kwargs)
+        except TypeError as e:
+            raise InputError(f"--set {', '.join(sets or {})}: not keyword arguments of {cfg.env} ({e})") from None
+        return env, getattr(env, "test_data", "n/a")
     kwargs = {**cfg.env_kwargs, "split": "test"}
     if sets:
         from pgjax.scenario.keypaths import key_path_overrides
 
         kwargs.update(key_path_overrides(cfg.env, kwargs, sets))
     env = make_env(cfg.env, **kwargs)
-    if not hasattr(env, "scenario"):  # an env family of `pgjax.env.core.ENV_FAMILIES`
-        return env, getattr(env, "test_data", "n/a")
     pr = env.scenario.profile_spec
     data = pr.test or f"{pr.train} (no test profiles: the training data)"
     return env, data
@@ -103,12 +134,17 @@ def test_env(cfg, sets: dict | None = None):
 
 def conditions_env(cfg, trained_env, sets: dict):
     """`test_env(cfg, sets)`, refused with an `InputError` when the trained policy cannot act
-    there (`pgjax.env.layout.policy_differences`: other agents, observations or actions)."""
+    there (`pgjax.env.layout.policy_differences`: other agents, observations or actions; for
+    envs without a layout: other observation or action sizes)."""
     from pgjax.env.layout import policy_differences
     from pgjax.errors import InputError
 
     env, _ = test_env(cfg, sets)
-    diffs = policy_differences(trained_env.layout, env.layout)
+    if hasattr(trained_env, "layout") and hasattr(env, "layout"):
+        diffs = policy_differences(trained_env.layout, env.layout)
+    else:
+        diffs = [f"{name} {getattr(env, name)} instead of the trained {getattr(trained_env, name)}"
+                 for name in ("agents", "obs_sizes", "act_sizes") if getattr(env, name) != getattr(trained_env, name)]
     if diffs:
         given = ", ".join(f"{k}={v}" for k, v in sets.items())
         raise InputError(f"--set {given}: the trained policy cannot run there: " + "; ".join(diffs))
@@ -168,44 +204,121 @@ def controllers(run: LoadedRun, env):
 
 
 def evaluate_all(run: LoadedRun, env, names, ctrls, episodes: int, key, mesh=None, trace: bool = False,
-                 state_fn=None) -> tuple[dict, dict | None]:
+                 state_fn=None, detail: bool = False) -> tuple[dict, dict | None]:
     """Every controller on the same `episodes` of `env` (one compiled rollout): `(results, trace of seed 0)`.
 
     `results[name]` is `summarize`d; mappo's are the means over the run's seeds (per-seed
-    costs and safeties listed)."""
+    costs and safeties listed). `detail`: each baseline also lists every episode's metrics
+    (`per_episode`: metric -> `[episodes]` values, each `summarize`d over that episode alone)
+    and mappo the same for every seed (`per_seed`: a list of such mappings)."""
     from pgjax.baselines.rule_based import make_rollout
 
     steps = int(env.episode_steps)
     roll = make_rollout(env, ctrls, episodes, trace=trace, state_fn=state_fn, mesh=mesh)
-    per_seed, first_trace = [], None
+    per_seed, seed_totals, first_trace = [], [], None
     for i in range(run.cfg.num_seeds):
         totals, tr = roll(key, 0, run.seed_state(i))
         per_seed.append(summarize(totals, steps))
+        seed_totals.append(totals)
         first_trace = tr if i == 0 else first_trace
     mappo = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
     mappo.update(episodes=episodes, cost_per_seed=[m["cost"] for m in per_seed],
                  safety_per_seed=[m["safety"] for m in per_seed])
+    if detail:
+        mappo["per_seed"] = [per_episode(t, lambda x: summarize(x, steps)) for t in seed_totals]
     results = {"mappo": mappo}
     for idx, name in enumerate(names[1:], start=1):
         totals, _ = roll(key, idx, run.seed_state(0))
         if name == "oracle" and np.sum(totals.get("nan_actions", 0)) > 0:
             raise RuntimeError("oracle: an evaluated episode is not one it planned (NaN actions)")
         results[name] = summarize(totals, steps)
+        if detail:
+            results[name]["per_episode"] = per_episode(totals, lambda t: summarize(t, steps))
     return results, first_trace
 
 
-def write_results(run_dir, results: dict, meta: dict) -> None:
-    """`eval.json`, `eval_meta.json` and `eval.csv` (one row per controller), each written atomically."""
+def per_episode(totals: dict, summary) -> dict[str, list]:
+    """metric -> `[episodes]` values: `summary` (totals -> metrics) of each episode's totals alone."""
+    n = len(next(iter(totals.values())))
+    rows = [summary({k: np.asarray(v)[j:j + 1] for k, v in totals.items()}) for j in range(n)]
+    return {k: [r[k] for r in rows] for k in rows[0] if not isinstance(rows[0][k], list)}
+
+
+OUTPUTS = {"json": "eval{}.json", "csv": "eval{}.csv", "meta": "eval{}_meta.json", "png": "eval{}_day.png"}
+LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def output_names(label: str | None = None) -> dict[str, str]:
+    """The files an evaluation writes: `eval.json` ... for the test split as trained (`label`
+    None), `eval_<label>.json`, `eval_<label>.csv`, `eval_<label>_meta.json`, `eval_<label>_day.png` otherwise."""
+    return {k: v.format("" if label is None else f"_{label}") for k, v in OUTPUTS.items()}
+
+
+def condition_label(split: str | None, sets: dict, name: str | None = None) -> str | None:
+    """The label of an evaluation's files: `name` if given (checked), else the split's name
+    (`test`: None, the run's own `eval.json`) followed by `set_<key>-<value>...` for `--set` keys;
+    None for the test split as trained."""
+    from pgjax.errors import InputError
+
+    if name is not None:
+        if not LABEL.match(name) or len(name) > 100:
+            raise InputError(f"--name {name!r}: expected letters, digits, '_', '.', '+' or '-' (a file name part), "
+                             f"at most 100 characters")
+        return name
+    parts = [] if split in (None, "test") else [split]
+    if sets:
+        text = "_".join(f"{k.rsplit('.', 1)[-1]}-{v}" for k, v in sets.items())
+        parts.append("set_" + re.sub(r"[^A-Za-z0-9_.+-]", "", text.replace(" ", ""))[:80])
+    return "+".join(parts) or None
+
+
+def write_results(run_dir, results: dict, meta: dict, label: str | None = None) -> dict[str, Path]:
+    """`eval.json`, `eval_meta.json` and `eval.csv` (one row per controller; under `label`'s names,
+    `output_names`), each written atomically; returns the paths by kind (json, csv, meta, png)."""
     from pgjax.runio import open_atomic, write_json
 
-    write_json(run_dir / "eval.json", results)
-    write_json(run_dir / "eval_meta.json", meta)
-    keys = sorted({k for m in results.values() for k, v in m.items() if not isinstance(v, list)})
-    with open_atomic(run_dir / "eval.csv", "w", newline="") as f:
+    paths = {k: Path(run_dir) / v for k, v in output_names(label).items()}
+    write_json(paths["json"], results)
+    write_json(paths["meta"], meta)
+    keys = sorted({k for m in results.values() for k, v in m.items() if not isinstance(v, (list, dict))})
+    with open_atomic(paths["csv"], "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["controller", *keys])
         for name, m in results.items():
             w.writerow([name, *(m.get(k, "") for k in keys)])
+    return paths
+
+
+def evaluate(run: LoadedRun, env, episodes: int, seed: int, oracle: bool = True, mesh=None, trace: bool = False,
+             detail: bool = False, log=print) -> tuple[dict, dict | None, str]:
+    """The trained run and every baseline on `episodes` episodes of `env` drawn by key `seed`:
+    `(results, trace of seed 0 or None, notes)`. Env families run their own baselines and
+    metrics (`env.evaluate_policy`); pgjax scenarios `random`, `do_nothing`, `rule_based`
+    and, where it applies and `oracle`, the perfect-foresight `oracle` (planned first, slow).
+    `detail`: per-seed and per-episode metrics too (`evaluate_all`). `notes` says what was skipped."""
+    import jax
+
+    from pgjax.baselines.oracle import applies, oracle_controller
+
+    key = jax.random.PRNGKey(seed)
+    if hasattr(env, "evaluate_policy"):  # an env family with its own baselines and metrics (`pgjax.frequency`)
+        results, text = env.evaluate_policy(mappo_controller(run.train), run.states, run.cfg.num_seeds, key,
+                                            episodes, detail=detail)
+        return results, None, text
+    names, ctrls = controllers(run, env)
+    notes = [] if "rule_based" in names else ["rule_based: skipped (not a pgjax scenario)"]
+    skip_oracle = "--no-oracle" if not oracle else applies(env)
+    if skip_oracle is None:
+        t_plan = time.perf_counter()
+        ctrls.append(oracle_controller(env, key, episodes))
+        names.append("oracle")
+        log(f"oracle: planned {episodes} episodes in {time.perf_counter() - t_plan:.1f} s")
+    else:
+        notes.append(f"oracle: skipped ({skip_oracle})")
+    state_fn = state_features(env) if trace else None
+    results, tr = evaluate_all(run, env, names, ctrls, episodes, key, mesh, trace=trace and state_fn is not None,
+                               state_fn=state_fn, detail=detail)
+    return results, tr, "\n".join(notes)
 
 
 def mappo_controller(train):
@@ -309,7 +422,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="local devices to split the episodes over: a count or 'all' (--episodes a multiple)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="scenario key set for the evaluation (repeatable), e.g. communication.msg_delay=2, "
-                             "communication.loss_prob=0.2, protocol.horizontal=none (recorded in eval_meta.json)")
+                             "communication.loss_prob=0.2, protocol.horizontal=none (recorded in the meta file)")
+    parser.add_argument("--split", metavar="NAME",
+                        help="a named evaluation split of the run's scenario (`pgjax splits SCENARIO`); --set keys "
+                             "apply on top. Writes eval_<NAME>.json ... (the test split: eval.json)")
+    parser.add_argument("--name", help="label of the files written (eval_<NAME>.json ...; default: the split's "
+                                       "name and the --set keys)")
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error("--episodes must be >= 1")
@@ -320,69 +438,59 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         parser.error(str(e))
 
-    import jax
-
-    from pgjax.baselines.oracle import applies, oracle_controller
     from pgjax.scenario.keypaths import parse_sets
+    from pgjax.splits import split as named_split
 
     t0 = time.perf_counter()
-    with reported_errors("pgjax eval", f"--set {' '.join(args.set)}", parser):
-        sets = parse_sets(args.set)
+    with reported_errors("pgjax eval", f"--split {args.split} --set {' '.join(args.set)}" if args.split
+                         else f"--set {' '.join(args.set)}", parser):
+        given = parse_sets(args.set)
+        label = condition_label(args.split, given, args.name)
         run = LoadedRun(args.run_dir)
+        split_sets = named_split(run.cfg.env, args.split).sets if args.split else {}
+        sets = {**split_sets, **given}
         env = conditions_env(run.cfg, run.env, sets) if sets else run.env
     cfg, run_dir, data, step = run.cfg, run.run_dir, run.data, run.step
     steps = int(env.episode_steps)
     dtype = str(np.dtype(env.dtype)) if hasattr(env, "dtype") else "n/a"
-    print(f"pgjax eval: {run_dir} ({cfg.env}, {dtype}, update {step}, {cfg.num_seeds} seed(s)) on the test split "
-          f"[{data}], {args.episodes} episodes x {steps} steps per controller"
+    split_name = args.split or "test"
+    print(f"pgjax eval: {run_dir} ({cfg.env}, {dtype}, update {step}, {cfg.num_seeds} seed(s)) on the {split_name} "
+          f"split [{data}], {args.episodes} episodes x {steps} steps per controller"
           + (f"; conditions {', '.join(f'{k}={v}' for k, v in sets.items())}" if sets else ""))
 
-    meta = {"run_dir": str(run_dir), "env": cfg.env, "dtype": dtype, "split": "test", "profiles": data, "update": step,
-            "episodes": args.episodes, "episode_steps": steps, "seed": args.seed, "num_seeds": cfg.num_seeds,
-            "overrides": sets}
-    if hasattr(env, "evaluate_policy"):  # an env family with its own baselines and metrics (`pgjax.frequency`)
-        results, text = env.evaluate_policy(mappo_controller(run.train), run.states, cfg.num_seeds,
-                                            jax.random.PRNGKey(args.seed), args.episodes)
-        print(f"{text}\n({time.perf_counter() - t0:.1f} s)")
-        write_results(run_dir, results, meta)
-        print(f"wrote {run_dir / 'eval.json'}, {run_dir / 'eval.csv'}")
-        return 0
-    names, ctrls = controllers(run, env)
-    if "rule_based" not in names:
-        print("rule_based: skipped (not a pgjax scenario)")
-    key = jax.random.PRNGKey(args.seed)
-    skip_oracle = "--no-oracle" if args.no_oracle else applies(env)
-    if skip_oracle is None:
-        t_plan = time.perf_counter()
-        ctrls.append(oracle_controller(env, key, args.episodes))
-        names.append("oracle")
-        print(f"oracle: planned {args.episodes} episodes in {time.perf_counter() - t_plan:.1f} s")
-    state_fn = state_features(env)
-    results, trace = evaluate_all(run, env, names, ctrls, args.episodes, key, mesh,
-                                  trace=not args.no_plot and state_fn is not None, state_fn=state_fn)
-    mappo = results["mappo"]
+    meta = {"run_dir": str(run_dir), "env": cfg.env, "dtype": dtype, "split": split_name, "profiles": data,
+            "update": step, "episodes": args.episodes, "episode_steps": steps, "seed": args.seed,
+            "num_seeds": cfg.num_seeds, "overrides": sets}
+    results, trace, notes = evaluate(run, env, args.episodes, args.seed, oracle=not args.no_oracle, mesh=mesh,
+                                     trace=not args.no_plot)
     seconds = time.perf_counter() - t0
+    if hasattr(env, "evaluate_policy"):
+        print(f"{notes}\n({seconds:.1f} s)")
+        paths = write_results(run_dir, results, meta, label)
+        print(f"wrote {paths['json']}, {paths['csv']}")
+        return 0
+    if notes.startswith("rule_based"):
+        print(notes.splitlines()[0])
 
     # table
-    head = f"{'controller':<12}" + "".join(f"{label:>16}" for _, label, _ in TABLE)
+    head = f"{'controller':<12}" + "".join(f"{lab:>16}" for _, lab, _ in TABLE)
     print(head)
     print("-" * len(head))
-    for name in names:
-        m = results[name]
+    for name, m in results.items():
         print(f"{name:<12}" + "".join(f"{fmt.format(m[k]) if k in m else 'n/a':>16}" for k, _, fmt in TABLE))
     print(f"cost, safety: totals over {args.episodes} episodes; losses, V viol rate, controllable: means per step; "
           f"MWh: means per episode. ({seconds:.1f} s)")
-    if skip_oracle is not None:
-        print(f"oracle: skipped ({skip_oracle})")
+    for line in notes.splitlines():
+        if line.startswith("oracle"):
+            print(line)
     if cfg.num_seeds > 1:
-        print("mappo cost per seed: " + ", ".join(f"{c:,.0f}" for c in mappo["cost_per_seed"]))
+        print("mappo cost per seed: " + ", ".join(f"{c:,.0f}" for c in results["mappo"]["cost_per_seed"]))
 
-    write_results(run_dir, results, meta)
+    paths = write_results(run_dir, results, meta, label)
     if trace is not None:
-        plot_day(env, trace, run_dir / "eval_day.png",
-                 f"{cfg.env}: trained MAPPO (seed 0) on test episode 0 [{data}]")
-    print(f"wrote {run_dir / 'eval.json'}, {run_dir / 'eval.csv'}"
-          + ("" if trace is None else f", {run_dir / 'eval_day.png'}"))
+        plot_day(env, trace, paths["png"],
+                 f"{cfg.env}: trained MAPPO (seed 0) on {split_name} episode 0 [{data}]")
+    print(f"wrote {paths['json']}, {paths['csv']}" + ("" if trace is None else f", {paths['png']}"))
     return 0
 
 

@@ -314,12 +314,12 @@ class FrequencyEnv:
         i = self.topology_index(state, t)
         return dyn.Topology(params.topo_branch_on[i], params.topo_machine_on[i])
 
-    def evaluate_policy(self, policy, states, num_seeds: int, key, num_episodes: int):
+    def evaluate_policy(self, policy, states, num_seeds: int, key, num_episodes: int, detail: bool = False):
         """`pgjax eval`'s hook: `(results, table text)` of a trained run against this family's
-        baselines (`pgjax.frequency.evaluate.evaluate_run`)."""
+        baselines (`pgjax.frequency.evaluate.evaluate_run`; `detail`: per-seed and per-episode metrics too)."""
         from pgjax.frequency.evaluate import evaluate_run, table
 
-        results = evaluate_run(self, policy, states, num_seeds, key, num_episodes)
+        results = evaluate_run(self, policy, states, num_seeds, key, num_episodes, detail=detail)
         return results, table(results)
 
     def _renewable_mw(self, params, base, x):
@@ -482,5 +482,12 @@ class FrequencyEnv:
 
 
 def make(**kwargs) -> FrequencyEnv:
-    """`FrequencyEnv(**kwargs)`: `dtype`, `split`, `episode_steps`, `dt_s`, `substep_s`, `scada_delay`."""
+    """`FrequencyEnv(**kwargs)`: `dtype`, `split`, `episode_steps`, `dt_s`, `substep_s`, `scada_delay`,
+    `plant_config` (an `ieee68.PlantConfig` or a mapping of some of its fields, e.g. from YAML)."""
+    plant = kwargs.get("plant_config")
+    if isinstance(plant, dict):
+        unknown = sorted(set(plant) - set(ieee68.PlantConfig._fields))
+        if unknown:
+            raise InputError(f"plant_config: unknown field(s) {unknown}; expected some of {list(ieee68.PlantConfig._fields)}")
+        kwargs["plant_config"] = ieee68.PlantConfig(**{k: float(v) for k, v in plant.items()})
     return FrequencyEnv(**kwargs)

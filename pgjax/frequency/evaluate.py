@@ -57,12 +57,15 @@ def evaluate(env, controllers: dict, key, num_episodes: int = 32, aux=None) -> d
     return out
 
 
-def evaluate_run(env, policy, states, num_seeds: int, key, num_episodes: int = 32) -> dict[str, dict]:
+def evaluate_run(env, policy, states, num_seeds: int, key, num_episodes: int = 32,
+                 detail: bool = False) -> dict[str, dict]:
     """A trained run against the baselines: `policy` a `Controller` whose `act` takes one seed's
     state as `aux`, `states` the run's states stacked on a leading `[num_seeds]` axis.
 
     `results["mappo"]` holds the means over seeds and `<metric>_per_seed` lists for the in-band
     rate, violations and return; the baselines run with seed 0's state as (ignored) `aux`.
+    `detail`: each baseline also lists every episode's metrics (`per_episode`: metric ->
+    `[num_episodes]`, `summarize`d over that episode alone) and mappo the same per seed (`per_seed`).
     """
     from pgjax.baselines.rule_based import make_rollout
     from pgjax.frequency.baselines import controllers
@@ -71,15 +74,28 @@ def evaluate_run(env, policy, states, num_seeds: int, key, num_episodes: int = 3
     names = list(ctrls)
     run = make_rollout(env, [ctrls[n] for n in names], num_episodes, trace=True)
     seed = lambda i: jax.tree.map(lambda x: x[i], states)  # noqa: E731
-    per_seed = [summarize(totals, trace["info"]) for totals, trace in (run(key, 0, seed(i)) for i in range(num_seeds))]
+    seed_runs = [run(key, 0, seed(i)) for i in range(num_seeds)]
+    per_seed = [summarize(totals, trace["info"]) for totals, trace in seed_runs]
     mappo = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
     for k in ("in_band_rate", "violations_per_episode", "return_per_episode"):
         mappo[f"{k}_per_seed"] = [m[k] for m in per_seed]
+    if detail:
+        mappo["per_seed"] = [per_episode(totals, trace["info"]) for totals, trace in seed_runs]
     results = {"mappo": mappo}
     for i, name in enumerate(names[1:], start=1):
         totals, trace = run(key, i, seed(0))
         results[name] = summarize(totals, trace["info"])
+        if detail:
+            results[name]["per_episode"] = per_episode(totals, trace["info"])
     return results
+
+
+def per_episode(totals: dict, info: dict) -> dict[str, list]:
+    """metric -> `[n]` values, each `summarize`d over one episode's totals `[n]` and infos `[n, steps]` alone."""
+    n = len(np.asarray(info["f_min_hz"]))
+    rows = [summarize({k: np.asarray(v)[j:j + 1] for k, v in totals.items()},
+                      {k: np.asarray(v)[j:j + 1] for k, v in info.items()}) for j in range(n)]
+    return {k: [r[k] for r in rows] for k in rows[0]}
 
 
 def table(results: dict[str, dict[str, float]]) -> str:
