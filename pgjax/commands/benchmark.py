@@ -205,8 +205,10 @@ def metric_values(per_episode: dict, source) -> np.ndarray:
 
 def rows_of(task: str, split: str, algorithm: str, results: dict, baselines: bool) -> list[dict]:
     """Result rows of one evaluation file: the learned run over seeds (`algorithm`), and, if
-    `baselines`, every baseline over episodes."""
+    `baselines`, every baseline over episodes; metrics the task does not report are left out."""
     metrics = FREQUENCY if "in_band_rate" in results["mappo"] else POWER_FLOW
+    have = results["mappo"]["per_seed"][0]
+    metrics = {k: v for k, v in metrics.items() if (v[2][1] if isinstance(v[2], tuple) else v[2]) in have}
     out = []
     for name, (label, unit, src) in metrics.items():
         per_seed = [float(np.mean(metric_values(s, src))) for s in results["mappo"]["per_seed"]]
