@@ -130,13 +130,11 @@ def test_interrupted_training_resumes(bench, tmp_path):
     shutil.copy(out / "spec.json", again / "spec.json")
     cfg = benchmark.parse_spec(SPEC).config("setpoint", "mappo")
     run(cfg, again / "setpoint" / "mappo", until_update=8, chunk_updates=8)
-    log = []
     assert benchmark.main(["--spec", str(spec), "--out", str(again), "--max-units", "1"]) == 3
     lines = (again / "setpoint" / "mappo" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == cfg.num_updates * cfg.num_seeds  # 8 updates kept, 8 more appended
     assert json.loads(lines[0]) == json.loads((out / "setpoint" / "mappo" / "metrics.jsonl").read_text()
                                               .splitlines()[0])
-    del log
 
 
 def test_refuses_another_spec_unless_forced(bench, tmp_path, capsys):
