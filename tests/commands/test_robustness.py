@@ -94,9 +94,10 @@ def test_eval_set_names_bad_keys_and_values_and_refuses_other_observations(p2p_r
 def test_a_one_value_sweep_equals_eval_set(p2p_run, capsys):
     assert cli("eval", str(p2p_run), "--episodes", "2", "--no-plot", "--no-oracle",
                "--set", "communication.msg_delay=2", "--set", "communication.loss_prob=0.3") == 0
-    meta = json.loads((p2p_run / "eval_meta.json").read_text())
+    # written under the conditions' own names (the test year's eval.json is left alone)
+    meta = json.loads((p2p_run / "eval_set_msg_delay-2_loss_prob-0.3_meta.json").read_text())
     assert meta["overrides"] == {"communication.msg_delay": 2, "communication.loss_prob": 0.3}
-    evaluated = json.loads((p2p_run / "eval.json").read_text())
+    evaluated = json.loads((p2p_run / "eval_set_msg_delay-2_loss_prob-0.3.json").read_text())
     out = p2p_run / "rob"
     assert cli("robustness", str(p2p_run), "--episodes", "2", "--out", str(out),
                "--sweep", "communication.msg_delay=2", "--sweep", "communication.loss_prob=0.3") == 0
