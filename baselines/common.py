@@ -75,6 +75,11 @@ class MARLEnv:
         return dataclasses.replace(self_, world_state_dim=int(ws_dim), action_mask=mask, default_actions=default)
 
     @property
+    def cost_signals(self) -> dict:
+        """The env's safety signals a constrained learner may budget (name -> `CostSignal`; none if it has none)."""
+        return dict(getattr(self.env, "cost_signals", {}))
+
+    @property
     def agents(self) -> tuple:
         return tuple(getattr(self.env, "agents", range(self.num_agents)))
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 # name -> (kind, lower, upper, lower_inclusive); kinds: int, float, bool, str, ints, mapping
-# (str-keyed), labels (str-keyed mapping of str labels)
+# (str-keyed), labels (str-keyed mapping of str labels), budgets (str-keyed mapping of numbers >= 0)
 _RULES: dict[str, tuple] = {
     "env": ("str", None, None, True),
     "env_kwargs": ("mapping", None, None, True),
@@ -49,7 +49,11 @@ _RULES: dict[str, tuple] = {
     "param_sharing": ("str", None, None, True),
     "agent_types": ("labels", None, None, True),
     "agent_id": ("bool", None, None, True),
-    "ippo": ("bool", None, None, True),
+    "algorithm": ("str", None, None, True),
+    "cost_budgets": ("budgets", None, None, True),
+    "lagrangian_lr": ("float", 0.0, None, False),
+    "lagrangian_init": ("float", 0.0, None, True),
+    "lagrangian_max": ("float", 0.0, None, False),
     "normalize_obs": ("bool", None, None, True),
     "normalize_reward": ("bool", None, None, True),
     "obs_clip": ("float", 0.0, None, False),
@@ -87,6 +91,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 PARAM_SHARING = ("all", "type", "none")
+# mappo: centralized critic on the world state; ippo: each agent's critic on its own observation;
+# mappo_lagrangian: mappo with a cost critic per constrained safety signal and learned multipliers
+ALGORITHMS = ("mappo", "ippo", "mappo_lagrangian")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +128,14 @@ class MAPPOConfig:
     agent_types: Mapping[str, str] = dataclasses.field(default_factory=dict)  # agent name -> type label
     # ("type" only; empty: agents of equal obs / action sizes and device composition share a type)
     agent_id: bool = True  # append an agent one-hot to actor and critic inputs
-    ippo: bool = False  # critic on local observations instead of `world_state`
+    algorithm: str = "mappo"  # one of ALGORITHMS
+    # mappo_lagrangian: safety signal name (the env's `cost_signals`) -> budget per episode, in the
+    # signal's unit summed over the episode's steps (e.g. voltage: p.u. outside the band, summed over
+    # buses and steps); each gets a cost critic head and a Lagrange multiplier learned by dual ascent
+    cost_budgets: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    lagrangian_lr: float = 0.05  # dual ascent step: multiplier change per unit of episode cost over budget
+    lagrangian_init: float = 0.0  # multipliers at start
+    lagrangian_max: float = 100.0  # multipliers are kept in [0, lagrangian_max]
     normalize_obs: bool = True  # running mean / std (Welford) of observations and world state
     normalize_reward: bool = True  # divide rewards by the running std of the discounted return
     obs_clip: float = 10.0  # clip normalized observations to [-obs_clip, obs_clip]
@@ -134,6 +148,14 @@ class MAPPOConfig:
             raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {self.activation!r}")
         if self.param_sharing not in PARAM_SHARING:
             raise ValueError(f"param_sharing: expected one of {PARAM_SHARING}, got {self.param_sharing!r}")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm: expected one of {ALGORITHMS}, got {self.algorithm!r}")
+        if self.algorithm == "mappo_lagrangian" and not self.cost_budgets:
+            raise ValueError("cost_budgets: algorithm mappo_lagrangian needs a budget per episode for at least one "
+                             "safety signal (e.g. cost_budgets: {voltage: 0.5}), got none")
+        if self.cost_budgets and self.algorithm != "mappo_lagrangian":
+            raise ValueError(f"cost_budgets: only used with algorithm: mappo_lagrangian, got algorithm: "
+                             f"{self.algorithm!r}")
         if self.agent_types and self.param_sharing != "type":
             raise ValueError(f"agent_types: only used with param_sharing: type, got param_sharing: "
                              f"{self.param_sharing!r}")
@@ -146,6 +168,15 @@ class MAPPOConfig:
                              f"got {self.total_timesteps}")
 
     # ------------------------------------------------------------------ derived sizes
+
+    @property
+    def ippo(self) -> bool:
+        """Critics on each agent's local observation instead of the world state."""
+        return self.algorithm == "ippo"
+
+    @property
+    def lagrangian(self) -> bool:
+        return self.algorithm == "mappo_lagrangian"
 
     @property
     def batch_size(self) -> int:
@@ -175,6 +206,12 @@ class MAPPOConfig:
                 raise ValueError(f"share_params: replaced by param_sharing ({PARAM_SHARING}); got share_params: "
                                  f"{share!r}" + (" and param_sharing" if "param_sharing" in d else ""))
             d = {**{k: v for k, v in d.items() if k != "share_params"}, "param_sharing": "all" if share else "none"}
+        if "ippo" in d:  # the boolean that `algorithm` replaced, in older run folders
+            ippo = d["ippo"]
+            if not isinstance(ippo, bool) or "algorithm" in d:
+                raise ValueError(f"ippo: replaced by algorithm ({ALGORITHMS}); got ippo: {ippo!r}"
+                                 + (" and algorithm" if "algorithm" in d else ""))
+            d = {**{k: v for k, v in d.items() if k != "ippo"}, "algorithm": "ippo" if ippo else "mappo"}
         unknown = sorted(set(d) - set(_RULES))
         if unknown:
             raise ValueError(f"unknown config key(s) {unknown}; known keys: {sorted(_RULES)}")
@@ -249,11 +286,17 @@ def _check(name: str, value: Any) -> Any:
         if not isinstance(value, str) or not value:
             raise bad("a non-empty string")
         return value
-    if kind in ("mapping", "labels"):
+    if kind in ("mapping", "labels", "budgets"):
         if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
             raise bad("a mapping with string keys")
         if kind == "labels" and not all(isinstance(v, str) and v for v in value.values()):
             raise bad("a mapping of names to non-empty string labels")
+        if kind == "budgets":
+            numbers = {k: _as_number(v) for k, v in value.items()}
+            wrong = {k: value[k] for k, v in numbers.items() if v is None or v < 0}
+            if wrong:
+                raise ValueError(f"{name}: expected finite numbers >= 0 (budget per episode), got {wrong!r}")
+            return numbers
         return dict(value)
     if kind == "int":
         v = _as_int(value)

@@ -21,8 +21,22 @@ global-norm gradient clipping; actor and critic have their own optimizers.
   when `agent_id`); diagonal Gaussian with a state-independent log-std; the sample is
   clipped to [-1, 1] for the env, the log-probability is of the unclipped sample; padded
   action columns (`env.action_mask`) are left out of log-probabilities and entropy.
-- Critic: centralized on `env.world_state(state)` (plus the agent one-hot), one value per
-  agent since rewards are per agent; `ippo=True`: on the agent's local observation instead.
+- Critic: centralized on `env.world_state(state)`: one trunk evaluated once per environment
+  step, one value head per agent since rewards are per agent (per parameter set when
+  `agent_id` is off: agents sharing an actor then share a value, as an agent one-hot input
+  would otherwise tell them apart); the heads cost one trunk instead of `n_agents`.
+  `algorithm: ippo`: each agent's critic on its own observation (plus the one-hot).
+- `algorithm: mappo_lagrangian` (MAPPO-Lagrangian, safety as constraints): each budgeted
+  safety signal of the env (`env.cost_signals`, e.g. voltage, loading, devices, frequency
+  band; `config.cost_budgets`: budget per episode in the signal's units) gets a head of a
+  centralized cost critic (same trunk shape as the critic, its own parameters), cost
+  advantages by GAE, and a Lagrange multiplier `lambda_k` learned by projected dual ascent
+  once per update, `lambda_k <- clip(lambda_k + lagrangian_lr (J_k - budget_k), 0,
+  lagrangian_max)`, with `J_k` the mean cost of the episodes that ended in the rollout (the
+  last estimate when none did). The actor's advantage becomes
+  `(A_r - sum_k lambda_k A_k) / (1 + sum_k lambda_k)`; costs are scaled for the cost critic
+  like rewards (running std of their discounted sum). Metrics `lagrange/<signal>`,
+  `episode_cost/<signal>` (the estimate `J_k`) and `cost_critic_loss` are logged.
 - Parameters (`param_sharing`, for actor and critic alike): one set for all agents ("all",
   no extra axis), one per agent type ("type") or one per agent ("none"). The last two stack
   the sets on a leading `[n_sets]` axis; each agent's set is gathered by its index
@@ -41,7 +55,8 @@ global-norm gradient clipping; actor and critic have their own optimizers.
 Metrics per update (a dict of scalars; `[num_updates]` arrays from a run): `update_step`,
 `env_steps`, `episode_return` (mean over episodes completed in the rollout of the per-agent
 mean undiscounted return, NaN if none ended), `episodes`, `reward` (raw, per agent per step),
-`actor_loss`, `critic_loss`, `entropy`, `approx_kl`, `clip_frac`, `explained_variance`, and
+`actor_loss`, `critic_loss`, `entropy`, `approx_kl`, `clip_frac`, `explained_variance`, the
+Lagrangian's metrics (above), and
 every scalar `info` metric of the env as `info/<name>` (mean per step; `[n_agents]` infos
 summed over agents).
 """
@@ -121,11 +136,17 @@ class TrainState:
     obs_stats: RunningStats  # [obs_dim]
     ws_stats: RunningStats  # [world_state_dim]
     ret_stats: RunningStats  # [] discounted return, for reward scaling
+    cost_critic: NetState | None  # centralized cost critic (mappo_lagrangian), else None
+    cost_stats: RunningStats  # [n_costs] discounted costs, for cost scaling
+    lagrange: jax.Array  # [n_costs] Lagrange multipliers
+    episode_cost: jax.Array  # [n_costs] estimate of the cost per episode (mean of the last ended episodes)
     env_state: Any  # batched env state, leading [num_envs]
     obs: jax.Array  # [num_envs, n_agents, obs_dim] raw observations
     ws: jax.Array  # [num_envs, world_state_dim] raw world state
     disc_return: jax.Array  # [num_envs, n_agents] running discounted return (reward scaling)
     ep_return: jax.Array  # [num_envs] undiscounted return of the running episode (mean over agents)
+    disc_cost: jax.Array  # [num_envs, n_costs] running discounted costs (cost scaling)
+    ep_cost: jax.Array  # [num_envs, n_costs] undiscounted costs of the running episode
     key: jax.Array
     update_step: jax.Array  # [] int32, updates done
 
@@ -138,6 +159,8 @@ class Transition(struct.PyTreeNode):
     value: jax.Array  # [n_agents]
     reward: jax.Array  # [n_agents] scaled
     done: jax.Array  # []
+    cost: jax.Array  # [n_costs] scaled
+    cost_value: jax.Array  # [n_costs]
 
 
 # ---------------------------------------------------------------------------------- GAE
@@ -225,11 +248,20 @@ class MAPPO:
         e = self.env
         n_id = e.num_agents if config.agent_id else 0
         self.actor_in_dim = e.obs_dim + n_id
-        self.critic_in_dim = (e.obs_dim if config.ippo else e.world_state_dim) + n_id
         self.param_index = param_index(e, config.param_sharing, config.agent_types)  # [n_agents] or None
         self.num_param_sets = 1 if self.param_index is None else int(self.param_index.max()) + 1
         self.actor_net = Actor(e.act_dim, config.actor_hidden, config.activation, config.log_std_init)
-        self.critic_net = Critic(config.critic_hidden, config.activation)
+        if config.ippo:  # per agent (sharing as the actors), on the local observation and one-hot
+            self.critic_in_dim, self.value_head = e.obs_dim + n_id, None
+            self.critic_net = Critic(config.critic_hidden, config.activation)
+        else:  # one trunk on the world state, the head of each agent (or of its parameter set)
+            heads = np.arange(e.num_agents) if config.agent_id else (
+                np.zeros(e.num_agents, np.int32) if self.param_index is None else self.param_index)
+            self.critic_in_dim, self.value_head = e.world_state_dim, np.asarray(heads, np.int32)
+            self.critic_net = Critic(config.critic_hidden, config.activation, int(heads.max()) + 1)
+        self.cost_names, self.cost_keys, budgets = cost_signals(e, config.cost_budgets)
+        self.cost_budget = jnp.asarray(budgets, F32)  # [n_costs] per episode
+        self.cost_net = Critic(config.critic_hidden, config.activation, len(self.cost_names)) if config.lagrangian else None
         self.action_mask = jnp.asarray(e.action_mask, F32)  # [n_agents, act_dim]
         self._jitted: dict = {}
 
@@ -246,9 +278,11 @@ class MAPPO:
         return jax.tree.map(lambda p: p[self.param_index], params)
 
     def _apply(self, net: nn.Module, params, x):
-        """`net` on `x [..., n_agents, in]`: one shared set, or each agent's set (`agent_params`) by vmap."""
+        """`net` on `x [..., n_agents, in]`: one shared set, or each agent's set (`agent_params`) by vmap.
+        An actor gives `(mean, log_std)`, a (single-head) critic values `[..., n_agents]`."""
         if self.param_index is None:
-            return net.apply(params, x)
+            out = net.apply(params, x)
+            return out if isinstance(net, Actor) else out[..., 0]  # a critic's single head
         params = self.agent_params(params)
         lead = x.shape[:-2]
         flat = x.reshape((-1,) + x.shape[-2:])
@@ -272,10 +306,14 @@ class MAPPO:
     def value(self, critic_params, obs_n, ws_n):
         """Values `[..., n_agents]` from normalized observations and world state `[..., ws_dim]`."""
         if self.config.ippo:
-            x = obs_n
-        else:
-            x = jnp.broadcast_to(ws_n[..., None, :], obs_n.shape[:-1] + ws_n.shape[-1:])
-        return self._apply(self.critic_net, critic_params, self._with_id(x))
+            return self._apply(self.critic_net, critic_params, self._with_id(obs_n))
+        return self.critic_net.apply(critic_params, ws_n)[..., self.value_head]
+
+    def cost_value(self, cost_params, ws_n):
+        """Cost values `[..., n_costs]` from the normalized world state (zero-size without cost critic)."""
+        if self.cost_net is None:
+            return jnp.zeros(ws_n.shape[:-1] + (0,), F32)
+        return self.cost_net.apply(cost_params, ws_n)
 
     # ---------------------------------------------------------------------------- init
 
@@ -295,12 +333,20 @@ class MAPPO:
     def init(self, key) -> TrainState:
         """A fresh run: networks, optimizers, reset environments, statistics seeded with the first observations."""
         c, e = self.config, self.env
-        k_actor, k_critic, k_env, key = jax.random.split(key, 4)
+        k_actor, k_critic, k_cost, k_env, key = jax.random.split(key, 5)
         step0 = jnp.zeros((), jnp.int32)  # not a weakly typed Python 0: restored checkpoints must not retrace
         actor = NetState.create(apply_fn=self.actor_net.apply, tx=self._optimizer(c.lr_actor),
                                 params=self._init_params(self.actor_net, k_actor, self.actor_in_dim)).replace(step=step0)
+        critic_params = (self._init_params(self.critic_net, k_critic, self.critic_in_dim) if c.ippo
+                         else self.critic_net.init(k_critic, jnp.zeros((1, self.critic_in_dim), F32)))
         critic = NetState.create(apply_fn=self.critic_net.apply, tx=self._optimizer(c.lr_critic),
-                                 params=self._init_params(self.critic_net, k_critic, self.critic_in_dim)).replace(step=step0)
+                                 params=critic_params).replace(step=step0)
+        cost_critic = None
+        if self.cost_net is not None:
+            cost_critic = NetState.create(
+                apply_fn=self.cost_net.apply, tx=self._optimizer(c.lr_critic),
+                params=self.cost_net.init(k_cost, jnp.zeros((1, e.world_state_dim), F32))).replace(step=step0)
+        n_costs = len(self.cost_names)
         obs, env_state = jax.vmap(e.reset)(jax.random.split(k_env, c.num_envs))
         ws = jax.vmap(e.world_state)(env_state, obs)
         return TrainState(
@@ -308,9 +354,12 @@ class MAPPO:
             obs_stats=RunningStats.create((e.obs_dim,)).update(obs.reshape(-1, e.obs_dim)),
             ws_stats=RunningStats.create((e.world_state_dim,)).update(ws),
             ret_stats=RunningStats.create(),
+            cost_critic=cost_critic, cost_stats=RunningStats.create((n_costs,)),
+            lagrange=jnp.full((n_costs,), c.lagrangian_init, F32), episode_cost=jnp.zeros((n_costs,), F32),
             env_state=env_state, obs=obs, ws=ws,
             disc_return=jnp.zeros((c.num_envs, e.num_agents), F32),
             ep_return=jnp.zeros((c.num_envs,), F32),
+            disc_cost=jnp.zeros((c.num_envs, n_costs), F32), ep_cost=jnp.zeros((c.num_envs, n_costs), F32),
             key=key, update_step=jnp.zeros((), jnp.int32))
 
     # ------------------------------------------------------------------------- rollout
@@ -329,6 +378,7 @@ class MAPPO:
         action = sample_action(k_act, mean, log_std)
         log_prob = gaussian_log_prob(action, mean, log_std, self.action_mask)
         value = self.value(ts.critic.params, obs_n, ws_n)
+        cost_value = self.cost_value(None if ts.cost_critic is None else ts.cost_critic.params, ws_n)
         env_action = jnp.clip(action, -1.0, 1.0) * self.action_mask
         obs, env_state, reward, done, info = jax.vmap(e.step)(
             jax.random.split(k_step, c.num_envs), ts.env_state, env_action)
@@ -346,12 +396,22 @@ class MAPPO:
         ep_return = ts.ep_return + jnp.mean(reward, -1)
         finished = jnp.where(done, ep_return, 0.0)
 
+        cost = jnp.stack([info[k] for k in self.cost_keys], -1) if self.cost_keys else ts.ep_cost[:, :0]
+        disc_cost = ts.disc_cost * c.gamma + cost
+        cost_stats, scaled_cost = ts.cost_stats, cost
+        if c.normalize_reward and self.cost_keys:
+            cost_stats = cost_stats.update(disc_cost)
+            scaled_cost = jnp.clip(cost / jnp.sqrt(cost_stats.var + EPS), -c.reward_clip, c.reward_clip)
+        ep_cost = ts.ep_cost + cost
+        finished_cost = jnp.where(done[:, None], ep_cost, 0.0)
+
         ts = ts.replace(
-            obs_stats=obs_stats, ws_stats=ws_stats, ret_stats=ret_stats, env_state=env_state, obs=obs, ws=ws,
-            disc_return=jnp.where(done[:, None], 0.0, disc_return), ep_return=jnp.where(done, 0.0, ep_return),
-            key=key)
-        tr = Transition(obs_n, ws_n, action, log_prob, value, scaled, done)
-        return ts, (tr, finished, reward, info)
+            obs_stats=obs_stats, ws_stats=ws_stats, ret_stats=ret_stats, cost_stats=cost_stats, env_state=env_state,
+            obs=obs, ws=ws, disc_return=jnp.where(done[:, None], 0.0, disc_return),
+            ep_return=jnp.where(done, 0.0, ep_return), disc_cost=jnp.where(done[:, None], 0.0, disc_cost),
+            ep_cost=jnp.where(done[:, None], 0.0, ep_cost), key=key)
+        tr = Transition(obs_n, ws_n, action, log_prob, value, scaled, done, scaled_cost, cost_value)
+        return ts, (tr, finished, finished_cost, reward, info)
 
     # -------------------------------------------------------------------------- losses
 
@@ -369,22 +429,33 @@ class MAPPO:
                "clip_frac": jnp.mean((jnp.abs(ratio - 1) > c.clip_eps).astype(F32))}
         return pg - c.ent_coef * entropy, aux
 
-    def _critic_loss(self, params, mb: Transition, targets):
+    def _value_loss(self, value, old_value, targets):
+        """`0.5 mean((V - target)^2)`, with PPO's value clipping around the rollout's values when `clip_value`."""
         c = self.config
-        value = self.value(params, mb.obs, mb.ws)
         loss = (value - targets) ** 2
         if c.clip_value:
-            clipped = mb.value + jnp.clip(value - mb.value, -c.value_clip_eps, c.value_clip_eps)
+            clipped = old_value + jnp.clip(value - old_value, -c.value_clip_eps, c.value_clip_eps)
             loss = jnp.maximum(loss, (clipped - targets) ** 2)
-        loss = 0.5 * loss.mean()
-        return c.vf_coef * loss, {"critic_loss": loss}
+        return 0.5 * loss.mean()
+
+    def _critic_loss(self, params, mb: Transition, targets):
+        loss = self._value_loss(self.value(params, mb.obs, mb.ws), mb.value, targets)
+        return self.config.vf_coef * loss, {"critic_loss": loss}
+
+    def _cost_critic_loss(self, params, mb: Transition, targets):
+        loss = self._value_loss(self.cost_value(params, mb.ws), mb.cost_value, targets)
+        return self.config.vf_coef * loss, {"cost_critic_loss": loss}
 
     def _minibatch_step(self, nets, batch):
-        actor, critic = nets
-        mb, adv, targets = batch
+        actor, critic, cost_critic = nets
+        mb, adv, targets, cost_targets = batch
         a_grad, a_aux = jax.grad(self._actor_loss, has_aux=True)(actor.params, mb, adv)
         c_grad, c_aux = jax.grad(self._critic_loss, has_aux=True)(critic.params, mb, targets)
-        return (actor.apply_gradients(grads=a_grad), critic.apply_gradients(grads=c_grad)), {**a_aux, **c_aux}
+        aux = {**a_aux, **c_aux}
+        if cost_critic is not None:
+            k_grad, k_aux = jax.grad(self._cost_critic_loss, has_aux=True)(cost_critic.params, mb, cost_targets)
+            cost_critic, aux = cost_critic.apply_gradients(grads=k_grad), {**aux, **k_aux}
+        return (actor.apply_gradients(grads=a_grad), critic.apply_gradients(grads=c_grad), cost_critic), aux
 
     def _epoch(self, carry, _):
         nets, key, batch = carry
@@ -400,18 +471,28 @@ class MAPPO:
     def update(self, ts: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
         """One rollout and one PPO update; returns the new state and scalar metrics."""
         c = self.config
-        ts, (traj, finished, raw_reward, info) = jax.lax.scan(self._env_step, ts, None, c.num_steps)
+        ts, (traj, finished, finished_cost, raw_reward, info) = jax.lax.scan(self._env_step, ts, None, c.num_steps)
         obs_n, ws_n = self._normalized(ts)
         last_value = self.value(ts.critic.params, obs_n, ws_n)
         adv, targets = gae(traj.value, traj.reward, traj.done[..., None], last_value, c.gamma, c.gae_lambda)
-
-        flat = jax.tree.map(lambda x: x.reshape((c.batch_size,) + x.shape[2:]), (traj, adv, targets))
-        key, k_epochs = jax.random.split(ts.key)
-        (nets, _, _), aux = jax.lax.scan(self._epoch, ((ts.actor, ts.critic), k_epochs, flat), None,
-                                         c.update_epochs)
-        ts = ts.replace(actor=nets[0], critic=nets[1], key=key, update_step=ts.update_step + 1)
-
         n_done = jnp.sum(traj.done)
+
+        lagrange, episode_cost, cost_targets = ts.lagrange, ts.episode_cost, traj.cost_value
+        if ts.cost_critic is not None:
+            last_cost = self.cost_value(ts.cost_critic.params, ws_n)
+            cost_adv, cost_targets = gae(traj.cost_value, traj.cost, traj.done[..., None], last_cost, c.gamma,
+                                         c.gae_lambda)
+            episode_cost = jnp.where(n_done > 0, jnp.sum(finished_cost, (0, 1)) / jnp.maximum(n_done, 1), episode_cost)
+            lagrange = jnp.clip(lagrange + c.lagrangian_lr * (episode_cost - self.cost_budget), 0.0, c.lagrangian_max)
+            adv = (adv - jnp.sum(lagrange * cost_adv, -1, keepdims=True)) / (1.0 + jnp.sum(lagrange))
+
+        flat = jax.tree.map(lambda x: x.reshape((c.batch_size,) + x.shape[2:]), (traj, adv, targets, cost_targets))
+        key, k_epochs = jax.random.split(ts.key)
+        (nets, _, _), aux = jax.lax.scan(self._epoch, ((ts.actor, ts.critic, ts.cost_critic), k_epochs, flat), None,
+                                         c.update_epochs)
+        ts = ts.replace(actor=nets[0], critic=nets[1], cost_critic=nets[2], lagrange=lagrange,
+                        episode_cost=episode_cost, key=key, update_step=ts.update_step + 1)
+
         explained = 1.0 - jnp.var(targets - traj.value) / (jnp.var(targets) + EPS)
         metrics = {
             "update_step": ts.update_step, "env_steps": ts.update_step * c.batch_size,
@@ -419,6 +500,8 @@ class MAPPO:
             "episodes": n_done, "reward": jnp.mean(raw_reward), "explained_variance": explained,
             **{k: jnp.mean(v) for k, v in aux.items()},
             **{f"info/{k}": jnp.mean(v) for k, v in info.items()},
+            **{f"lagrange/{n}": lagrange[i] for i, n in enumerate(self.cost_names)},
+            **{f"episode_cost/{n}": episode_cost[i] for i, n in enumerate(self.cost_names)},
         }
         return ts, metrics
 
@@ -517,6 +600,17 @@ def shardings(state: TrainState, mesh: Mesh) -> TrainState:
     return out.replace(**{k: jax.tree.map(lambda _: split, getattr(state, k)) for k in ENV_BATCH_FIELDS})
 
 
+def cost_signals(env: MARLEnv, budgets: Mapping[str, float]) -> tuple[tuple[str, ...], tuple[str, ...], list[float]]:
+    """`(names, info keys, budgets per episode)` of the budgeted safety signals, in `budgets`' order;
+    a name the env does not report raises `ValueError` listing the ones it has, with their units."""
+    signals = env.cost_signals
+    unknown = [n for n in budgets if n not in signals]
+    if unknown:
+        known = "; ".join(f"{n} ({s.unit})" for n, s in signals.items()) or "none"
+        raise ValueError(f"cost_budgets: no safety signal {unknown} in this env; it has: {known}")
+    return tuple(budgets), tuple(signals[n].info_key for n in budgets), [float(b) for b in budgets.values()]
+
+
 def make_train(config: MAPPOConfig, env=None, params=None) -> MAPPO:
     """The trainer: `make_train(config)(key) -> (TrainState, metrics)`; jit it, vmap it over keys."""
     return MAPPO(config, env, params)
@@ -569,8 +663,8 @@ def non_finite_weights(state) -> list[str]:
     (every floating leaf for other pytrees); empty when all are finite."""
     if not isinstance(state, TrainState):
         return _non_finite(state, "")
-    return [line for name in ("actor", "critic", "obs_stats", "ws_stats", "ret_stats")
-            for line in _non_finite(getattr(state, name), f"{name}/")]
+    return [line for name in ("actor", "critic", "cost_critic", "obs_stats", "ws_stats", "ret_stats", "cost_stats",
+                              "lagrange") for line in _non_finite(getattr(state, name), f"{name}/")]
 
 
 def read_checkpoint(path, template) -> Checkpoint:

@@ -1,7 +1,9 @@
 """flax networks of the actor-critic baselines, sized from their inputs (no hard-coded dimensions).
 
 `Actor`: local observation `[..., in_dim]` -> Gaussian mean `[..., act_dim]` and a
-state-independent `log_std [act_dim]`. `Critic`: `[..., in_dim]` -> value `[...]`.
+state-independent `log_std [act_dim]`. `Critic`: `[..., in_dim]` -> values `[..., outputs]` (one
+head per output on a shared trunk: a centralized critic evaluates the world state once for
+every agent and every cost signal).
 Orthogonal initialization as in PPO implementations: sqrt(2) hidden, 0.01 policy head, 1.0 value head.
 """
 
@@ -50,15 +52,16 @@ class Actor(nn.Module):
 
 
 class Critic(nn.Module):
-    """State value: `[..., in_dim] -> [...]`."""
+    """State values, one per head: `[..., in_dim] -> [..., outputs]`."""
 
     hidden: Sequence[int] = (128, 128)
     activation: str = "tanh"
+    outputs: int = 1
 
     @nn.compact
     def __call__(self, x):
         x = MLP(self.hidden, self.activation)(x)
-        return nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), bias_init=nn.initializers.zeros)(x)[..., 0]
+        return nn.Dense(self.outputs, kernel_init=nn.initializers.orthogonal(1.0), bias_init=nn.initializers.zeros)(x)
 
 
 def gaussian_log_prob(x, mean, log_std, mask):

@@ -5,7 +5,11 @@ seconds without power flows.
 
 Each agent `a` moves a point `x_a` in `[-x_max, x_max]^dim_a` towards its target `g_a`
 (both uniform in [-1, 1]^dim_a at reset): `x' = clip(x + step_size * action)`, reward
-`-sum((x' - g)^2)` per agent. Observation `[x_a, g_a, t / episode_steps]`, world state all
+`-sum((x' - g)^2)` per agent. Safety signal `overshoot` (`info`, the env's `cost_signals`):
+`sum(max(|x'| - x_safe, 0))` over agents and coordinates, so reaching targets beyond
+`x_safe` costs; with targets uniform in [-1, 1] and `x_safe = 0.5` a policy that sits on its
+targets pays 0.125 per coordinate and step in expectation, one that stops at `x_safe` pays 0.
+Observation `[x_a, g_a, t / episode_steps]`, world state all
 agents' `x` and `g` plus time. Optimum: `action* = clip((g - x) / step_size, -1, 1)`
 (`optimal_policy`). Episodes last `episode_steps` steps; `truncated` comes as one flag per
 agent (the real env gives a scalar; baselines must handle both).
@@ -29,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from pgjax.env.types import CostSignal
+
 F32 = jnp.float32
 
 
@@ -36,6 +42,7 @@ F32 = jnp.float32
 class SetpointParams:
     step_size: float = 1.0  # distance per unit action
     x_max: float = 2.0
+    x_safe: float = 0.5  # |x| beyond it counts as `overshoot`
 
 
 @struct.dataclass
@@ -47,6 +54,8 @@ class SetpointState:
 
 class SetpointEnv:
     """Agents steer points to targets (see the module docstring)."""
+
+    cost_signals = {"overshoot": CostSignal("overshoot", "distance beyond x_safe, summed over agents and coordinates")}
 
     def __init__(self, num_agents: int = 2, dim: int | Sequence[int] = 1, episode_steps: int = 8):
         dims = (dim,) * num_agents if isinstance(dim, int) else tuple(int(d) for d in dim)
@@ -85,7 +94,9 @@ class SetpointEnv:
         err = jnp.sum((x - state.target) ** 2, -1)  # [n_agents]
         state = state.replace(x=x, t=state.t + 1)
         truncated = jnp.full((self.num_agents,), state.t >= self.episode_steps)
-        info = {"cost": err, "distance": jnp.mean(jnp.abs(x - state.target))}
+        mask = jnp.asarray(self.action_mask, F32)
+        info = {"cost": err, "distance": jnp.mean(jnp.abs(x - state.target)),
+                "overshoot": jnp.sum(jnp.maximum(jnp.abs(x) - params.x_safe, 0.0) * mask)}
         return self.get_obs(state), state, -err, jnp.zeros((), bool), truncated, info
 
     def step(self, key, state: SetpointState, actions, params: SetpointParams | None = None):

@@ -1,7 +1,11 @@
-"""Training throughput over devices and processes, and memory per environment: `pgjax bench train`.
+"""Training throughput over devices and processes, and memory per environment: `pgjax bench train --scaling`.
 
-    pgjax bench train [--scenario multi_microgrid] [--devices 1 2 4] [--processes 2] [--updates 12]
+    pgjax bench train --scaling [--scenario multi_microgrid] [--devices 1 2 4] [--processes 2] [--updates 12]
                       [--chunk 2] [--out runs/bench_train] [key=value ...]
+    pgjax bench train --scaling --memory-only --scenario NAME
+
+(`pgjax bench train` without `--scaling`: training speed against the env's speed, per preset,
+`pgjax.commands.bench_train_speed`.)
 
 Runs `pgjax train` (the laptop preset, `--updates` updates in chunks of `--chunk`, the given
 MAPPOConfig overrides) once per device count, each in its own process with
@@ -107,7 +111,8 @@ def memory_per_env(scenario: str, overrides: list[str]) -> dict:
 
     n, f32 = env.num_agents, (lambda *shape: jax.ShapeDtypeStruct(shape, np.float32))  # noqa: E731
     step = Transition(obs=f32(n, env.obs_dim), ws=f32(ws.shape[0]), action=f32(n, env.act_dim), log_prob=f32(n),
-                      value=f32(n), reward=f32(n), done=jax.ShapeDtypeStruct((), np.bool_))
+                      value=f32(n), reward=f32(n), done=jax.ShapeDtypeStruct((), np.bool_), cost=f32(0),
+                      cost_value=f32(0))  # no budgeted costs (algorithm: mappo)
     per_step = nbytes(step)
     return {"state_bytes": nbytes(state), "obs_and_world_state_bytes": nbytes((obs, ws)),
             "batch_bytes": per_step * num_steps, "num_steps": num_steps}
@@ -141,7 +146,13 @@ def plot_overlay(curves: dict, png: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="pgjax bench train", description=__doc__.splitlines()[0],
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--scaling" not in argv:
+        from pgjax.commands import bench_train_speed
+
+        return bench_train_speed.main(argv)
+    argv.remove("--scaling")
+    ap = argparse.ArgumentParser(prog="pgjax bench train --scaling", description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--scenario", default="multi_microgrid")
     ap.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4], help="device counts, one run each")

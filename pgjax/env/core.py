@@ -83,6 +83,8 @@ class Env:
     `reward_fn(outcome, params, shared) -> [n_agents]` replaces `pgjax.env.reward.default_reward`.
     """
 
+    cost_signals = reward_lib.COST_SIGNALS  # name -> CostSignal: the safety signals a learner may budget
+
     def __init__(self, scenario, reward_fn=reward_lib.default_reward):
         c = self.scenario = scenario
         self.name = c.name

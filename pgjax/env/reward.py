@@ -16,11 +16,21 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from pgjax.env.types import CostSignal
 from pgjax.powerflow import network
 
 # The entries of `info` with one value per learned agent `[n_agents]`; the others are scalars
 # `[]` or, for protocol values, one per grid agent `[n_grid]`.
 AGENT_INFO = ("cost", "safety")
+
+# The safety signals of `info` a constrained learner can budget (`Env.cost_signals`), by name.
+COST_SIGNALS = {
+    "voltage": CostSignal("safety_voltage", "p.u. outside [vm_min_pu, vm_max_pu], summed over energized buses"),
+    "loading": CostSignal("safety_loading", "branch loading above loading_max_percent, in units of 100 %, "
+                                            "summed over branches"),
+    "devices": CostSignal("safety_devices", "device limit violations in the device types' safety units, summed"),
+    "nonconverged": CostSignal("nonconverged", "power flows that did not converge (1 per step)"),
+}
 
 
 @struct.dataclass

@@ -61,6 +61,16 @@ class EnvState:
 
 
 @dataclasses.dataclass(frozen=True)
+class CostSignal:
+    """A safety signal an env reports every step in `info[info_key]` (a scalar, or one value per
+    agent, summed), usable as a constraint: an episode's cost is the sum of its steps' values
+    (`algorithm: mappo_lagrangian`, `cost_budgets`)."""
+
+    info_key: str
+    unit: str  # of one step's value
+
+
+@dataclasses.dataclass(frozen=True)
 class Box:
     """A continuous space: `shape`, bounds and dtype (gymnax-style)."""
 

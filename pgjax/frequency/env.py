@@ -64,7 +64,7 @@ from flax import struct
 
 from pgjax import checks
 from pgjax.env.core import auto_reset_step
-from pgjax.env.types import ActionColumn, ActionSchema, Box, ObservationSchema, ObservedFeature
+from pgjax.env.types import ActionColumn, ActionSchema, Box, CostSignal, ObservationSchema, ObservedFeature
 from pgjax.errors import InputError
 from pgjax.frequency import dynamics as dyn
 from pgjax.frequency import ieee68
@@ -165,6 +165,10 @@ class FrequencyEnv:
     """The `frequency_68bus` environment (see the module docstring)."""
 
     name = "frequency_68bus"
+    cost_signals = {  # the safety signals a constrained learner may budget (`algorithm: mappo_lagrangian`)
+        "frequency": CostSignal("outside_band_s", "s with any bus outside [f_low_hz, f_high_hz]"),
+        "band_violations": CostSignal("violations", "buses that left the frequency band within the step"),
+    }
     test_data = "seeded synthetic episodes, test key stream (split='test')"  # what `pgjax eval` reports
 
     def __init__(self, dtype="float32", split: str = "train", episode_steps: int = 120, dt_s: float = 5.0,

@@ -100,7 +100,9 @@ def test_running_stats_match_numpy():
     ("gamma", 1.5, ["gamma", "<= 1"]),
     ("lr_actor", "fast", ["lr_actor", "number"]),
     ("clip_eps", 0.0, ["clip_eps", "> 0"]),
-    ("ippo", "yes", ["ippo", "bool"]),
+    ("ippo", "yes", ["ippo", "algorithm"]),
+    ("algorithm", "sac", ["algorithm", "mappo_lagrangian"]),
+    ("cost_budgets", {"voltage": -1}, ["cost_budgets", ">= 0", "voltage"]),
     ("actor_hidden", [64, 0], ["actor_hidden", "list of ints"]),
     ("activation", "sigmoid", ["activation", "tanh"]),
     ("num_minibatches", 7, ["num_minibatches", "divide"]),
@@ -176,7 +178,7 @@ def test_adapter_reduces_flags_and_info(env):
     for t in range(env.episode_steps):
         _, state, reward, done, info = menv.step(jax.random.PRNGKey(t), state, jnp.zeros((2, 1)))
         assert reward.shape == (2,) and done.shape == () and bool(done) == (t == env.episode_steps - 1)
-    assert set(info) == {"cost", "distance"}  # final_observation dropped, per-agent cost summed
+    assert set(info) == {"cost", "distance", "overshoot"}  # final_observation dropped, per-agent cost summed
     assert all(v.shape == () and v.dtype == jnp.float32 for v in info.values())
 
 
@@ -241,7 +243,7 @@ def test_training_improves_return_on_two_seeds(env, trained):
 def test_whole_run_is_one_jitted_function_with_every_variant_flag(env):
     """`jit(make_train(cfg))(key)`, here with per-agent parameters (leading agent axis), IPPO,
     no agent id, no normalization and an annealed learning rate."""
-    cfg = tiny(2, param_sharing="none", ippo=True, agent_id=False, normalize_obs=False, normalize_reward=False,
+    cfg = tiny(2, param_sharing="none", algorithm="ippo", agent_id=False, normalize_obs=False, normalize_reward=False,
                anneal_lr=True)
     train = make_train(cfg, env)
     state, metrics = jax.jit(train)(jax.random.PRNGKey(1))

@@ -104,7 +104,7 @@ def test_bench_train_runs_devices_and_processes_on_the_same_curve(tmp_path, caps
     from pgjax.commands import bench_train
 
     out = tmp_path / "bt"
-    assert bench_train.main(["--scenario", "setpoint", "--devices", "1", "2", "--processes", "2", "--updates", "3",
+    assert bench_train.main(["--scaling", "--scenario", "setpoint", "--devices", "1", "2", "--processes", "2", "--updates", "3",
                              "--chunk", "1", "--out", str(out), "num_envs=4", "num_steps=8", "num_minibatches=1",
                              "update_epochs=1", "actor_hidden=[8]", "critic_hidden=[8]"]) == 0
     runs = json.loads((out / "bench_train.json").read_text())["runs"]
