@@ -59,6 +59,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pgjax import watchdog
+
 PER_STEP = ("losses_mw", "voltage_violation_rate", "controllable", "vm_min_pu", "vm_max_pu", "price", "nonconverged",
             "p_injected_mw", "slack_p_mw", "net_load_variance_mw2")
 TABLE = [("cost", "cost $", "{:,.0f}"), ("safety", "safety", "{:,.2f}"), ("return_per_episode", "return/ep", "{:.3f}"),
@@ -310,7 +312,9 @@ def evaluate(run: LoadedRun, env, episodes: int, seed: int, oracle: bool = True,
     skip_oracle = "--no-oracle" if not oracle else applies(env)
     if skip_oracle is None:
         t_plan = time.perf_counter()
-        ctrls.append(oracle_controller(env, key, episodes))
+        limit_s = max(watchdog.DEFAULT_TIMEOUT_S, 120 * episodes)  # one MILP per day, no progress in between
+        with watchdog.stage(f"planning the oracle ({episodes} episodes)", timeout_s=limit_s):
+            ctrls.append(oracle_controller(env, key, episodes))
         names.append("oracle")
         log(f"oracle: planned {episodes} episodes in {time.perf_counter() - t_plan:.1f} s")
     else:
@@ -446,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
                          else f"--set {' '.join(args.set)}", parser):
         given = parse_sets(args.set)
         label = condition_label(args.split, given, args.name)
-        run = LoadedRun(args.run_dir)
+        with watchdog.stage("loading the run (config, env, initial state, checkpoint)"):
+            run = LoadedRun(args.run_dir)
         split_sets = named_split(run.cfg.env, args.split).sets if args.split else {}
         sets = {**split_sets, **given}
         env = conditions_env(run.cfg, run.env, sets) if sets else run.env
@@ -461,8 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"run_dir": str(run_dir), "env": cfg.env, "dtype": dtype, "split": split_name, "profiles": data,
             "update": step, "episodes": args.episodes, "episode_steps": steps, "seed": args.seed,
             "num_seeds": cfg.num_seeds, "overrides": sets}
-    results, trace, notes = evaluate(run, env, args.episodes, args.seed, oracle=not args.no_oracle, mesh=mesh,
-                                     trace=not args.no_plot)
+    with watchdog.stage("evaluating the controllers (compiling and running the rollouts)"):
+        results, trace, notes = evaluate(run, env, args.episodes, args.seed, oracle=not args.no_oracle, mesh=mesh,
+                                         trace=not args.no_plot)
     seconds = time.perf_counter() - t0
     if hasattr(env, "evaluate_policy"):
         print(f"{notes}\n({seconds:.1f} s)")

@@ -51,6 +51,7 @@ import sys
 import time
 from pathlib import Path
 
+from pgjax import watchdog
 from pgjax.baselines import config as config_presets
 
 CHUNK_UPDATES = {"laptop": 10, "gpu": 10, "frequency_68bus": 5}  # updates per compiled chunk
@@ -235,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     # compile ahead of time: the init and the chunk programs (full chunks and the remainder)
     t0 = time.perf_counter()
     try:
-        state = train.seed_init(jax.random.PRNGKey(cfg.seed))
-        jax.block_until_ready(state)
+        with watchdog.stage("initializing the training state"):
+            state = train.seed_init(jax.random.PRNGKey(cfg.seed))
+            jax.block_until_ready(state)
         done = 0
         if args.resume and (out / CHECKPOINT).exists():
             state, done, _ = read_checkpoint(out / CHECKPOINT, state)
@@ -245,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         if mesh is not None:
             state = distributed.global_arrays(state, shardings(state, mesh))
         for n in sorted(sizes):
-            train.compile_chunk(state, n, mesh)  # `run` uses it as is
+            with watchdog.stage(f"compiling the training program (chunk of {n} updates)"):
+                train.compile_chunk(state, n, mesh)  # `run` uses it as is
     except KeyboardInterrupt:
         print("interrupted while compiling: nothing trained, nothing saved")
         return 130
@@ -263,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             print(line, flush=True)
 
     def on_progress(step: int, metrics: dict) -> None:
+        watchdog.beat()
         now = time.perf_counter()
         n_new = np.asarray(metrics["update_step"]).shape[-1]
         env_steps = n_new * cfg.batch_size * cfg.num_seeds
@@ -282,8 +286,9 @@ def main(argv: list[str] | None = None) -> int:
 
     timing["last"] = time.perf_counter()
     try:
-        state = run(cfg, out, resume=args.resume, chunk_updates=chunk, log=log, train=train, force=args.force,
-                    on_chunk=on_progress, devices=devices)
+        with watchdog.stage(f"training (chunks of {chunk} updates; each finished chunk is progress)"):
+            state = run(cfg, out, resume=args.resume, chunk_updates=chunk, log=log, train=train, force=args.force,
+                        on_chunk=on_progress, devices=devices)
     except RunFolderError as e:
         print(f"pgjax train: error: {e}", file=sys.stderr)
         return 2
