@@ -324,11 +324,17 @@ class MAPPO:
         return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(sched, eps=1e-5))
 
     def _init_params(self, net, key, in_dim):
-        """One parameter set, or `num_param_sets` independent ones stacked on a leading axis."""
+        """One parameter set, or `num_param_sets` independent ones stacked on a leading axis.
+
+        The sets are initialized one by one, not by `vmap`: a vmapped orthogonal initializer is a
+        batched QR, which jaxlib 0.10.x runs through its parallel LAPACK path, where every XLA CPU
+        worker can end up waiting for chunks nobody runs (the deadlock of `pgjax eval` on the
+        frequency preset; docs/xla_cpu_lapack_deadlock.md). Unbatched QRs run on the calling thread."""
         x = jnp.zeros((1, in_dim), F32)
         if self.param_index is None:
             return net.init(key, x)
-        return jax.vmap(lambda k: net.init(k, x))(jax.random.split(key, self.num_param_sets))
+        sets = [net.init(k, x) for k in jax.random.split(key, self.num_param_sets)]
+        return jax.tree.map(lambda *p: jnp.stack(p), *sets)
 
     def init(self, key) -> TrainState:
         """A fresh run: networks, optimizers, reset environments, statistics seeded with the first observations."""
@@ -512,12 +518,14 @@ class MAPPO:
     def seed_init(self, key) -> TrainState:
         """`config.num_seeds` fresh runs from `key`, stacked on a leading seed axis.
 
-        One jitted `init` per seed (a one-off cost): `jit(vmap(init))` over seeds deadlocked
-        in the XLA CPU runtime here (jax 0.10.2, 3 seeds); the vmapped updates do not.
+        One jitted `init` per seed: `jit(vmap(init))` over seeds would batch the orthogonal
+        initializers' QRs into jaxlib 0.10.x's deadlocking parallel LAPACK path (`_init_params`).
         """
         if "init" not in self._jitted:
             self._jitted["init"] = jax.jit(self.init)
-        states = [self._jitted["init"](k) for k in jax.random.split(key, self.config.num_seeds)]
+        # one at a time: two inits in flight at once (async dispatch) would each run batched LAPACK
+        # calls (the env's reset power flows) on the same two-thread pool, the deadlock's other half
+        states = [jax.block_until_ready(self._jitted["init"](k)) for k in jax.random.split(key, self.config.num_seeds)]
         return jax.tree.map(lambda *x: jnp.stack(x), *states)
 
     def seed_chunk_fn(self, num_updates: int) -> Callable:
@@ -617,9 +625,10 @@ def make_train(config: MAPPOConfig, env=None, params=None) -> MAPPO:
 
 
 def train_seeds(config: MAPPOConfig, key, env=None, params=None):
-    """`config.num_seeds` independent runs at once (`jit(vmap(train))`); outputs have a leading seed axis."""
+    """`config.num_seeds` independent runs at once (`seed_init`, then the vmapped updates in one jitted
+    program); outputs have a leading seed axis."""
     train = make_train(config, env, params)
-    return jax.jit(jax.vmap(train))(jax.random.split(key, config.num_seeds))
+    return jax.jit(train.seed_chunk_fn(config.num_updates))(train.seed_init(key))
 
 
 # ----------------------------------------------------------------------------- checkpoints

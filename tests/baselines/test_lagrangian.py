@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pgjax.baselines.common import evaluate
-from pgjax.baselines.mappo import MAPPOConfig, make_train
+from pgjax.baselines.mappo import MAPPOConfig, make_train, train_seeds
 from pgjax.baselines.toy_env import SetpointEnv
 
 BASE = {"env": "setpoint", "num_envs": 16, "num_steps": 16, "update_epochs": 4, "num_minibatches": 2,
@@ -68,13 +68,12 @@ def test_lagrangian_run_meets_its_budget_where_plain_mappo_does_not(env):
     sit on its targets and overshoots (~2 per episode); MAPPO-Lagrangian keeps the evaluated episode
     cost under the budget on every seed and still moves towards its targets."""
     budget, seeds = 0.3, 2
-    keys = jax.random.split(jax.random.PRNGKey(3), seeds)
     results = {}
     for algorithm, extra in (("mappo", {}), ("mappo_lagrangian", {"cost_budgets": {"overshoot": budget},
                                                                    "lagrangian_lr": 0.5})):
-        cfg = config(60, algorithm=algorithm, **extra)
+        cfg = config(60, algorithm=algorithm, num_seeds=seeds, **extra)
         train = make_train(cfg, env)
-        states, metrics = jax.jit(jax.vmap(train))(keys)
+        states, metrics = train_seeds(cfg, jax.random.PRNGKey(3), env)
         results[algorithm] = [evaluate(env, train.act, jax.random.PRNGKey(9), num_episodes=256,
                                        policy_state=jax.tree.map(lambda x: x[s], states)) for s in range(seeds)]
         if algorithm == "mappo_lagrangian":
