@@ -28,6 +28,8 @@ import time
 
 import numpy as np
 
+from pgjax import watchdog
+
 from pgjax.runio import write_json
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -135,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, cfg in configs.items():
         print(f"{name}: compiling and timing ...", flush=True)
-        rows.append(measure(name, cfg, args.updates, args.repeats, CLOCKS[args.clock]))
+        with watchdog.stage(f"compiling and timing preset {name}"):
+            rows.append(measure(name, cfg, args.updates, args.repeats, CLOCKS[args.clock]))
     print(header)
     for r in rows:
         epochs = f"{r['update_epochs']}x{r['num_minibatches']}"

@@ -49,6 +49,8 @@ from typing import Any
 
 import numpy as np
 
+from pgjax import watchdog
+
 RESAMPLES, BOOTSTRAP_SEED, LEVEL = 10_000, 0, 0.95
 EVAL_LABEL = "benchmark_{}"  # eval_benchmark_<split>.json in the run folder
 # metric -> (label, unit, how it is read from a summarized episode); per task kind
@@ -74,17 +76,13 @@ TASK_KEYS = {"preset", "total_timesteps", "config"}
 
 
 def algorithm_config(name: str) -> dict[str, Any]:
-    """The `MAPPOConfig` keys that select algorithm `name` (one table: `algorithm: NAME` where the
-    config has that key, else the older switches, `ippo: true`)."""
-    from pgjax.baselines.config import MAPPOConfig
+    """The `MAPPOConfig` keys that select algorithm `name` (one of `ALGORITHMS`)."""
+    from pgjax.baselines.config import ALGORITHMS
     from pgjax.errors import InputError
 
-    if "algorithm" in {f.name for f in dataclasses.fields(MAPPOConfig)}:
-        return {"algorithm": name}
-    legacy = {"mappo": {}, "ippo": {"ippo": True}}
-    if name not in legacy:
-        raise InputError(f"algorithm {name!r}: this MAPPOConfig has no 'algorithm' key; available: {sorted(legacy)}")
-    return legacy[name]
+    if name not in ALGORITHMS:
+        raise InputError(f"algorithm {name!r}: expected one of {list(ALGORITHMS)}")
+    return {"algorithm": name}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,11 +263,14 @@ def trained_run(spec: Spec, task: str, algorithm: str, out: Path, units: Units, 
             pass
         units.start()
         log(f"{task}/{algorithm}: resuming the interrupted training run")
-        run(cfg, folder, resume=True, log=lambda m: log(f"  {m}"))
+        resume = True
     else:
         units.start()
         log(f"{task}/{algorithm}: training {cfg.num_seeds} seed(s), {cfg.total_timesteps:,} env steps each")
-        run(cfg, folder, force=True, log=lambda m: log(f"  {m}"))
+        resume = False
+    with watchdog.stage(f"training {task}/{algorithm} (each finished chunk is progress)"):
+        run(cfg, folder, resume=resume, force=not resume, log=lambda m: log(f"  {m}"),
+            on_chunk=lambda *_: watchdog.beat())
     return LoadedRun(folder)
 
 
@@ -295,8 +296,9 @@ def evaluated(spec: Spec, task: str, algorithm: str, split_name: str, loaded, un
     units.start()
     log(f"{task}/{algorithm}: evaluating on {split_name} ({spec.episodes} episodes)")
     env = conditions_env(loaded.cfg, loaded.env, sets) if sets else loaded.env
-    results, _, notes = evaluate(loaded, env, spec.episodes, spec.eval_seed, oracle=spec.oracle, detail=True,
-                                 log=lambda m: log(f"  {m}"))
+    with watchdog.stage(f"evaluating {task}/{algorithm} on {split_name}"):
+        results, _, notes = evaluate(loaded, env, spec.episodes, spec.eval_seed, oracle=spec.oracle, detail=True,
+                                     log=lambda m: log(f"  {m}"))
     for line in notes.splitlines():
         log(f"  {line}")
     write_results(loaded.run_dir, results, {**meta, "env": loaded.cfg.env}, label)

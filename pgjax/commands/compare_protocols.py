@@ -64,6 +64,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pgjax import watchdog
+
 CONFIGS = {
     "none": ({}, "no protocol, grid agents learned"),
     "setpoint_sys": ({"vertical": "setpoint", "learned": "system"}, "vertical setpoint, learned DSO"),
@@ -332,9 +334,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                "episodes": args.episodes, **summarize(totals, steps, float(env.scenario.dt_h)),
                "seconds": round(time.perf_counter() - t_cfg, 1)}
         print(f"{name}: {label}, {row['seconds']:.1f} s (compile, {args.episodes} x {steps} steps)", flush=True)
+        watchdog.beat()
         return row
 
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # XLA compiles outside the GIL
+    with watchdog.stage(f"compiling and rolling out {len(jobs)} configurations (each finished one is progress)"), \
+            ThreadPoolExecutor(max_workers=args.jobs) as pool:  # XLA compiles outside the GIL
         rows = list(pool.map(run, jobs))
     seconds = time.perf_counter() - t0
 

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pgjax import watchdog
+
 METRICS = ("cost", "safety", "return_per_episode", "voltage_violation_rate", "controllable", "import_mwh")
 
 
@@ -136,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     for cond, env in zip(conditions, envs):
         t0 = time.perf_counter()
         names, ctrls = controllers(run, env)
-        results, _ = evaluate_all(run, env, names, ctrls, args.episodes, key, mesh)
         label = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in cond.items())
+        with watchdog.stage(f"evaluating the controllers under {label or 'the run’s own conditions'}"):
+            results, _ = evaluate_all(run, env, names, ctrls, args.episodes, key, mesh)
         for name in names:
             m = results[name]
             rows.append({**cond, "controller": name, **{k: m[k] for k in METRICS if k in m},
