@@ -23,13 +23,15 @@ from pgjax.powerflow import network
 # `[]` or, for protocol values, one per grid agent `[n_grid]`.
 AGENT_INFO = ("cost", "safety")
 
-# The safety signals of `info` a constrained learner can budget (`Env.cost_signals`), by name.
+# The signals of `info` a constrained learner can budget (`Env.cost_signals`), by name.
 COST_SIGNALS = {
     "voltage": CostSignal("safety_voltage", "p.u. outside [vm_min_pu, vm_max_pu], summed over energized buses"),
     "loading": CostSignal("safety_loading", "branch loading above loading_max_percent, in units of 100 %, "
                                             "summed over branches"),
     "devices": CostSignal("safety_devices", "device limit violations in the device types' safety units, summed"),
     "nonconverged": CostSignal("nonconverged", "power flows that did not converge (1 per step)"),
+    # a resource budget rather than a limit: MAPDN's Q cost, the inverters' reactive energy
+    "reactive": CostSignal("reactive_mvarh", "Mvarh of inverter reactive energy, |Q| x dt_h summed over inverters"),
 }
 
 
