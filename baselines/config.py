@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 # name -> (kind, lower, upper, lower_inclusive); kinds: int, float, bool, str, ints, mapping
-# (str-keyed), labels (str-keyed mapping of str labels), budgets (str-keyed mapping of numbers >= 0)
+# (str-keyed), labels (str-keyed mapping of str labels), budgets (str-keyed mapping of numbers > 0)
 _RULES: dict[str, tuple] = {
     "env": ("str", None, None, True),
     "env_kwargs": ("mapping", None, None, True),
@@ -133,7 +133,7 @@ class MAPPOConfig:
     # signal's unit summed over the episode's steps (e.g. voltage: p.u. outside the band, summed over
     # buses and steps); each gets a cost critic head and a Lagrange multiplier learned by dual ascent
     cost_budgets: Mapping[str, float] = dataclasses.field(default_factory=dict)
-    lagrangian_lr: float = 0.05  # dual ascent step: multiplier change per unit of episode cost over budget
+    lagrangian_lr: float = 0.05  # dual ascent step: multiplier change per update at an episode cost of twice the budget
     lagrangian_init: float = 0.0  # multipliers at start
     lagrangian_max: float = 100.0  # multipliers are kept in [0, lagrangian_max]
     normalize_obs: bool = True  # running mean / std (Welford) of observations and world state
@@ -293,9 +293,10 @@ def _check(name: str, value: Any) -> Any:
             raise bad("a mapping of names to non-empty string labels")
         if kind == "budgets":
             numbers = {k: _as_number(v) for k, v in value.items()}
-            wrong = {k: value[k] for k, v in numbers.items() if v is None or v < 0}
+            wrong = {k: value[k] for k, v in numbers.items() if v is None or v <= 0}
             if wrong:
-                raise ValueError(f"{name}: expected finite numbers >= 0 (budget per episode), got {wrong!r}")
+                raise ValueError(f"{name}: expected finite numbers > 0 (budget per episode; the multiplier "
+                                 f"moves by the excess relative to it), got {wrong!r}")
             return numbers
         return dict(value)
     if kind == "int":

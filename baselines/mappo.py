@@ -31,9 +31,10 @@ global-norm gradient clipping; actor and critic have their own optimizers.
   band; `config.cost_budgets`: budget per episode in the signal's units) gets a head of a
   centralized cost critic (same trunk shape as the critic, its own parameters), cost
   advantages by GAE, and a Lagrange multiplier `lambda_k` learned by projected dual ascent
-  once per update, `lambda_k <- clip(lambda_k + lagrangian_lr (J_k - budget_k), 0,
-  lagrangian_max)`, with `J_k` the mean cost of the episodes that ended in the rollout (the
-  last estimate when none did). The actor's advantage becomes
+  once per update, `lambda_k <- clip(lambda_k + lagrangian_lr (J_k - budget_k) / budget_k, 0,
+  lagrangian_max)` (the excess relative to the budget, so one rate serves signals of any
+  scale), with `J_k` the mean cost of the episodes that ended in the rollout (the last
+  estimate when none did). The actor's advantage becomes
   `(A_r - sum_k lambda_k A_k) / (1 + sum_k lambda_k)`; costs are scaled for the cost critic
   like rewards (running std of their discounted sum). Metrics `lagrange/<signal>`,
   `episode_cost/<signal>` (the estimate `J_k`) and `cost_critic_loss` are logged.
@@ -489,7 +490,8 @@ class MAPPO:
             cost_adv, cost_targets = gae(traj.cost_value, traj.cost, traj.done[..., None], last_cost, c.gamma,
                                          c.gae_lambda)
             episode_cost = jnp.where(n_done > 0, jnp.sum(finished_cost, (0, 1)) / jnp.maximum(n_done, 1), episode_cost)
-            lagrange = jnp.clip(lagrange + c.lagrangian_lr * (episode_cost - self.cost_budget), 0.0, c.lagrangian_max)
+            excess = (episode_cost - self.cost_budget) / self.cost_budget  # relative to the budget
+            lagrange = jnp.clip(lagrange + c.lagrangian_lr * excess, 0.0, c.lagrangian_max)
             adv = (adv - jnp.sum(lagrange * cost_adv, -1, keepdims=True)) / (1.0 + jnp.sum(lagrange))
 
         flat = jax.tree.map(lambda x: x.reshape((c.batch_size,) + x.shape[2:]), (traj, adv, targets, cost_targets))

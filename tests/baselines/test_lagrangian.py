@@ -46,18 +46,19 @@ def test_overshoot_signal_has_its_closed_form(env):
 
 
 def test_multiplier_rises_while_over_budget_and_falls_otherwise(env):
-    """Projected dual ascent: `lambda <- clip(lambda + lr (J - budget), 0, max)` each update, with `J`
+    """Projected dual ascent: `lambda <- clip(lambda + lr (J - budget) / budget, 0, max)` each update, with `J`
     the mean cost of the episodes that ended; here every env's episodes end together at rollout
     boundaries, so `J` is exactly the episode length times the mean cost per step. The random
     initial policy overshoots far more than the budget (lambda rises), the penalized one less (it falls)."""
-    budget, init, lr = 5.0, 2.0, 0.1
+    budget, init, lr = 5.0, 2.0, 0.5
     cfg = config(8, algorithm="mappo_lagrangian", cost_budgets={"overshoot": budget}, lagrangian_init=init,
                  lagrangian_lr=lr)
     _, m = jax.jit(make_train(cfg, env))(jax.random.PRNGKey(1))
     lam, cost = np.asarray(m["lagrange/overshoot"]), np.asarray(m["episode_cost/overshoot"])
     np.testing.assert_allclose(cost, env.episode_steps * np.asarray(m["info/overshoot"]), rtol=1e-5)
     before = np.concatenate([[init], lam[:-1]])
-    np.testing.assert_allclose(lam, np.clip(before + lr * (cost - budget), 0.0, cfg.lagrangian_max), rtol=1e-5)
+    np.testing.assert_allclose(lam, np.clip(before + lr * (cost - budget) / budget, 0.0, cfg.lagrangian_max),
+                               rtol=1e-5)
     step = lam - before
     assert np.all(np.sign(step) == np.sign(cost - budget)), (lam, cost)
     assert (step > 0).any() and (step < 0).any(), (lam, cost)
@@ -70,7 +71,7 @@ def test_lagrangian_run_meets_its_budget_where_plain_mappo_does_not(env):
     budget, seeds = 0.3, 2
     results = {}
     for algorithm, extra in (("mappo", {}), ("mappo_lagrangian", {"cost_budgets": {"overshoot": budget},
-                                                                   "lagrangian_lr": 0.5})):
+                                                                   "lagrangian_lr": 0.15})):
         cfg = config(60, algorithm=algorithm, num_seeds=seeds, **extra)
         train = make_train(cfg, env)
         states, metrics = train_seeds(cfg, jax.random.PRNGKey(3), env)

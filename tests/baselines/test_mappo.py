@@ -102,7 +102,7 @@ def test_running_stats_match_numpy():
     ("clip_eps", 0.0, ["clip_eps", "> 0"]),
     ("ippo", "yes", ["ippo", "algorithm"]),
     ("algorithm", "sac", ["algorithm", "mappo_lagrangian"]),
-    ("cost_budgets", {"voltage": -1}, ["cost_budgets", ">= 0", "voltage"]),
+    ("cost_budgets", {"voltage": 0}, ["cost_budgets", "> 0", "voltage"]),
     ("actor_hidden", [64, 0], ["actor_hidden", "list of ints"]),
     ("activation", "sigmoid", ["activation", "tanh"]),
     ("num_minibatches", 7, ["num_minibatches", "divide"]),
