@@ -54,7 +54,7 @@ from pathlib import Path
 from pgjax import watchdog
 from pgjax.baselines import config as config_presets
 
-CHUNK_UPDATES = {"laptop": 10, "gpu": 10, "frequency_68bus": 5}  # updates per compiled chunk
+CHUNK_UPDATES = {"laptop": 10, "gpu": 10, "frequency_68bus": 10}  # updates per compiled chunk
 PRESETS = config_presets.PRESETS  # laptop, gpu, frequency_68bus (pgjax.baselines.config)
 DTYPES = ("float32", "float64")
 DEFAULT_DTYPE = "float32"  # the training path; pass --dtype float64 for the scenario's exact dtype

@@ -65,19 +65,19 @@ def test_summarize_reads_extremes_and_rates():
 
 @pytest.mark.slow
 def test_short_mappo_run_improves_the_return():
-    """24 updates of the preset: the training episodes' return rises (measured per seed in the
-    3-seed run of the README's frequency section: -0.4e6 to -4.4e6 over updates 1-4, -0.1e6 to
-    -0.5e6 over 21-24)."""
+    """24 updates of the preset (64 envs x 64 steps; a 120-step episode ends every second update or
+    so, NaN where none did): the training episodes' return rises."""
     from pgjax.baselines.config import PRESETS, MAPPOConfig
     from pgjax.baselines.mappo import make_train
 
-    cfg = MAPPOConfig.from_dict({**PRESETS["frequency_68bus"], "total_timesteps": 24 * 2048,
+    preset = PRESETS["frequency_68bus"]
+    cfg = MAPPOConfig.from_dict({**preset, "total_timesteps": 24 * preset["num_envs"] * preset["num_steps"],
                                  "env_kwargs": {"dtype": "float32"}})
     train = make_train(cfg)
     state = jax.jit(train.init)(jax.random.PRNGKey(0))
     _, metrics = jax.jit(train.update_chunk, static_argnums=1)(state, cfg.num_updates)
     ret = np.asarray(metrics["episode_return"])
-    assert np.all(np.isfinite(ret))
-    # returns are negative and noisy (each episode draws its trip and loads): the last 4 updates'
-    # mean beats the first 4's (measured -1.9e6 -> -1.2e6 in a full suite run; it more than halved alone)
-    assert np.mean(ret[-4:]) > np.mean(ret[:4]), ret
+    assert np.isfinite(ret).sum() >= 10 and np.all(np.isfinite(ret[1::2]) | np.isfinite(ret[::2]))
+    # returns are negative and noisy (each episode draws its trip and loads): the last 6 updates'
+    # mean beats the first 6's
+    assert np.nanmean(ret[-6:]) > np.nanmean(ret[:6]), ret
