@@ -221,6 +221,21 @@ def rows_of(task: str, split: str, algorithm: str, results: dict, baselines: boo
     return out
 
 
+def budget_rows(task: str, split: str, algorithm: str, results: dict, loaded) -> list[dict]:
+    """For a run with `cost_budgets` (mappo_lagrangian): per budgeted signal, its cost per episode
+    over seeds (a seed's value: its mean over the evaluated episodes) with the budget and how many
+    seeds stay within it (`budget`, `seeds_within_budget`)."""
+    signals, out = loaded.train.env.cost_signals, []
+    for signal, budget in loaded.cfg.cost_budgets.items():
+        key = signals[signal].info_key
+        per_seed = [float(np.mean(metric_values(s, key))) for s in results["mappo"]["per_seed"]]
+        row = _row(task, split, algorithm, "learned", f"budget_{signal}", f"{signal} cost, budget {budget:g}",
+                   f"{signals[signal].unit} per episode", "seeds", per_seed)
+        out.append({**row, "budget": float(budget),
+                    "seeds_within_budget": int(sum(v <= budget for v in per_seed))})
+    return out
+
+
 def _row(task, split, controller, kind, metric, label, unit, over, values) -> dict:
     mean, lo, hi = bootstrap_ci(values)
     return {"task": task, "split": split, "controller": controller, "kind": kind, "metric": metric, "label": label,
@@ -317,6 +332,13 @@ def fmt(row: dict) -> str:
     return f"{f.format(vals[0])} [{f.format(vals[1])}, {f.format(vals[2])}]"
 
 
+def cell(row: dict) -> str:
+    """`fmt(row)`, and for a budgeted signal how many seeds stay within the budget."""
+    if "budget" not in row:
+        return fmt(row)
+    return f"{fmt(row)}, {row['seeds_within_budget']}/{row['n']} seeds within"
+
+
 def markdown(rows: list[dict], spec: Spec) -> str:
     """A markdown table per task and split: controllers as rows, metrics (with units) as columns."""
     lines = [f"# pgjax benchmark\n\n{spec.seeds} seed(s) per learned controller, {spec.episodes} evaluation "
@@ -332,7 +354,7 @@ def markdown(rows: list[dict], spec: Spec) -> str:
             for ctrl in dict.fromkeys(r["controller"] for r in part):
                 cells = {r["metric"]: r for r in part if r["controller"] == ctrl}
                 mark = " †" if next(iter(cells.values()))["kind"] == "baseline" else ""
-                lines.append(f"| {ctrl}{mark} | " + " | ".join(fmt(cells[m]) if m in cells else "" for m, _, _ in metrics)
+                lines.append(f"| {ctrl}{mark} | " + " | ".join(cell(cells[m]) if m in cells else "" for m, _, _ in metrics)
                              + " |")
             lines.append("")
     return "\n".join(lines)
@@ -378,12 +400,12 @@ def write_outputs(out: Path, spec: Spec, rows: list[dict]) -> list[Path]:
     from pgjax.runio import open_atomic, write_atomic, write_json
 
     keys = ["task", "split", "controller", "kind", "metric", "label", "unit", "mean", "ci_low", "ci_high", "n",
-            "ci_over"]
+            "ci_over", "budget", "seeds_within_budget"]
     with open_atomic(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(keys)
         for r in rows:
-            w.writerow([r[k] for k in keys])
+            w.writerow([r.get(k, "") for k in keys])
     write_json(out / "results.json", {"spec": spec.to_dict(), "confidence": LEVEL, "resamples": RESAMPLES,
                                       "bootstrap_seed": BOOTSTRAP_SEED, "rows": rows})
     write_atomic(out / "results.md", markdown(rows, spec))
@@ -477,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                     for split_name in spec.task_splits(task):
                         results = evaluated(spec, task, algorithm, split_name, loaded, units)
                         rows += rows_of(task, split_name, algorithm, results, baselines=i == 0)
+                        rows += budget_rows(task, split_name, algorithm, results, loaded)
     except Stop:
         print(f"pgjax benchmark: stopped after {units.done} unit(s) of work (--max-units); rerun the same command "
               f"to go on", file=sys.stderr)
