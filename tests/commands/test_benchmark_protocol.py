@@ -261,3 +261,21 @@ def test_eval_split_writes_its_own_files(bench, tmp_path, capsys):
     with pytest.raises(SystemExit):
         ev.main([str(run_dir), "--split", "nope", "--episodes", "4"])
     assert "'nope'" in capsys.readouterr().err
+
+
+def test_lagrangian_runs_report_their_budgets_per_seed(tmp_path):
+    """A `mappo_lagrangian` run's budgeted signal: its cost per episode over seeds equals the mean of
+    the evaluated episodes' `overshoot` of each seed, and the count of seeds within the budget
+    equals a count on those per-seed values."""
+    spec = {**SPEC, "algorithms": {"mappo_lagrangian": {"cost_budgets": {"overshoot": 0.5}}}, "seeds": 2,
+            "splits": ["test"]}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert benchmark.main(["--spec", str(path), "--out", str(tmp_path / "out")]) == 0
+    (row,) = [r for r in rows(tmp_path / "out") if r["metric"] == "budget_overshoot"]
+    evaluation = json.loads((tmp_path / "out" / "setpoint" / "mappo_lagrangian" /
+                             "eval_benchmark_test.json").read_text())
+    per_seed = [np.mean(s["overshoot"]) for s in evaluation["mappo"]["per_seed"]]
+    np.testing.assert_allclose(row["values"], per_seed, rtol=1e-6)
+    assert row["budget"] == 0.5 and row["seeds_within_budget"] == sum(v <= 0.5 for v in per_seed)
+    assert f"{row['seeds_within_budget']}/2 seeds within" in (tmp_path / "out" / "results.md").read_text()
