@@ -38,7 +38,8 @@ global-norm gradient clipping; actor and critic have their own optimizers.
   `(A_r - sum_k lambda_k A_k) / (1 + sum_k lambda_k)`; costs are scaled for the cost critic
   like rewards (running std of their discounted sum). Metrics `lagrange/<signal>`,
   `episode_cost/<signal>` (the estimate `J_k`) and `cost_critic_loss` are logged.
-- Parameters (`param_sharing`, for actor and critic alike): one set for all agents ("all",
+- Parameters (`param_sharing`, for the actors and IPPO's critics; the centralized critic has
+  its heads instead): one set for all agents ("all",
   no extra axis), one per agent type ("type") or one per agent ("none"). The last two stack
   the sets on a leading `[n_sets]` axis; each agent's set is gathered by its index
   (`MAPPO.param_index [n_agents]`) and the network applied by `vmap` over agents, so
