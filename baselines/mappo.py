@@ -734,7 +734,7 @@ def load_checkpoint(path, template):
 
 CHECKPOINT, METRICS, CONFIG = "checkpoint.msgpack", "metrics.jsonl", "config.yaml"
 RUN_FILES = (CONFIG, METRICS, CHECKPOINT, "train_summary.json", "curves.png", "eval.json", "eval.csv",
-             "eval_meta.json", "eval_day.png")  # what `force=True` removes before a new run
+             "eval_meta.json", "eval_day.png")  # what `force=True` removes before a new run (and eval_<label>.*)
 
 
 def read_run_config(path) -> MAPPOConfig:
@@ -753,9 +753,11 @@ def read_run_config(path) -> MAPPOConfig:
 
 
 def existing_run_files(out_dir) -> list[str]:
-    """The files of a run (`RUN_FILES`) present in `out_dir`."""
+    """The files of a run present in `out_dir`: `RUN_FILES` and the evaluations written under their
+    own names (`eval_<label>.*` of `pgjax eval --split / --set`, `pgjax benchmark`)."""
     out = Path(out_dir)
-    return [name for name in RUN_FILES if (out / name).exists()]
+    named = sorted(p.name for p in out.glob("eval_*") if p.is_file() and p.name not in RUN_FILES)
+    return [name for name in RUN_FILES if (out / name).exists()] + named
 
 
 def prepare_new_run(out_dir, force: bool = False) -> None:

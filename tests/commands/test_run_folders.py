@@ -293,8 +293,10 @@ def test_a_new_run_refuses_a_folder_that_holds_one(train, copy, capsys):
     assert cli("train", "--out", str(copy), "--resume", "--force") == 2
     assert (copy / METRICS).read_bytes() == before  # nothing touched
     (copy / "notes.txt").write_text("mine")
+    (copy / "eval_load_growth.json").write_text("{}")  # an evaluation of the old run, under its own name
     run(CFG.replace(total_timesteps=8), copy, chunk_updates=1, train=train, log=lambda _: None, force=True)
     assert len(rows_of(copy)) == 2 and (copy / "notes.txt").read_text() == "mine"
+    assert not (copy / "eval_load_growth.json").exists()
 
 
 # ------------------------------------------------------------------------------- CLI
