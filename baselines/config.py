@@ -68,8 +68,8 @@ ACTIVATIONS = ("tanh", "relu", "gelu")
 # batch and epochs chosen by measurement on the 2-core CPU: 64 envs x 64 steps, 4 epochs of 4
 # minibatches, no entropy bonus and log-std -1 (the original 8 x 256 steps, 10 epochs of 8,
 # entropy 0.01: 330 env steps/s and a return of -57,347 after 205k steps; this preset trains at
-# ~12x the speed: one seed reached -51,226 after 2.05M steps and -46,845 after 4.9M, past AGC's
-# -47,967 with no band violation; README "Learning").
+# 8.8x the speed; after 4.9M steps 3 seeds reach -50,328 [-54,933, -44,174] against AGC's -47,967,
+# with no band violation; README "Learning").
 _FREQ_KINDS = {**{f"battery_{i}": "battery" for i in range(5)}, **{f"gas_{i}": "gas" for i in range(8)},
                **{f"dr_{i}": "demand_response" for i in range(7)}}
 PRESETS: dict[str, dict[str, Any]] = {
