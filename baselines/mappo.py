@@ -598,7 +598,7 @@ class MAPPO:
 # ------------------------------------------------------------------------------ devices
 
 # TrainState fields with a leading [num_envs] axis (after the seed axis of seed-batched states).
-ENV_BATCH_FIELDS = ("env_state", "obs", "ws", "disc_return", "ep_return")
+ENV_BATCH_FIELDS = ("env_state", "obs", "ws", "disc_return", "ep_return", "disc_cost", "ep_cost")
 
 
 def shardings(state: TrainState, mesh: Mesh) -> TrainState:

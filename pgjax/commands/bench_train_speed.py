@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -144,8 +145,6 @@ def main(argv: list[str] | None = None) -> int:
         epochs = f"{r['update_epochs']}x{r['num_minibatches']}"
         print(f"{r['preset']:<17}{r['env']:<17}{r['batch_envs']:>6}{r['num_steps']:>6}{epochs:>8}{r['compile_s']:>10.1f}"
               f"{r['train_env_steps_per_s']:>15,.0f}{r['env_only_steps_per_s']:>18,.0f}{r['ratio']:>7.2f}")
-    from pathlib import Path
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "bench_train_speed.json", {"clock": args.clock, "updates": args.updates,

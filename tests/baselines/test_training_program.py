@@ -47,3 +47,16 @@ def test_chunks_are_traced_once_and_not_retraced(tmp_path):
     run(config.replace(total_timesteps=4 * 8 * 10), tmp_path / "run", resume=True, chunk_updates=2, train=train,
         log=lambda _: None)  # a resumed run from the restored checkpoint: still the same program
     assert len(traces) == 1, traces
+
+
+def test_every_env_batch_field_is_split_over_devices():
+    """`ENV_BATCH_FIELDS` (what `shardings` splits over devices) are exactly the `TrainState`
+    fields whose arrays lead with the environment axis (Lagrangian state included)."""
+    from pgjax.baselines.mappo import ENV_BATCH_FIELDS
+
+    config = MAPPOConfig.from_dict({**TINY, "num_envs": 7, "total_timesteps": 7 * 8, "num_minibatches": 1,
+                                    "algorithm": "mappo_lagrangian", "cost_budgets": {"overshoot": 1.0}})
+    state = make_train(config).init(jax.random.PRNGKey(0))
+    leading = {name for name in vars(state)
+               if (leaves := jax.tree.leaves(getattr(state, name))) and all(x.ndim and x.shape[0] == 7 for x in leaves)}
+    assert leading == set(ENV_BATCH_FIELDS)
