@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from pgjax import comms
+from pgjax.protocols import channels
 from pgjax.protocols import REGISTRY, Messages, Protocol, register
 
 
@@ -59,15 +59,15 @@ def run(n=5, steps=12, delay=1, loss_prob=0.2, seed=0):  # delay <= 3
     """Run the protocol through a channel with `jax.lax.scan`; returns the commands per step."""
     params = Params(leader=jnp.asarray(0), n_agents=n)
     values = jnp.arange(1.0, n + 1.0)  # constant local values; their mean is (n + 1) / 2
-    cp = comms.channel_params(n, n, delay=delay, loss_prob=loss_prob, max_delay=3)  # static buffer depth
+    cp = channels.channel_params(n, n, delay=delay, loss_prob=loss_prob, max_delay=3)  # static buffer depth
 
     def one_step(carry, key):
         ps, cs, msgs_in = carry
         cmd, out, ps = apply(params, ps, {"value": values}, msgs_in)
-        msgs_in, cs = comms.transmit(cp, cs, out, key)
+        msgs_in, cs = channels.transmit(cp, cs, out, key)
         return (ps, cs, msgs_in), cmd["value"]
 
-    carry = (init(params), comms.channel_init(cp, 1), Messages.empty(n, n))
+    carry = (init(params), channels.channel_init(cp, 1), Messages.empty(n, n))
     _, trace = jax.jit(lambda c, k: jax.lax.scan(one_step, c, k))(
         carry, jax.random.split(jax.random.PRNGKey(seed), steps))
     return trace

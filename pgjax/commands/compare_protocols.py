@@ -5,7 +5,7 @@
     pgjax compare --configs none,p2p,p2p_delay_loss --split train
     pgjax compare --checkpoint runs/multi_microgrid  # a trained MAPPO run where its agent layout fits
 
-Configurations (`CONFIGS`, `pgjax.make` overrides; protocols in `pgjax.coordination`):
+Configurations (`CONFIGS`, `pgjax.make` overrides; protocols in `pgjax.protocols.coordination`):
 
     none            no protocol (grid agents learned)
     setpoint_sys    vertical setpoint, learned system operator (DSO), tracking microgrids
@@ -28,10 +28,10 @@ Policies (`--policy`, applied to whoever is learned in the configuration):
     the price is below the median by `band`, `- p_discharge_max` (at most down to zero
     import, no export) when above, nothing in between, each within what the storage can
     take or give from its observed state of charge. The microgrid's tracker
-    (`pgjax.dispatch.track`) then charges / discharges its storage (fuel units only as
+    (`pgjax.protocols.dispatch.track`) then charges / discharges its storage (fuel units only as
     its fallback);
   * price_signal: forwards the market price (clipped to [price_min, price_max]); the
-    microgrids' devices maximize their profit at it (`pgjax.dispatch.respond`).
+    microgrids' devices maximize their profit at it (`pgjax.protocols.dispatch.respond`).
 - `--checkpoint RUN_DIR`: the trained MAPPO run (seed 0, deterministic) for every
   configuration whose agents, observation and action sizes match the run's environment;
   the others fall back to `--policy` (said so in the output and in the `policy` column).

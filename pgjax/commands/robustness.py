@@ -21,7 +21,7 @@ and safety against each swept variable, the other variables at their first value
 per controller. Every file is written atomically.
 
 One program per condition: delays change the channel's buffer shapes, and loss and jitter
-probabilities are compiled into the channel (`pgjax.coordination.Links`), so conditions are
+probabilities are compiled into the channel (`pgjax.protocols.coordination.Links`), so conditions are
 not batched into one vmapped program.
 """
 

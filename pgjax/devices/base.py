@@ -21,7 +21,7 @@ one (e.g. voltage-band control of tap changers and capacitor banks), else by
 Types whose active power can be dispatched (generator, storage, PV, wind) also carry a
 `Dispatch` record: the feasible injection range this step, the action that realizes a
 target injection, a merit tier and cost coefficients. Fixed grid controllers
-(`pgjax.dispatch`) use it to track a setpoint or respond to a price sent from above.
+(`pgjax.protocols.dispatch`) use it to track a setpoint or respond to a price sent from above.
 
 Parameters are declared once in `fields` (name -> `Field`); the scenario compiler validates
 YAML entries against it and `build` turns them into the parameter dataclass.

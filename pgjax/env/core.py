@@ -17,7 +17,7 @@ What an agent observes and controls is named in `env.layout.observation` and
 One step, each stage a function below (all pure `jnp`, one Python loop over device *types*,
 none over devices, agents or environments):
   `_clean_actions`  NaN -> safe default, clip; tick hold and action delay
-  `_coordinate`     protocols (`pgjax.coordination`): messages through the channels, the
+  `_coordinate`     protocols (`pgjax.protocols.coordination`): messages through the channels, the
                     device actions of tracked children and of joint dispatches
   `_act`            per-device actions -> feasible setpoints, dynamics, grid changes, injections
   `_power_flow`     AC power flow (the scenario's method, warm-started); a power flow that
@@ -46,7 +46,7 @@ import numpy as np
 
 from pgjax import checks
 from pgjax import devices as dev
-from pgjax.coordination import Coordinator
+from pgjax.protocols.coordination import Coordinator
 from pgjax.devices.base import Context
 from pgjax.env import layout as layout_lib
 from pgjax.env import reward as reward_lib

@@ -57,7 +57,7 @@ class EnvState:
     devices: dict  # type name -> that type's State
     vm_pu: jax.Array  # [n_bus] voltage magnitudes of the last power flow
     va_deg: jax.Array  # [n_bus] voltage angles of the last power flow (the next one's warm start)
-    coord: Any  # pgjax.coordination.CoordState: channels, timing and message features
+    coord: Any  # pgjax.protocols.coordination.CoordState: channels, timing and message features
 
 
 @dataclasses.dataclass(frozen=True)

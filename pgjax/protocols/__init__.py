@@ -11,7 +11,7 @@ A protocol is a `Protocol` record whose `apply` has the signature (see DESIGN.md
 - `agent_outputs`: a dict of arrays the agents (or the environment) produce this step;
   every protocol documents the keys it reads (e.g. `action [n_agents, k]`, `value [n]`).
 - `messages_in`: the `Messages` delivered to the protocol's agents by the channel this step
-  (`pgjax.comms`); `Messages.full(...)` stands for an ideal channel.
+  (`pgjax.protocols.channels`); `Messages.full(...)` stands for an ideal channel.
 - `device_commands`: a dict of arrays (documented per protocol), e.g. `p_mw [n_devices]`.
 - `messages_out`: the `Messages` the protocol sends, `data [n_senders, n_receivers, msg_dim]`
   with a boolean `mask [n_senders, n_receivers]` of links that carry a message; the
@@ -33,7 +33,7 @@ Add a protocol with `register(Protocol(...))`; with a `coupling`
 
 from __future__ import annotations
 
-from pgjax.messages import Messages
+from pgjax.protocols.messages import Messages
 from pgjax.protocols.registry import REGISTRY, Protocol, find, get, names, register, scenario_names
 
 # The built-ins register themselves on import.

@@ -28,7 +28,7 @@ import numpy as np
 
 from pgjax import devices as dev
 from pgjax.devices.base import Feature
-from pgjax.messages import Messages
+from pgjax.protocols.messages import Messages
 from pgjax.protocols import coupling
 from pgjax.protocols.registry import Protocol, register
 

@@ -23,9 +23,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from pgjax import comms
+from pgjax.protocols import channels
 from pgjax.devices.base import Feature
-from pgjax.messages import Messages
+from pgjax.protocols.messages import Messages
 from pgjax.protocols import coupling
 from pgjax.protocols.registry import Protocol, register
 
@@ -82,7 +82,7 @@ def _env_step(links, chan, inputs, key):
     """Each grid agent starts from its last import and averages over the links delivered this step."""
     h_links = links.adjacency
     msgs = Messages.broadcast(inputs.import_mw, h_links)
-    delivered, chan = comms.transmit(links.hparams, chan, msgs, key)
+    delivered, chan = channels.transmit(links.hparams, chan, msgs, key)
     prm = make_params(links.adjacency, iterations=links.options["iterations"])
     out, _, _ = apply(prm, init(prm), {"value": inputs.import_mw}, delivered)
     value = out["value"].reshape(-1)

@@ -7,7 +7,7 @@ A protocol that a scenario can name (`protocol.vertical` / `protocol.horizontal`
     outputs, state  = coupling.step(links, state, inputs, key)        # before the devices act
     adjust_usd      = coupling.settle(links, outputs, import_mw, price, dt_h)  # optional, after the power flow
 
-- `links` (`Links`, host-side, built once per scenario by `pgjax.coordination`): who talks
+- `links` (`Links`, host-side, built once per scenario by `pgjax.protocols.coordination`): who talks
   to whom among the grid agents (microgrid controllers), their channels, exchange limits,
   the protocol's options (`protocol.<key>` of the scenario, with the coupling's defaults).
 - `inputs` (`Inputs`): the learned agents' actions, the price, each grid agent's last
@@ -33,9 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from pgjax import comms
+from pgjax.protocols import channels
 from pgjax.devices.base import Feature
-from pgjax.messages import Messages
+from pgjax.protocols.messages import Messages
 
 BIG_AGE = 1 << 20  # channel age of a link that never delivered
 
@@ -58,8 +58,8 @@ class Links:
     export_max_mw: np.ndarray  # [n_grid]
     adjacency: np.ndarray  # [n_grid, n_grid] bool, peers (`protocol.graph`)
     options: dict  # the protocol section's other keys, completed with the coupling's defaults
-    vparams: comms.ChannelParams  # parents (tree agents) -> grid agents
-    hparams: comms.ChannelParams  # grid agent -> grid agent
+    vparams: channels.ChannelParams  # parents (tree agents) -> grid agents
+    hparams: channels.ChannelParams  # grid agent -> grid agent
     v_links: np.ndarray  # [n_tree, n_grid] bool, parent -> child links
     unit_of_grid: np.ndarray  # [n_grid] index of the grid agent's first joint-dispatch unit, -1 if none
     unit_type: str | None  # the device type dispatched jointly (first type with `Dispatch.merit == 2`)
@@ -133,7 +133,7 @@ def parent_actions(links: Links, actions):
     return (a + 1.0) / 2.0
 
 
-def send_down(links: Links, chan: comms.ChannelState, key, value, default):
+def send_down(links: Links, chan: channels.ChannelState, key, value, default):
     """Send `value [n_grid]` from each parent to its children through the channel.
 
     Returns `(received [n_grid], n_sent, chan)`: the last value delivered, `default` before
@@ -141,7 +141,7 @@ def send_down(links: Links, chan: comms.ChannelState, key, value, default):
     """
     v_links = links.v_links
     msgs = Messages(jnp.where(v_links[..., None], value[None, :, None], 0.0), jnp.asarray(v_links))
-    _, chan = comms.transmit(links.vparams, chan, msgs, key)
+    _, chan = channels.transmit(links.vparams, chan, msgs, key)
     got = jnp.any((chan.age < BIG_AGE) & v_links, axis=0)
     received = jnp.where(got, jnp.sum(jnp.where(v_links, chan.last[..., 0], 0.0), axis=0), default)
     return received, msgs.count, chan
@@ -157,7 +157,7 @@ def vertical_coupling(features: tuple, scale: Callable, values: Callable, respon
     """
 
     def init(links: Links, dtype):
-        return comms.channel_init(links.vparams, 1, dtype)
+        return channels.channel_init(links.vparams, 1, dtype)
 
     def step(links: Links, chan, inputs: Inputs, key):
         learned, fixed, default = values(links, parent_actions(links, inputs.actions), inputs.price)
@@ -178,7 +178,7 @@ def peer_channel_init(msg_dim: int):
     """`init` of a horizontal coupling whose only state is its peer channel."""
 
     def init(links: Links, dtype):
-        return comms.channel_init(links.hparams, msg_dim, dtype)
+        return channels.channel_init(links.hparams, msg_dim, dtype)
 
     return init
 

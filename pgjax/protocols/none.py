@@ -11,7 +11,7 @@ from flax import struct
 import jax.numpy as jnp
 import numpy as np
 
-from pgjax.messages import Messages
+from pgjax.protocols.messages import Messages
 from pgjax.protocols import coupling
 from pgjax.protocols.registry import Protocol, register
 

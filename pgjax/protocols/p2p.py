@@ -33,10 +33,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from pgjax import comms
+from pgjax.protocols import channels
 from pgjax import devices as dev
 from pgjax.devices.base import Feature
-from pgjax.messages import Messages
+from pgjax.protocols.messages import Messages
 from pgjax.protocols import coupling
 from pgjax.protocols.registry import Protocol, register
 
@@ -125,7 +125,7 @@ def _env_step(links, chan, inputs, key):
     net = -inputs.import_mw
     offer = jnp.where(net > 0, (1.0 - discount) * scale * inputs.price, scale * inputs.price)
     msgs = Messages.broadcast(jnp.stack([net, offer], axis=-1), links.adjacency)
-    delivered, chan = comms.transmit(links.hparams, chan, msgs, key)
+    delivered, chan = channels.transmit(links.hparams, chan, msgs, key)
     arrived = jnp.any(delivered.mask, axis=1)  # a bid arrives at the peers together
     count = jnp.maximum(jnp.sum(delivered.mask, axis=1), 1)[:, None]
     bid = jnp.sum(jnp.where(delivered.mask[..., None], delivered.data, 0.0), axis=1) / count

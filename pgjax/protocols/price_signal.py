@@ -30,9 +30,9 @@ import numpy as np
 from flax import struct
 
 from pgjax import devices as dev
-from pgjax import dispatch
+from pgjax.protocols import dispatch
 from pgjax.devices.base import Feature
-from pgjax.messages import Messages
+from pgjax.protocols.messages import Messages
 from pgjax.protocols import coupling
 from pgjax.protocols.registry import Protocol, register
 

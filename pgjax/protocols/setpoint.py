@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from pgjax import dispatch
+from pgjax.protocols import dispatch
 from pgjax.devices.base import Feature
-from pgjax.messages import Messages
+from pgjax.protocols.messages import Messages
 from pgjax.protocols import coupling
 from pgjax.protocols.registry import Protocol, register
 
@@ -61,7 +61,7 @@ def _track(links, received, inputs):
 
 
 # In a scenario: each grid agent's exchange setpoint from its parent; tracked children dispatch
-# their devices to meet it (`pgjax.dispatch.track`).
+# their devices to meet it (`pgjax.protocols.dispatch.track`).
 ENV_COUPLING = coupling.vertical_coupling(
     features=(Feature("setpoint_mw", "MW", "exchange setpoint received, over the import limit"),),
     scale=lambda links: links.scale_mw[:, None], values=_exchange_setpoints, respond=_track)

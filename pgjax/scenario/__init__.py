@@ -26,7 +26,7 @@ A scenario file (see `pgjax/scenarios/*.yaml` for complete examples)::
     reward: {penalty: 100.0, shared: false, scale: 1.0}
     observation: {centralized: false}
     hierarchy: {learned: grid}       # system | grid | device
-    protocol: {vertical: none, horizontal: none}   # see pgjax.coordination
+    protocol: {vertical: none, horizontal: none}   # see pgjax.protocols.coordination
     communication: {msg_delay: 0, loss_prob: 0.0, tick_interval: 1}
     agents:
       - id: DSO

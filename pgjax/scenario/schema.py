@@ -273,9 +273,9 @@ def _check_agents(c: _Checker, raw: dict) -> list:
 
 
 def _check_coordination(c: _Checker, raw: dict, ids: list) -> None:
-    """The `protocol` and `communication` sections (see `pgjax.coordination`)."""
+    """The `protocol` and `communication` sections (see `pgjax.protocols.coordination`)."""
     from pgjax import protocols
-    from pgjax.comms import JITTER_KINDS
+    from pgjax.protocols.channels import JITTER_KINDS
     from pgjax.protocols.coupling import GRAPHS
 
     pr = c.section(raw, "protocol")

@@ -15,7 +15,7 @@ PER_AGENT_TIMING = {"tick_interval": 1, "tick_offset": 0, "act_delay": 0, "obs_d
 
 @dataclasses.dataclass(frozen=True)
 class ProtocolSpec:
-    """The `protocol` section (see `pgjax.coordination`).
+    """The `protocol` section (see `pgjax.protocols.coordination`).
 
     `options`: the section's other keys as written (`graph`, `iterations`, `price_min`,
     `price_max`, `mechanism`); absent keys stay absent, their defaults are the consumer's.
@@ -33,7 +33,7 @@ class ProtocolSpec:
 
 @dataclasses.dataclass(frozen=True)
 class CommunicationSpec:
-    """The `communication` section (see `pgjax.comms`, `pgjax.coordination`).
+    """The `communication` section (see `pgjax.protocols.channels`, `pgjax.protocols.coordination`).
 
     `msg_delay` and the timing fields are steps: one int for every agent, or a mapping
     `{agent_id: int}` (agents not named get the default).
@@ -48,7 +48,7 @@ class CommunicationSpec:
     act_delay: int | dict = 0
     obs_delay: int | dict = 0
     # domain randomization: {msg_delay | loss_prob | jitter: (low, high)} drawn per episode for
-    # every message link, in place of the fixed values above (`pgjax.coordination`)
+    # every message link, in place of the fixed values above (`pgjax.protocols.coordination`)
     randomize: dict = dataclasses.field(default_factory=dict)
 
     @classmethod

@@ -26,7 +26,8 @@ USER_MODULE = textwrap.dedent('''
     import numpy as np
     from flax import struct
 
-    from pgjax import comms, devices, protocols
+    from pgjax import devices, protocols
+    from pgjax.protocols import channels
     from pgjax.devices import DeviceType, Feature, Field, Setpoint
     from pgjax.protocols import Messages, Protocol
     from pgjax.protocols.coupling import Coupling, Outputs, peer_channel_init
@@ -62,7 +63,7 @@ USER_MODULE = textwrap.dedent('''
 
     def step(links, chan, inputs, key):
         msgs = Messages.broadcast(inputs.import_mw, links.adjacency)
-        delivered, chan = comms.transmit(links.hparams, chan, msgs, key)
+        delivered, chan = channels.transmit(links.hparams, chan, msgs, key)
         heard = jnp.sum(jnp.where(delivered.mask, delivered.data[..., 0], 0.0), axis=0)
         mean = heard / jnp.maximum(jnp.sum(delivered.mask, axis=0), 1)
         return Outputs(received=jnp.zeros_like(mean), messages=mean[:, None], actions={}, n_sent=msgs.count,

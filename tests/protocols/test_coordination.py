@@ -1,4 +1,4 @@
-"""Protocols, channels and timing inside the environment step (`pgjax.coordination`).
+"""Protocols, channels and timing inside the environment step (`pgjax.protocols.coordination`).
 
 References: the action -> setpoint map of the module docstring, the PCC bill of
 `pgjax.devices.pcc` in closed form, conservation of traded energy and money, and the same

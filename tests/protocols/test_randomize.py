@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 import pgjax
-from pgjax import comms
+from pgjax.protocols.channels import ChannelState
 from pgjax.scenario import ScenarioError
 
 SCENARIO = "multi_microgrid_p2p"  # P2P bids between the microgrids over the horizontal channel
 
 
-def channels(state):
-    return [x for x in jax.tree.leaves(state.coord, is_leaf=lambda x: isinstance(x, comms.ChannelState))
-            if isinstance(x, comms.ChannelState)]
+def channel_states(state):
+    return [x for x in jax.tree.leaves(state.coord, is_leaf=lambda x: isinstance(x, ChannelState))
+            if isinstance(x, ChannelState)]
 
 
 def rollout(env, key, steps=12):
@@ -40,7 +40,7 @@ def test_each_episode_draws_its_conditions_and_runs_like_the_fixed_scenario():
     env = pgjax.make(SCENARIO, communication={"randomize": {"msg_delay": [0, 3], "loss_prob": [0.0, 0.5]}})
     reset = jax.jit(jax.vmap(env.reset))
     _, states = reset(jax.random.split(jax.random.PRNGKey(0), 64))
-    chans = channels(states)
+    chans = channel_states(states)
     assert chans, "the P2P scenario has a message channel"
     delays = np.asarray(chans[0].delay)[:, 0, 1]
     losses = np.asarray(chans[0].loss_prob)[:, 0, 1]
@@ -51,8 +51,8 @@ def test_each_episode_draws_its_conditions_and_runs_like_the_fixed_scenario():
 
     key = jax.random.PRNGKey(5)
     _, state = env.reset(jax.random.split(key, 3)[0])
-    d = int(channels(state)[0].delay[0, 1])
-    loss = float(channels(state)[0].loss_prob[0, 1])
+    d = int(channel_states(state)[0].delay[0, 1])
+    loss = float(channel_states(state)[0].loss_prob[0, 1])
     fixed = pgjax.make(SCENARIO, communication={"msg_delay": d, "loss_prob": loss})
     got, want = rollout(env, key), rollout(fixed, key)
     for g, w in zip(got, want):

@@ -15,7 +15,7 @@ observe is its `Coupling` (`pgjax.protocols.coupling`), documented in its module
   `consensus`, `p2p_trading` (settled after the power flow), `admm_dispatch`.
 A protocol registered from a user's own module with a coupling is named the same way.
 
-Channels (`pgjax.comms`): every message goes through a channel with the sender's delay
+Channels (`pgjax.protocols.channels`): every message goes through a channel with the sender's delay
 (`communication.msg_delay`, steps), jitter and loss probability; a receiver uses the last
 message it received. Timing per learned agent: `tick_interval` / `tick_offset` (acts on
 its ticks, holds its last action otherwise), `act_delay`, `obs_delay` (steps).
@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from pgjax import comms, dispatch
+from pgjax.protocols import channels, dispatch
 from pgjax import devices as dev
 from pgjax import protocols
 from pgjax.protocols.coupling import Inputs, Links, Outputs, graph
@@ -84,9 +84,9 @@ def build_links(c, layout, vertical, horizontal) -> Links:
         extra = 0 if kind == "none" else int(np.ceil(jitter_hi * (4 if kind == "gaussian" else 1)))
         max_delay = max(int(sender_delay.max(initial=0)), int(rnd.get("msg_delay", (0, 0))[1])) + extra
     n_tree = len(c.tree_ids)
-    vparams = comms.channel_params(n_tree, n_grid, np.broadcast_to(sender_delay[:, None], (n_tree, n_grid)).copy(),
+    vparams = channels.channel_params(n_tree, n_grid, np.broadcast_to(sender_delay[:, None], (n_tree, n_grid)).copy(),
                                    float(com.loss_prob), float(com.jitter), kind, max_delay)
-    hparams = comms.channel_params(n_grid, n_grid, np.broadcast_to(grid_delay[:, None], (n_grid, n_grid)).copy(),
+    hparams = channels.channel_params(n_grid, n_grid, np.broadcast_to(grid_delay[:, None], (n_grid, n_grid)).copy(),
                                    float(com.loss_prob), float(com.jitter), kind, max_delay)
     parent = np.asarray(c.tree_parent)[grid_nodes].astype(np.int64)
     tracked_of = {g.type: np.array([grid_index[int(o)] if int(o) in grid_index and layout.tracked[grid_index[int(o)]]
@@ -107,7 +107,7 @@ def build_links(c, layout, vertical, horizontal) -> Links:
 class CoordState:
     vertical: Any  # the vertical coupling's state (its channel)
     horizontal: Any  # the horizontal coupling's state
-    timing: comms.TimingState | None  # None without tick intervals or delays
+    timing: channels.TimingState | None  # None without tick intervals or delays
     features: jax.Array  # [n_grid, n_features] message features observed
 
 
@@ -125,7 +125,7 @@ class Coordinator:
         com = c.communication
         t = {k: _per(getattr(com, k), layout.agents, k, d) for k, d in
              (("tick_interval", 1), ("tick_offset", 0), ("act_delay", 0), ("obs_delay", 0))}
-        self.tparams = comms.timing_params(len(layout.agents), t["tick_interval"], t["tick_offset"], t["act_delay"],
+        self.tparams = channels.timing_params(len(layout.agents), t["tick_interval"], t["tick_offset"], t["act_delay"],
                                            t["obs_delay"])
         self.timed = bool(np.any(t["tick_interval"] != 1) or np.any(t["act_delay"]) or np.any(t["obs_delay"]))
         self.randomize = dict(com.randomize)  # communication.randomize: ranges drawn per episode
@@ -141,7 +141,7 @@ class Coordinator:
         scenario's `communication.randomize` ranges (`randomize_links`)."""
         d = self.dtype
         cs = CoordState(vertical=self.vertical.init(self.links, d), horizontal=self.horizontal.init(self.links, d),
-                        timing=comms.timing_init(self.tparams, jnp.asarray(default_actions, d), obs0)
+                        timing=channels.timing_init(self.tparams, jnp.asarray(default_actions, d), obs0)
                         if self.timed else None,
                         features=jnp.zeros((self.links.n_grid, self.n_features), d))
         return cs if key is None or not self.randomize else self.randomize_links(cs, key)
@@ -160,20 +160,20 @@ class Coordinator:
             "jitter": jax.random.uniform(k_jitter, (), minval=rnd["jitter"][0], maxval=rnd["jitter"][1])
             if "jitter" in rnd else None,
         }
-        is_channel = lambda x: isinstance(x, comms.ChannelState)  # noqa: E731
-        return jax.tree.map(lambda x: comms.with_conditions(x, **draw) if is_channel(x) else x, cs, is_leaf=is_channel)
+        is_channel = lambda x: isinstance(x, channels.ChannelState)  # noqa: E731
+        return jax.tree.map(lambda x: channels.with_conditions(x, **draw) if is_channel(x) else x, cs, is_leaf=is_channel)
 
     def act_timing(self, cs: CoordState, actions):
         """Tick hold and action delay of the learned agents' actions."""
         if not self.timed:
             return actions, cs
-        eff, _, timing = comms.apply_action_timing(self.tparams, cs.timing, actions)
+        eff, _, timing = channels.apply_action_timing(self.tparams, cs.timing, actions)
         return eff, cs.replace(timing=timing)
 
     def obs_timing(self, cs: CoordState, obs):
         if not self.timed:
             return obs, cs
-        y, timing = comms.apply_obs_timing(self.tparams, cs.timing, obs)
+        y, timing = channels.apply_obs_timing(self.tparams, cs.timing, obs)
         return y, cs.replace(timing=timing)
 
     def exchange(self, cs: CoordState, key, inputs: Inputs) -> tuple[Outputs, Outputs, CoordState]:

@@ -1,4 +1,4 @@
-"""Message tensors: what protocols send and channels (`pgjax.comms`) deliver."""
+"""Message tensors: what protocols send and channels (`pgjax.protocols.channels`) deliver."""
 
 from __future__ import annotations
 

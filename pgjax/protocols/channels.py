@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from pgjax.messages import Messages
+from pgjax.protocols.messages import Messages
 
 JITTER_KINDS = ("none", "uniform", "gaussian")
 

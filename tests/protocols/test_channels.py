@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgjax import comms
+from pgjax.protocols import channels
 from pgjax.protocols import Messages
 
 
@@ -15,11 +15,11 @@ def run_channel(cp, msgs_per_step, key):
     """Scan `transmit` over a stack of messages `[T, S, R, D]` (all links sending); returns delivered."""
     def body(cs, xs):
         data, k = xs
-        got, cs = comms.transmit(cp, cs, Messages.full(data), k)
+        got, cs = channels.transmit(cp, cs, Messages.full(data), k)
         return cs, (got.data, got.mask)
 
     T = msgs_per_step.shape[0]
-    cs, out = jax.lax.scan(body, comms.channel_init(cp, msgs_per_step.shape[-1]),
+    cs, out = jax.lax.scan(body, channels.channel_init(cp, msgs_per_step.shape[-1]),
                            (msgs_per_step, jax.random.split(key, T)))
     return cs, out
 
@@ -27,19 +27,19 @@ def run_channel(cp, msgs_per_step, key):
 RUN = jax.jit(run_channel)
 # shared shapes and static depth, so the timing tests compile each function once
 N_AG, ACT_DIM, MAX_DELAY = 3, 2, 2
-ACT = jax.jit(comms.apply_action_timing)
-OBS = jax.jit(comms.apply_obs_timing)
+ACT = jax.jit(channels.apply_action_timing)
+OBS = jax.jit(channels.apply_obs_timing)
 
 
 def test_message_with_delay_k_arrives_exactly_k_steps_later():
     n, T = 4, 8
     delay = jnp.arange(n * n).reshape(n, n) % 4  # per-link delays 0..3
-    cp = comms.channel_params(n, n, delay=delay, max_delay=5)
+    cp = channels.channel_params(n, n, delay=delay, max_delay=5)
     # one message per link at step 0 (its value 1 + link id), nothing afterwards
     sent = jnp.zeros((T, n, n, 1)).at[0, ..., 0].set(1.0 + jnp.arange(n * n).reshape(n, n))
-    cs = comms.channel_init(cp, 1)
+    cs = channels.channel_init(cp, 1)
     arrivals = []
-    transmit = jax.jit(comms.transmit)
+    transmit = jax.jit(channels.transmit)
     for t in range(T):
         msgs = Messages(sent[t], jnp.full((n, n), t == 0))
         got, cs = transmit(cp, cs, msgs, jax.random.PRNGKey(t))
@@ -57,7 +57,7 @@ def test_message_with_delay_k_arrives_exactly_k_steps_later():
 
 def test_zero_delay_reproduces_synchronous_exchange():
     n, T = 10, 200  # the loss test's shapes: one compiled scan for both
-    cp = comms.channel_params(n, n)
+    cp = channels.channel_params(n, n)
     data = jax.random.normal(jax.random.PRNGKey(0), (T, n, n, 1))
     _, (got, mask) = RUN(cp, data, jax.random.PRNGKey(1))
     np.testing.assert_array_equal(got, data)
@@ -66,7 +66,7 @@ def test_zero_delay_reproduces_synchronous_exchange():
 
 def test_loss_probability_within_binomial_bounds():
     n, T, p = 10, 200, 0.3
-    cp = comms.channel_params(n, n, loss_prob=p)
+    cp = channels.channel_params(n, n, loss_prob=p)
     cs, (_, mask) = RUN(cp, jnp.ones((T, n, n, 1)), jax.random.PRNGKey(7))
     N = T * n * n
     dropped = N - int(jnp.sum(mask))
@@ -76,14 +76,14 @@ def test_loss_probability_within_binomial_bounds():
 
 def test_jitter_delays_in_range_and_seeded():
     n = 6
-    cp = comms.channel_params(n, n, delay=1, jitter=2, jitter_kind="uniform")
-    cg = comms.channel_params(n, n, delay=2, jitter=1.0, jitter_kind="gaussian", max_delay=4)
+    cp = channels.channel_params(n, n, delay=1, jitter=2, jitter_kind="uniform")
+    cg = channels.channel_params(n, n, delay=2, jitter=1.0, jitter_kind="gaussian", max_delay=4)
     assert cp.max_delay == 3
 
     @jax.jit
     def samples(keys):
-        return (jax.vmap(lambda k: comms.sample_delay(cp, k))(keys),
-                jax.vmap(lambda k: comms.sample_delay(cg, k))(keys))
+        return (jax.vmap(lambda k: channels.sample_delay(cp, k))(keys),
+                jax.vmap(lambda k: channels.sample_delay(cg, k))(keys))
 
     keys = jax.random.split(jax.random.PRNGKey(0), 200)
     d, dg = (np.asarray(x) for x in samples(keys))
@@ -94,9 +94,9 @@ def test_jitter_delays_in_range_and_seeded():
 
 def test_tick_interval_holds_actions():
     n, T, A = N_AG, 12, ACT_DIM
-    tp = comms.timing_params(n, tick_interval=jnp.array([1, 3, 4]), tick_offset=jnp.array([0, 0, 1]),
+    tp = channels.timing_params(n, tick_interval=jnp.array([1, 3, 4]), tick_offset=jnp.array([0, 0, 1]),
                              max_delay=MAX_DELAY)
-    ts = comms.timing_init(tp, jnp.zeros((n, A)), jnp.zeros((n, A)))
+    ts = channels.timing_init(tp, jnp.zeros((n, A)), jnp.zeros((n, A)))
     acts = jax.random.normal(jax.random.PRNGKey(0), (T, n, A))
     f = ACT
     out = []
@@ -114,10 +114,10 @@ def test_tick_interval_holds_actions():
 
 def test_action_and_observation_delays():
     n, T = N_AG, 7
-    tp = comms.timing_params(n, act_delay=jnp.array([0, 1, 2]), obs_delay=jnp.array([2, 0, 1]))
+    tp = channels.timing_params(n, act_delay=jnp.array([0, 1, 2]), obs_delay=jnp.array([2, 0, 1]))
     assert tp.max_delay == MAX_DELAY
     default = jnp.full((n, ACT_DIM), -9.0)
-    ts = comms.timing_init(tp, default, jnp.full((n, ACT_DIM), -7.0))
+    ts = channels.timing_init(tp, default, jnp.full((n, ACT_DIM), -7.0))
     for t in range(T):
         x = jnp.full((n, ACT_DIM), float(t))
         eff, _, ts = ACT(tp, ts, x)
@@ -130,8 +130,8 @@ def test_action_and_observation_delays():
 
 def test_synchronous_timing_is_identity():
     n = N_AG
-    tp = comms.timing_params(n, max_delay=MAX_DELAY)
-    ts = comms.timing_init(tp, jnp.zeros((n, ACT_DIM)), jnp.zeros((n, ACT_DIM)))
+    tp = channels.timing_params(n, max_delay=MAX_DELAY)
+    ts = channels.timing_init(tp, jnp.zeros((n, ACT_DIM)), jnp.zeros((n, ACT_DIM)))
     a, o = (jax.random.normal(jax.random.PRNGKey(i), (n, ACT_DIM)) for i in (0, 1))
     eff, acting, ts = ACT(tp, ts, a)
     obs, ts = OBS(tp, ts, o)
@@ -142,22 +142,22 @@ def test_synchronous_timing_is_identity():
 
 def test_channel_and_timing_jit_vmap_without_retrace():
     B, n, D = 16, 5, 2
-    cp = comms.channel_params(n, n, delay=1, loss_prob=0.1, jitter=1, jitter_kind="uniform")
-    tp = comms.timing_params(n, tick_interval=2, act_delay=1, obs_delay=1)
+    cp = channels.channel_params(n, n, delay=1, loss_prob=0.1, jitter=1, jitter_kind="uniform")
+    tp = channels.timing_params(n, tick_interval=2, act_delay=1, obs_delay=1)
 
     @jax.jit
     @chex.assert_max_traces(n=1)
     def batched_step(cs, ts, data, acts, keys):
         def one(cs, ts, data, acts, key):
-            got, cs = comms.transmit(cp, cs, Messages.full(data), key)
-            eff, _, ts = comms.apply_action_timing(tp, ts, acts)
-            obs, ts = comms.apply_obs_timing(tp, ts, got.data[:, 0])
+            got, cs = channels.transmit(cp, cs, Messages.full(data), key)
+            eff, _, ts = channels.apply_action_timing(tp, ts, acts)
+            obs, ts = channels.apply_obs_timing(tp, ts, got.data[:, 0])
             return cs, ts, eff, obs
         return jax.vmap(one)(cs, ts, data, acts, keys)
 
     batch = lambda x: jnp.broadcast_to(x, (B,) + jnp.shape(x))
-    cs = jax.tree_util.tree_map(batch, comms.channel_init(cp, D))
-    ts = jax.tree_util.tree_map(batch, comms.timing_init(tp, jnp.zeros((n, 3)), jnp.zeros((n, D))))
+    cs = jax.tree_util.tree_map(batch, channels.channel_init(cp, D))
+    ts = jax.tree_util.tree_map(batch, channels.timing_init(tp, jnp.zeros((n, 3)), jnp.zeros((n, D))))
     for t in range(3):
         k = jax.random.PRNGKey(t)
         cs, ts, eff, obs = batched_step(cs, ts, jax.random.normal(k, (B, n, n, D)), jax.random.normal(k, (B, n, 3)),
