@@ -22,11 +22,11 @@ side by side on a busy machine (steps per CPU-second, not per second).
 
 `--dtype` makes the environment with `pgjax.make(scenario, dtype=...)` (default: the
 scenario's own dtype). Fraction of peak, for the JAX-native rows: flops per env step
-(`pgjax.benchmark.flop_count`: XLA's cost analysis of the jitted call with every loop,
+(`pgjax.perf.flops.flop_count`: XLA's cost analysis of the jitted call with every loop,
 the power flow's iterations and the scan included, counted for the trips it executes on
 the measured state), achieved GFLOP/s, and the fraction of the machine's peak in the env's
 dtype, measured in the same run as the best rate of a `jnp.dot` GEMM of `--peak-n` square
-matrices (`pgjax.benchmark.gemm_peak`; its assumptions are printed).
+matrices (`pgjax.perf.peaks.gemm_peak`; its assumptions are printed).
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ import yaml
 
 import pgjax
 from pgjax import env as env_module
-from pgjax import benchmark as B
 from pgjax.env.core import ENV_FAMILIES
+from pgjax.perf.flops import flop_count
+from pgjax.perf.peaks import peak_report, print_peaks
+from pgjax.perf.timing import machine_info
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -68,7 +70,7 @@ def native(env, batch: int, scan: int, seconds: float, flops: bool = False, cloc
     """Env steps/s (per second of `clock`) of `jit(vmap(step))` per call and of `scan` steps per jitted call.
 
     Returns `(per_call, scanned, flop_per_call, flop_per_scan)`: the two rates and, with
-    `flops`, `pgjax.benchmark.flop_count` results of one call of each (else None).
+    `flops`, `pgjax.perf.flops.flop_count` results of one call of each (else None).
     """
     params = env.default_params
     vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
@@ -100,14 +102,14 @@ def native(env, batch: int, scan: int, seconds: float, flops: bool = False, cloc
     if flops:
         t0 = time.perf_counter()
         args = (keys, holder["state"], actions, params)
-        fc_one = B.flop_count(vstep, *args, compiled=step.lower(*args).compile())
+        fc_one = flop_count(vstep, *args, compiled=step.lower(*args).compile())
         print(f"  flop count of one call: {fc_one.flops:.3g} ({time.perf_counter() - t0:.1f} s)", flush=True)
     compiled(f"scan of {scan} steps, batch {batch}", many)
     scanned = scan * batch / timed(many, seconds, clock=clock)
     if flops:
         t0 = time.perf_counter()
         args = (keys[0], holder["state"], actions)
-        fc_many = B.flop_count(steps, *args, compiled=steps.lower(*args).compile())
+        fc_many = flop_count(steps, *args, compiled=steps.lower(*args).compile())
         print(f"  flop count of one scan call: {fc_many.flops:.3g} ({time.perf_counter() - t0:.1f} s)", flush=True)
     return per_call, scanned, fc_one, fc_many
 
@@ -221,7 +223,7 @@ def main(argv=None):
     if not args.seconds > 0:
         ap.error(f"--seconds: expected a positive time, got {args.seconds}")
 
-    info = B.machine_info()
+    info = machine_info()
     print(f"machine: {info['cpu']}, {info['cores']} logical cores, load average {info['loadavg']}; "
           f"jax {info['jax']} ({info['jax_backend']})")
     clock = CLOCKS[args.clock]
@@ -237,8 +239,8 @@ def main(argv=None):
     env = pgjax.make(args.scenario, **overrides, **({"dtype": args.dtype} if args.dtype else {}))
     dtype = np.dtype(env.dtype).name
     # measured after the env exists: a float64 env has x64 on by then (float64 peak skipped otherwise)
-    peaks = B.peak_report(("float32", "float64"), n=args.peak_n, seconds=0.3 if args.quick else 2.0)
-    B.print_peaks(peaks)
+    peaks = peak_report(("float32", "float64"), n=args.peak_n, seconds=0.3 if args.quick else 2.0)
+    print_peaks(peaks)
     peak = peaks.get(dtype, {}).get("gflops")
     flop_rows = {}
     for b in args.batches:

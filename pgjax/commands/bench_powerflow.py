@@ -12,10 +12,10 @@ Q scaled by one factor per point, uniform in [0.7, 1.3]) is solved by every engi
   Compile time is reported separately; rates are steady state (`block_until_ready`,
   repeated for `--seconds`).
 - fraction of peak, per pgjax row: flops per power flow (XLA's cost analysis with every
-  loop counted for the trips it executes, `pgjax.benchmark.flop_count`), achieved GFLOP/s
+  loop counted for the trips it executes, `pgjax.perf.flops.flop_count`), achieved GFLOP/s
   (flops per call x calls per second) and its fraction of the machine's peak, measured in
   the same run as the best rate of a float64 (and float32) `jnp.dot` GEMM of
-  `--peak-n` x `--peak-n` matrices (`pgjax.benchmark.gemm_peak`; the nominal FMA peak from
+  `--peak-n` x `--peak-n` matrices (`pgjax.perf.peaks.gemm_peak`; the nominal FMA peak from
   /proc/cpuinfo is printed for context).
 - lightsim2grid: its C++ batch computers on one thread, Newton-Raphson with KLU:
   `TimeSeriesCPP` (each point warm-started from the previous one) and `InjectionSweepCPP`
@@ -24,7 +24,7 @@ Q scaled by one factor per point, uniform in [0.7, 1.3]) is solved by every engi
 - pandapower: `runpp` (numba) plain and with `recycle`, over `--pp-points` points.
 
 `radial300` / `radial1000`: seeded random radial 20 kV feeders of 300 and 1,000 buses
-(`pgjax.benchmark.random_radial_feeder`, seed `--feeder-seed`).
+(`pgjax.perf.feeders.random_radial_feeder`, seed `--feeder-seed`).
 
 Voltages are compared point by point (max |vm| difference, must be <= 1e-8 pu). Where scaling
 loads alone has no solution at the range ends (pandapower diverges; case300's single slack
@@ -105,7 +105,7 @@ def parse_args(argv):
 def _pp_converges(net, factor, base, scale_gen):
     import pandapower as pp
 
-    from pgjax.benchmark import scaled_net
+    from pgjax.perf.points import scaled_net
 
     n = scaled_net(copy.deepcopy(net), factor, base, scale_gen)
     try:
@@ -120,15 +120,15 @@ def bench_network(name, args, peaks):
     import pandapower as pp
 
     from pgjax.converters.pandapower import from_pandapower
-    from pgjax import benchmark as B
+    from pgjax.perf import feeders, flops, lightsim, points, timing
     from pgjax.powerflow import solve
     from pgjax.powerflow.tree import tree_of
 
     out = {"network": name}
-    net = B.load_network(name, seed=args.feeder_seed)
+    net = feeders.load_network(name, seed=args.feeder_seed)
     grid, netmap = from_pandapower(net)
-    bnet = B.base_net(net, grid, netmap)
-    base = B.base_values(bnet)
+    bnet = points.base_net(net, grid, netmap)
+    base = points.base_values(bnet)
     if args.scale_gen == "auto":
         scale_gen = len(bnet.gen) > 0 and not all(
             _pp_converges(bnet, f, base, False) for f in (0.7, 1.3))
@@ -136,8 +136,8 @@ def bench_network(name, args, peaks):
         scale_gen = args.scale_gen == "yes"
     out["scale_gen"] = bool(scale_gen)
     out["n_bus"] = int(grid.n_bus)
-    factors = B.load_factors(args.points, args.seed)
-    p_all, q_all = B.operating_points(grid, factors, scale_gen)
+    factors = points.load_factors(args.points, args.seed)
+    p_all, q_all = points.operating_points(grid, factors, scale_gen)
     lookup = np.asarray(netmap.bus_lookup)
 
     # ---------------- pgjax ----------------
@@ -174,14 +174,14 @@ def bench_network(name, args, peaks):
                 out["pgjax_errors"][f"{label} b={b}"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
                 print(f"  pgjax {label} b={b} failed: {out['pgjax_errors'][f'{label} b={b}']}", flush=True)
                 break
-            cps, n_calls, _ = B.rate(lambda: jax.block_until_ready(compiled(p, q)), args.seconds)
+            cps, n_calls, _ = timing.rate(lambda: jax.block_until_ready(compiled(p, q)), args.seconds)
             it = np.asarray(res[3])
             row = {"engine": "pgjax", "variant": f"{label} b={b}", "method": method, "jacobian": jac,
                    "batch": b, "pf_per_s": cps * b, "compile_s": compile_s, "calls": n_calls,
                    "iter_mean": float(it.mean()), "iter_max": int(it.max()),
                    "converged": float(np.asarray(res[2]).mean())}
             if args.flops == "all" or (args.flops == "largest" and b == max(sizes)):
-                fc = B.flop_count(vfn, p, q, compiled=compiled)
+                fc = flops.flop_count(vfn, p, q, compiled=compiled)
                 row.update(flops_per_pf=fc.flops / b, xla_flops_per_pf=fc.xla_flops / b,
                            loop_trips=[d["trips"] for d in fc.loops],
                            gflops=fc.flops * cps / 1e9)
@@ -202,14 +202,14 @@ def bench_network(name, args, peaks):
     out["pgjax_reference_method"] = rows[0]["variant"].split(" b=")[0]
 
     # ---------------- lightsim2grid ----------------
-    ls_net = B.lightsim_net(bnet)
+    ls_net = lightsim.lightsim_net(bnet)
     row_of = {idx: i for i, idx in enumerate(net.bus.index)}
     ls_grid_bus = lookup[[row_of[o] for o in ls_net.bus.orig_index.to_numpy()]]
     ls_on = energized[ls_grid_bus]
     vm_ref = vm_pgjax[:, ls_grid_bus][:, ls_on]
     out["vm_diff_lightsim"] = {}
     for kind in ("timeseries", "sweep"):
-        lb = B.LightSimBatch(ls_net, kind, tol=1e-10, scale_gen=scale_gen)
+        lb = lightsim.LightSimBatch(ls_net, kind, tol=1e-10, scale_gen=scale_gen)
         lb.set_points(factors)
         V = lb.compute()  # first call builds the base case; steady state below
         diff = float(np.max(np.abs(np.abs(V[:, :len(ls_grid_bus)])[:, ls_on] - vm_ref)))
@@ -220,7 +220,7 @@ def bench_network(name, args, peaks):
             lb.compute()
             solver_s.append(lb.times()["solver_s"])
 
-        cps, n_calls, _ = B.rate(run, args.seconds)
+        cps, n_calls, _ = timing.rate(run, args.seconds)
         it = lb.iterations()
         rows.append({"engine": "lightsim2grid", "variant": f"{kind} KLU 1 thread", "batch": args.points,
                      "pf_per_s": cps * args.points, "solver_pf_per_s": args.points / float(np.median(solver_s)),
@@ -242,7 +242,7 @@ def bench_network(name, args, peaks):
 
             def run_all():
                 for k in range(n_pp):
-                    B.scaled_net(work, factors[k], base, scale_gen)
+                    points.scaled_net(work, factors[k], base, scale_gen)
                     try:
                         pp.runpp(work, **kwargs)
                         pp_vm[k] = work.res_bus.vm_pu.to_numpy()
@@ -250,7 +250,7 @@ def bench_network(name, args, peaks):
                         failed.add(k)
                         pp_vm[k] = np.nan
 
-            cps, n_calls, _ = B.rate(run_all, args.seconds, min_calls=1)
+            cps, n_calls, _ = timing.rate(run_all, args.seconds, min_calls=1)
         ok_rows = [k for k in range(n_pp) if k not in failed]
         diff = (float(np.max(np.abs(pp_vm[ok_rows][:, pp_on] - vm_pgjax[ok_rows][:, lookup][:, pp_on])))
                 if ok_rows else float("nan"))
@@ -343,7 +343,8 @@ def main(argv=None):
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from pgjax.benchmark import machine_info, peak_report, print_peaks
+    from pgjax.perf.peaks import peak_report, print_peaks
+    from pgjax.perf.timing import machine_info
 
     info = machine_info()
     info.update(dtype="float64", xla_single_thread=args.xla_single_thread,

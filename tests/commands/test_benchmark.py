@@ -1,4 +1,4 @@
-"""Benchmark tooling (`pgjax.benchmark`): generated radial feeders and the flop counter.
+"""Benchmark tooling (`pgjax.perf`): generated radial feeders and the flop counter.
 
 No timings here: speeds live in `pgjax bench powerflow` / `pgjax bench env`.
 """
@@ -13,14 +13,15 @@ import pytest
 from pandapower.topology import create_nxgraph
 
 from pgjax.converters.pandapower import bus_results, from_pandapower
-from pgjax import benchmark as B
+from pgjax.perf.feeders import random_radial_feeder
+from pgjax.perf.flops import flop_count, xla_flops
 from pgjax.powerflow import solve
 
 
 @pytest.fixture(scope="module", params=[(300, 0, "mv"), (60, 3, "lv")], ids=lambda p: f"{p[2]}{p[0]}-seed{p[1]}")
 def feeder(request):
     n, seed, voltage = request.param
-    return n, B.random_radial_feeder(n, seed=seed, voltage=voltage)
+    return n, random_radial_feeder(n, seed=seed, voltage=voltage)
 
 
 def test_random_feeder_is_radial_and_solves_in_pandapower(feeder):
@@ -34,10 +35,10 @@ def test_random_feeder_is_radial_and_solves_in_pandapower(feeder):
 
 
 def test_random_feeder_is_seeded():
-    a, b = B.random_radial_feeder(40, seed=7), B.random_radial_feeder(40, seed=7)
+    a, b = random_radial_feeder(40, seed=7), random_radial_feeder(40, seed=7)
     assert a.line.from_bus.tolist() == b.line.from_bus.tolist()
     np.testing.assert_array_equal(a.load.p_mw.to_numpy(), b.load.p_mw.to_numpy())
-    c = B.random_radial_feeder(40, seed=8)
+    c = random_radial_feeder(40, seed=8)
     assert a.line.from_bus.tolist() != c.line.from_bus.tolist()
 
 
@@ -57,8 +58,8 @@ def test_random_feeder_distflow_equals_pandapower(feeder):
 @pytest.mark.parametrize("n", [16, 64])
 def test_flop_count_of_matmul_is_2n3(n):
     a = jnp.ones((n, n), jnp.float32)
-    assert B.xla_flops(lambda x, y: x @ y, a, a) == 2 * n ** 3
-    fc = B.flop_count(lambda x, y: x @ y, a, a)
+    assert xla_flops(lambda x, y: x @ y, a, a) == 2 * n ** 3
+    fc = flop_count(lambda x, y: x @ y, a, a)
     assert fc.flops == fc.xla_flops == 2 * n ** 3
     assert fc.loops == ()
 
@@ -70,7 +71,7 @@ def test_flop_count_counts_loop_trips():
     def loop(x):
         return jax.lax.while_loop(lambda c: c[1] < trips, lambda c: (c[0] @ c[0] * 1e-3, c[1] + 1), (x, 0))[0]
 
-    fc = B.flop_count(loop, a)
+    fc = flop_count(loop, a)
     assert fc.xla_flops < 2 * 2 * n ** 3  # XLA alone counts one trip
     assert [(d["kind"], d["trips"]) for d in fc.loops] == [("while", trips)]
     # per trip: the matmul (2 n^3) plus the elementwise scaling and the counter
@@ -81,11 +82,11 @@ def test_flop_count_counts_loop_trips():
         return jax.vmap(lambda x0, k: jax.lax.while_loop(
             lambda c: c[1] < k, lambda c: (c[0] @ c[0] * 1e-3, c[1] + 1), (x0, 0))[0])(x, jnp.arange(1, 5))
 
-    fc = B.flop_count(batched, jnp.ones((4, n, n), jnp.float32))
+    fc = flop_count(batched, jnp.ones((4, n, n), jnp.float32))
     assert [d["trips"] for d in fc.loops] == [4]
     assert 4 * 4 * 2 * n ** 3 <= fc.flops <= 4 * 4 * 2 * n ** 3 * 1.05
 
     # nested in a scan: total trips of the inner loop over the whole call
-    fc = B.flop_count(lambda x: jax.lax.scan(lambda c, _: (loop(c), None), x, None, length=3)[0], a)
+    fc = flop_count(lambda x: jax.lax.scan(lambda c, _: (loop(c), None), x, None, length=3)[0], a)
     assert sorted((d["kind"], d["trips"]) for d in fc.loops) == [("scan", 3), ("while", 3 * trips)]
     assert 3 * trips * 2 * n ** 3 <= fc.flops <= 3 * trips * 2 * n ** 3 * 1.05

@@ -12,8 +12,10 @@ import pandapower as pp
 import pytest
 
 from pgjax.converters.pandapower import from_pandapower
-from pgjax import benchmark, networks, powerflow
+from pgjax import networks, powerflow
 from pgjax.grid import astype
+from pgjax.perf.feeders import random_radial_feeder
+from pgjax.perf.points import scale_injections
 from pgjax.powerflow import radial
 from pgjax.powerflow import tree as tree_lib
 
@@ -31,7 +33,7 @@ def _converted(net):
 @pytest.fixture(scope="module")
 def feeders():
     out = {name: _converted(networks.load(name)) for name in RADIAL_ZOO}
-    out["radial300"] = _converted(benchmark.random_radial_feeder(300, seed=3))
+    out["radial300"] = _converted(random_radial_feeder(300, seed=3))
     return out
 
 
@@ -142,7 +144,7 @@ def _max_square(jaxpr, n):
 
 
 def test_large_feeder_solves_without_any_square_array():
-    net = benchmark.random_radial_feeder(1000, seed=5)
+    net = random_radial_feeder(1000, seed=5)
     grid, netmap, vm_ref, _ = _converted(net)
     tree = tree_lib.tree_of(grid)
     assert not tree_lib.use_dense(grid.n_bus)
@@ -169,6 +171,6 @@ def test_grid_with_traced_loads_and_numpy_topology_solves(feeders):
     """A converted grid (numpy leaves) whose loads are scaled inside `jit(vmap)`."""
     grid, netmap, vm_ref, _ = feeders["case33bw"]
     factors = jnp.asarray([0.9, 1.0, 1.1])
-    result = jax.jit(jax.vmap(lambda f: powerflow.solve(benchmark.scale_injections(grid, f), method="distflow")))(factors)
+    result = jax.jit(jax.vmap(lambda f: powerflow.solve(scale_injections(grid, f), method="distflow")))(factors)
     assert bool(result.converged.all())
     np.testing.assert_allclose(np.asarray(result.vm_pu[1])[netmap.bus_lookup], vm_ref, atol=1e-8)

@@ -1,0 +1,66 @@
+"""Timing a benchmark: steady-state call rates, single-threaded native libraries, the machine.
+
+- `SINGLE_THREAD_ENV`: environment variables that keep native libraries on one thread.
+- `rate(fn, seconds)`: steady-state calls per second of a blocking callable.
+- `machine_info()`: CPU model, core count, library versions, load average.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import numpy as np
+
+SINGLE_THREAD_ENV = {
+    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+    "NUMBA_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1",
+}
+
+
+def rate(fn, seconds: float, min_calls: int = 2, max_calls: int | None = None):
+    """Time `fn()` (which must block until its work is done) repeatedly for about `seconds`.
+
+    Returns `(calls_per_second, n_calls, elapsed_s)`. At least `min_calls` calls are made,
+    so a slow `fn` is still measured; `max_calls` caps very fast ones.
+    """
+    n = 0
+    t0 = time.perf_counter()
+    elapsed = 0.0
+    while n < min_calls or elapsed < seconds:
+        fn()
+        n += 1
+        elapsed = time.perf_counter() - t0
+        if max_calls is not None and n >= max_calls:
+            break
+    return n / elapsed, n, elapsed
+
+
+
+def machine_info() -> dict:
+    """CPU model, logical core count, python / jax / numpy versions."""
+    import jax
+
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "jax": jax.__version__, "numpy": np.__version__,
+            "jax_backend": jax.default_backend()}
+    for mod in ("pandapower", "lightsim2grid", "numba"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - optional engines
+            info[mod] = None
+    try:
+        info["loadavg"] = os.getloadavg()
+    except OSError:
+        info["loadavg"] = None
+    return info
