@@ -20,6 +20,7 @@ import warnings
 
 import jax
 import numpy as np
+from pandapower.auxiliary import pandapowerNet
 
 from pgjax.errors import DataError
 from pgjax.grid import NONE, Branches, Buses, ExtGrids, Generators, Grid, Injections, astype
@@ -54,6 +55,14 @@ RANGES = (
     ("line", "length_km", lambda v: v > 0, "> 0 km"),
     ("line", "parallel", lambda v: v >= 1, ">= 1"),
     ("line", "df", lambda v: v > 0, "> 0"),
+    ("line", "r_ohm_per_km", lambda v: v == v, "(ohm/km)"),
+    ("line", "x_ohm_per_km", lambda v: v == v, "(ohm/km)"),
+    ("line", "c_nf_per_km", lambda v: v >= 0, ">= 0 nF/km"),
+    ("line", "g_us_per_km", lambda v: v >= 0, ">= 0 uS/km"),
+    ("shunt", "vn_kv", lambda v: v > 0, "> 0 kV"),
+    ("shunt", "step", lambda v: v >= 0, ">= 0"),
+    ("shunt", "p_mw", lambda v: v == v, "(MW at vn_kv, per step)"),
+    ("shunt", "q_mvar", lambda v: v == v, "(Mvar at vn_kv, per step)"),
     ("trafo", "sn_mva", lambda v: v > 0, "> 0 MVA"),
     ("trafo", "vn_hv_kv", lambda v: v > 0, "> 0 kV"),
     ("trafo", "vn_lv_kv", lambda v: v > 0, "> 0 kV"),
@@ -83,11 +92,12 @@ def check_tables(net) -> None:
     Bus references are integer columns and every one (all rows) a row of `net.bus`,
     `in_service`, `closed` and `slack` boolean columns, every switch `element` a row of the
     table its `et` names; on in-service rows the parameters of `RANGES` are finite and
-    in range, a line's impedance `r + jx` is not zero and a transformer's `vkr_percent` is
-    at most its `vk_percent` in magnitude. (Negative line resistances and reactances,
-    short-circuit voltages and magnetizing currents are accepted: network equivalents such
-    as `case145`, `case1888rte` and MATPOWER conversions such as `case118` have them; so are
-    negative transformer resistances, `case3120sp`.)
+    in range (NaN anywhere in them is an error; line capacitance and conductance are not
+    negative), a line's impedance `r + jx` is not zero and a transformer's `vkr_percent` is
+    at most its `vk_percent` in magnitude. (Negative line resistances and reactances, shunt
+    conductances, short-circuit voltages and magnetizing currents are accepted: network
+    equivalents such as `case145`, `case11_iwamoto`, `case1888rte` and MATPOWER conversions
+    such as `case118` have them; so are negative transformer resistances, `case3120sp`.)
     """
     buses = set(net.bus.index)
     span = f"{len(buses)} buses, indices {min(buses)}..{max(buses)}" if buses else "no buses"
@@ -172,6 +182,10 @@ def _ppc_of(net):
 
 
 def _check_supported(net) -> None:
+    if not isinstance(net, pandapowerNet):
+        raise DataError(f"from_pandapower: expected a pandapower net (pandapower.auxiliary.pandapowerNet), got "
+                        f"{type(net).__module__}.{type(net).__qualname__}; load one with pandapower.from_json(path) "
+                        "or pandapower.networks.<case>()")
     if len(net.bus) == 0:
         raise UnsupportedElementError("net has no buses")
     check_tables(net)

@@ -240,8 +240,8 @@ def from_csv(path: str | Path, time_column: str | None = None, dt_h: float | Non
         raise DataError(f"{path}: empty file (expected a header row)")
     header = [h.strip() for h in rows[0]]
     body = rows[1:]
-    while body and not any(c.strip() for c in body[-1]):
-        body.pop()  # trailing blank lines
+    while body and len(body[-1]) <= 1 and not any(c.strip() for c in body[-1]):
+        body.pop()  # trailing blank lines (a row of empty fields, ",,", is a row of missing values)
     if not body:
         raise DataError(f"{path}: no data rows after the header")
     if len(set(header)) != len(header):

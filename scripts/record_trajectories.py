@@ -45,7 +45,7 @@ def main(argv=None) -> int:
 
     arrays = {}
     for name in scenario.names():
-        env = pgjax.make(name)
+        env = pgjax.make(name, dtype="float64")
         for k, v in rollout(env, args.steps).items():
             arrays[f"{name}/{k}"] = v
         print(name, "recorded", flush=True)

@@ -36,6 +36,8 @@ class Ctx:
         self.params = env.default_params
         self.key = jax.random.PRNGKey(0)
         self.state = jax.eval_shape(env.reset, self.key, self.params)[1]  # shapes only: enough for the checks
+        self.freq = pgjax.make("frequency_68bus")
+        self.freq_state = jax.eval_shape(self.freq.reset, self.key)[1]
         self.acts = np.zeros((env.num_agents, env.act_dim), np.float32)
         self.shim = pz.parallel_env(SCENARIO)
         self.shim.reset(seed=0)
@@ -189,6 +191,24 @@ ENV = [
      ["params.load_series", "profile columns"]),
     ("params_dt_zero", lambda c: _step(c, params=_params(c, dt_h=jnp.zeros((), c.env.dtype))),
      ["params.dt_h", "positive"]),
+    ("params_penalty_negative", lambda c: _step(c, params=_params(c, penalty=-c.params.penalty - 1)),
+     ["params.penalty", "penalty weight >= 0", "got -"]),
+    ("params_reward_scale_zero", lambda c: _step(c, params=_params(c, reward_scale=c.params.reward_scale * 0)),
+     ["params.reward_scale", "> 0", "got 0.0"]),
+    ("params_loading_limit_negative", lambda c: c.env.reset(c.key, _params(c, loading_max_percent=-c.params.loading_max_percent)),
+     ["params.loading_max_percent", "> 0 %"]),
+    ("params_vm_min_zero", lambda c: c.env.reset(c.key, _params(c, vm_min_pu=c.params.vm_min_pu * 0)),
+     ["params.vm_min_pu", "> 0 pu"]),
+    ("freq_params_band_crossed", lambda c: c.freq.reset(c.key, c.freq.default_params.replace(
+        f_low_hz=c.freq.default_params.f_high_hz + 1)), ["params.f_low_hz", "f_high_hz", "f0_hz (60.0)"]),
+    ("freq_params_probability", lambda c: c.freq.step(c.key, c.freq_state, np.zeros((20, 1)), c.freq.default_params.replace(
+        p_machine_trip=c.freq.default_params.p_machine_trip + 1)), ["params.p_machine_trip", "probability in [0, 1]"]),
+    ("freq_params_weight_negative", lambda c: c.freq.reset(c.key, c.freq.default_params.replace(
+        w_violation=-c.freq.default_params.w_violation)), ["params.w_violation", "weight >= 0"]),
+    ("freq_params_rho_one", lambda c: c.freq.reset(c.key, c.freq.default_params.replace(
+        load_rho=c.freq.default_params.load_rho * 0 + 1)), ["params.load_rho", "AR(1) coefficient in [0, 1)"]),
+    ("freq_params_shape", lambda c: c.freq.reset(c.key, c.freq.default_params.replace(cap_mw=jnp.ones(3))),
+     ["params.cap_mw", "expected shape"]),
     ("reset_params_wrong", lambda c: c.env.reset(c.key, _params(c, hour0=jnp.zeros(2, c.env.dtype))),
      ["params.hour0", "expected shape ()", "(2,)"]),
     ("reset_params_other_env", lambda c: c.env.reset(c.key, pgjax.make("voltage_control_33bw").default_params),

@@ -305,6 +305,10 @@ CSV = [  # (id, file text, from_csv kwargs, fragments of the message)
      ["'load_a'", "row 4", "'high' is not a number"]),
     ("missing_value", "\n".join([HEADER, *_rows(2), "2023-01-01T02:00:00,,0.2"]), {"time_column": "time"},
      ["'load_a'", "row 4", "missing value"]),
+    ("all_nan_row", "\n".join([HEADER, *_rows(3), "2023-01-01T03:00:00,NaN,NaN", *_rows(2, start=4)]),
+     {"time_column": "time"}, ["'load_a'", "row 5", "not finite"]),
+    ("trailing_row_of_empty_fields", "\n".join([HEADER, *_rows(3), ",,", ""]), {"time_column": "time"},
+     ["row 5", "missing value"]),
     ("ragged_row", "\n".join([HEADER, *_rows(2), "2023-01-01T02:00:00,0.5"]), {"time_column": "time"},
      ["row 4", "2 fields", "header has 3"]),
     ("wrong_column_name", "\n".join([HEADER, *_rows(3)]), {"time_column": "time", "columns": ["load_b"]},
@@ -464,7 +468,24 @@ NETWORK_TABLES = [  # (id, edit of case33bw, fragments)
     ("line_derating_negative", _at("line", 2, "df", -1.0), ["net.line[2].df=-1.0", "> 0"]),
     ("bus_column_of_floats", _cast("load", "bus", float), ["net.load.bus", "integer bus indices", "float64"]),
     ("in_service_of_numbers", _cast("line", "in_service", float), ["net.line.in_service", "true/false", "float64"]),
+    ("line_resistance_nan", _at("line", 4, "r_ohm_per_km", float("nan")), ["net.line[4].r_ohm_per_km=nan", "finite"]),
+    ("line_capacitance_negative", _at("line", 3, "c_nf_per_km", -10.0), ["net.line[3].c_nf_per_km=-10.0", ">= 0 nF/km"]),
+    ("line_capacitance_nan", _at("line", 1, "c_nf_per_km", float("nan")), ["net.line[1].c_nf_per_km=nan", "finite"]),
+    ("line_conductance_negative", _at("line", 2, "g_us_per_km", -1.0), ["net.line[2].g_us_per_km=-1.0", ">= 0 uS/km"]),
+    ("shunt_q_nan", lambda n: (pp.create_shunt(n, 5, q_mvar=-0.1), _at("shunt", 0, "q_mvar", float("nan"))(n)),
+     ["net.shunt[0].q_mvar=nan", "finite"]),
+    ("shunt_p_nan", lambda n: (pp.create_shunt(n, 5, q_mvar=-0.1), _at("shunt", 0, "p_mw", float("nan"))(n)),
+     ["net.shunt[0].p_mw=nan", "finite"]),
+    ("shunt_step_negative", lambda n: (pp.create_shunt(n, 5, q_mvar=-0.1), _at("shunt", 0, "step", -1)(n)),
+     ["net.shunt[0].step=-1", ">= 0"]),
 ]
+
+
+@pytest.mark.parametrize("obj", [None, "case33bw.json", {"bus": [], "line": []}, 33], ids=["none", "path", "dict", "int"])
+def test_object_that_is_not_a_pandapower_net(obj):
+    with pytest.raises(DataError) as e:
+        from_pandapower(obj)
+    assert "expected a pandapower net" in str(e.value) and type(obj).__name__ in str(e.value)
 
 
 def _with_trafo(edit):
@@ -647,5 +668,5 @@ def test_cli_validate_reports_structure_and_reference_problems_together(tmp_path
 def test_corpus_size():
     """This file's malformed inputs (the issue asks for >= 100 with the API-edge and run-folder corpora)."""
     n = (len(RANGES) + len(CONTAINERS) + 2 + len(BUILDER_COUNTS) + 40 + len(HOSTILE) + 2 + len(CSV) + 1 + 4 + len(NETWORK_FILES)
-         + len(NETWORK_TABLES) + len(TRAFO_TABLES) + 1 + len(CLI) + 5)
+         + len(NETWORK_TABLES) + len(TRAFO_TABLES) + 1 + len(CLI) + 5 + 4)
     assert n >= 100

@@ -60,6 +60,7 @@ from pathlib import Path
 import numpy as np
 
 from pgjax import watchdog
+from pgjax.baselines import families
 
 PER_STEP = ("losses_mw", "voltage_violation_rate", "controllable", "vm_min_pu", "vm_max_pu", "price", "nonconverged",
             "p_injected_mw", "slack_p_mw", "net_load_variance_mw2")
@@ -295,7 +296,7 @@ def evaluate(run: LoadedRun, env, episodes: int, seed: int, oracle: bool = True,
              detail: bool = False, log=print) -> tuple[dict, dict | None, str]:
     """The trained run and every baseline on `episodes` episodes of `env` drawn by key `seed`:
     `(results, trace of seed 0 or None, notes)`. Env families run their own baselines and
-    metrics (`env.evaluate_policy`); pgjax scenarios `random`, `do_nothing`, `rule_based`
+    metrics (`pgjax.baselines.families.evaluator`); pgjax scenarios `random`, `do_nothing`, `rule_based`
     and, where it applies and `oracle`, the perfect-foresight `oracle` (planned first, slow).
     `detail`: per-seed and per-episode metrics too (`evaluate_all`). `notes` says what was skipped."""
     import jax
@@ -303,9 +304,10 @@ def evaluate(run: LoadedRun, env, episodes: int, seed: int, oracle: bool = True,
     from pgjax.baselines.oracle import applies, oracle_controller
 
     key = jax.random.PRNGKey(seed)
-    if hasattr(env, "evaluate_policy"):  # an env family with its own baselines and metrics (`pgjax.frequency`)
-        results, text = env.evaluate_policy(mappo_controller(run.train), run.states, run.cfg.num_seeds, key,
-                                            episodes, detail=detail)
+    family_eval = families.evaluator(env)
+    if family_eval is not None:  # an env family with its own baselines and metrics (`pgjax.frequency`)
+        results, text = family_eval(env, mappo_controller(run.train), run.states, run.cfg.num_seeds, key,
+                                    episodes, detail=detail)
         return results, None, text
     names, ctrls = controllers(run, env)
     notes = [] if "rule_based" in names else ["rule_based: skipped (not a pgjax scenario)"]
@@ -470,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         results, trace, notes = evaluate(run, env, args.episodes, args.seed, oracle=not args.no_oracle, mesh=mesh,
                                          trace=not args.no_plot)
     seconds = time.perf_counter() - t0
-    if hasattr(env, "evaluate_policy"):
+    if families.evaluator(env) is not None:
         print(f"{notes}\n({seconds:.1f} s)")
         paths = write_results(run_dir, results, meta, label)
         print(f"wrote {paths['json']}, {paths['csv']}")

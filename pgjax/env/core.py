@@ -49,8 +49,9 @@ from pgjax import devices as dev
 from pgjax.protocols.coordination import Coordinator
 from pgjax.devices.base import Context
 from pgjax.env import layout as layout_lib
+from pgjax.env.base import MultiAgentEnv
 from pgjax.env import reward as reward_lib
-from pgjax.env.types import Box, EnvParams, EnvState
+from pgjax.env.types import EnvParams, EnvState
 from pgjax.errors import InputError
 from pgjax.grid import Grid, astype
 from pgjax.powerflow import bus_injections, check_method, network, solve
@@ -77,13 +78,22 @@ def scaled_grid(params: EnvParams, ctx: Context, grid: Grid) -> Grid:
         sgen=grid.sgen.replace(p_mw=grid.sgen.p_mw * sgen_f, q_mvar=grid.sgen.q_mvar * sgen_f))
 
 
-class Env:
+class Env(MultiAgentEnv):
     """A compiled scenario as a functional multi-agent environment (see the module docstring).
 
     `reward_fn(outcome, params, shared) -> [n_agents]` replaces `pgjax.env.reward.default_reward`.
     """
 
     cost_signals = reward_lib.COST_SIGNALS  # name -> CostSignal: the safety signals a learner may budget
+    params_free_leading = (".profiles", ".starts")  # another profile year / other episode starts
+    param_ranges = (
+        ("dt_h", lambda v: v > 0, "a positive step length in hours"),
+        ("vm_min_pu", lambda v: v > 0, "a lower voltage limit > 0 pu"),
+        ("loading_max_percent", lambda v: v > 0, "a branch loading limit > 0 %"),
+        ("penalty", lambda v: v >= 0, "a safety penalty weight >= 0"),
+        ("load_scale", lambda v: v >= 0, "a load scaling factor >= 0"),
+        ("reward_scale", lambda v: v > 0, "a reward scale > 0"),
+    )
 
     def __init__(self, scenario, reward_fn=reward_lib.default_reward):
         c = self.scenario = scenario
@@ -99,11 +109,9 @@ class Env:
         layout = layout_lib.build_layout(c)
         self.coordinator = Coordinator(c, layout, self.dtype)
         self.layout = layout_lib.with_message_scales(layout, self.coordinator.scales)
-        self.agents, self.num_agents = self.layout.agents, self.layout.num_agents
+        self.agents = self.layout.agents
+        self.observation_schema, self.action_schema = self.layout.observation, self.layout.action
         self.action_mask, self.default_actions = self.layout.action_mask, self.layout.default_actions
-        self.act_sizes, self.act_dim = self.layout.act_sizes, self.layout.act_dim
-        self.obs_sizes = self.layout.observation.sizes
-        self.obs_dim = self.layout.observation.index.shape[1]
         self.default_params = self.make_params()
         self._checked_params = self.default_params  # the last concrete params whose values were checked
         self._state_spec = None
@@ -123,14 +131,6 @@ class Env:
             load_scale=f(c.load_scale), vm_min_pu=f(c.vm_min_pu), vm_max_pu=f(c.vm_max_pu),
             loading_max_percent=f(c.loading_max_percent), penalty=f(c.penalty),
             reward_scale=f(c.reward_scale), tree=tree_of(c.grid) if self.method == "distflow" else None)
-
-    def observation_space(self, agent: str | int = 0) -> Box:
-        a = self.agents.index(agent) if isinstance(agent, str) else agent
-        return Box(-np.inf, np.inf, (self.obs_sizes[a],), self.dtype)
-
-    def action_space(self, agent: str | int = 0) -> Box:
-        a = self.agents.index(agent) if isinstance(agent, str) else agent
-        return Box(-1.0, 1.0, (self.act_sizes[a],), self.dtype)
 
     # ------------------------------------------------------------------ observations
 
@@ -163,23 +163,11 @@ class Env:
 
     # ------------------------------------------------------------------ input checks (trace time)
 
-    def _check_params(self, params) -> None:
-        """`params` like `default_params` (structure, shapes, dtypes); concrete ones: finite, consistent."""
-        if params is self._checked_params:
-            return
-        checks.check_like("params", params, self.default_params, free_leading=(".profiles", ".starts"))
-        leaves = jax.tree.leaves(params)
-        if any(checks.is_traced(x) for x in leaves):
-            return
-        refs = jax.tree.leaves(self.default_params)
-        for (path, x), ref in zip(jax.tree_util.tree_flatten_with_path(params)[0], refs):
-            checks.check_finite("params" + jax.tree_util.keystr(path), x,
-                                allow_inf=not bool(np.all(np.isfinite(np.asarray(ref)))))
-        lo, hi, dt_h = float(params.vm_min_pu), float(params.vm_max_pu), float(params.dt_h)
+    def check_param_values(self, params) -> None:
+        """Voltage band, episode starts within the profiles, profile columns that exist."""
+        lo, hi = float(params.vm_min_pu), float(params.vm_max_pu)
         if not lo < hi:
             raise InputError(f"params.vm_min_pu, params.vm_max_pu: expected vm_min_pu < vm_max_pu, got {lo} and {hi}")
-        if not dt_h > 0:
-            raise InputError(f"params.dt_h: expected a positive step length in hours, got {dt_h}")
         n_steps, n_series = params.profiles.shape
         starts = np.asarray(params.starts)
         if starts.size == 0 or starts.min() < 0 or starts.max() >= n_steps:
@@ -191,7 +179,6 @@ class Env:
             if col.size and col.max() >= n_series:
                 raise InputError(f"params.{name}: expected profile columns in [-1, {n_series}) (params.profiles "
                                  f"has {n_series} series), got {int(col.max())}")
-        self._checked_params = params
 
     def _check_state(self, state) -> None:
         if self._state_spec is None:
@@ -202,9 +189,10 @@ class Env:
         checks.check_real_array("actions", actions, (self.num_agents, self.act_dim),
                                 "[n_agents, act_dim], padded per env.action_mask")
 
-    def _check_step(self, key, state, actions, params) -> None:
+    def check_step(self, key, state, actions, params) -> None:
+        """The step's inputs against `reset`'s state and `default_params` (module docstring)."""
         checks.check_key("key", key)
-        self._check_params(params)
+        self.check_params(params)
         self._check_state(state)
         self._check_actions(actions)
 
@@ -305,7 +293,7 @@ class Env:
     def reset_env(self, key, params: EnvParams):
         """A new episode: random start among `params.starts`, device states from `init`."""
         checks.check_key("key", key)
-        self._check_params(params)
+        self.check_params(params)
         k_start, k_dev = jax.random.split(key)
         start = params.starts[jax.random.randint(k_start, (), 0, params.starts.shape[0])]
         keys = jax.random.split(k_dev, max(len(self.layout.groups), 1))
@@ -322,12 +310,9 @@ class Env:
         # fold_in: the episode's link conditions (communication.randomize) leave the other draws as they were
         return obs, state.replace(coord=self.coordinator.init(self.default_actions, obs, jax.random.fold_in(key, 1)))
 
-    def reset(self, key, params: EnvParams | None = None):
-        return self.reset_env(key, self.default_params if params is None else params)
-
     def step_env(self, key, state: EnvState, actions, params: EnvParams):
         """One step without auto-reset (the stages of the module docstring)."""
-        self._check_step(key, state, actions, params)
+        self.check_step(key, state, actions, params)
         dt, coord = self.dtype, self.coordinator
         actions, nan_actions, clipped_actions, cs = self._clean_actions(state, actions)
         ctx = self.context(state.start + state.t, params, state.vm_pu)
@@ -360,26 +345,6 @@ class Env:
         truncated = new_state.t >= self.episode_steps
         obs, cs = coord.obs_timing(cs, self.get_obs(new_state, params))
         return obs, new_state.replace(coord=cs), reward, jnp.zeros((), bool), truncated, info
-
-    def step(self, key, state: EnvState, actions, params: EnvParams | None = None):
-        """`step_env`, then reset where the episode ended (JaxMARL-style auto-reset)."""
-        params = self.default_params if params is None else params
-        self._check_step(key, state, actions, params)
-        return auto_reset_step(self.step_env, self.reset_env, key, state, actions, params)
-
-
-def auto_reset_step(step_env, reset_env, key, state, actions, params):
-    """`step_env(split(key)[0], ...)`, then `reset_env(split(key)[1], params)` where the episode
-    ended (JaxMARL-style auto-reset): `(obs, state, reward, terminated, truncated, info)` with the
-    episode's last observation in `info["final_observation"]`. Shared by every env family."""
-    k_step, k_reset = jax.random.split(key)
-    obs_st, state_st, reward, terminated, truncated, info = step_env(k_step, state, actions, params)
-    obs_re, state_re = reset_env(k_reset, params)
-    done = terminated | truncated
-    state = jax.tree.map(lambda a, b: jax.lax.select(done, a, b), state_re, state_st)
-    obs = jax.lax.select(done, obs_re, obs_st)
-    info["final_observation"] = obs_st
-    return obs, state, reward, terminated, truncated, info
 
 
 def make(name_or_path="multi_microgrid", reward_fn=reward_lib.default_reward, **overrides) -> Env:

@@ -5,6 +5,8 @@
 - `ieee68`: the 68-bus plant linearized at its AC power flow (`pgjax.powerflow`);
 - `env`: the 20-agent environment (`FrequencyEnv`, `make`), the same functional API as
   `pgjax.make(...)` environments;
-- `baselines`: no control, primary droop, AGC (PI on ACE) and random policies;
-- `evaluate`: rollouts of those and of trained MAPPO runs, with the frequency metrics.
+
+Its reference controllers (no control, primary droop, AGC, random) and their evaluation with
+the frequency metrics live with the other baselines: `pgjax.baselines.frequency`,
+`pgjax.baselines.frequency_eval` (an env family does not import its controllers).
 """

@@ -63,8 +63,8 @@ import numpy as np
 from flax import struct
 
 from pgjax import checks
-from pgjax.env.core import auto_reset_step
-from pgjax.env.types import ActionColumn, ActionSchema, Box, CostSignal, ObservationSchema, ObservedFeature
+from pgjax.env.base import MultiAgentEnv
+from pgjax.env.types import ActionColumn, ActionSchema, CostSignal, ObservationSchema, ObservedFeature
 from pgjax.errors import InputError
 from pgjax.frequency import dynamics as dyn
 from pgjax.frequency import ieee68
@@ -161,7 +161,11 @@ def _nearest(adjacency: np.ndarray, bus: int, k: int) -> list[int]:
     return [i for _, i in order[:k]]
 
 
-class FrequencyEnv:
+def _is_probability(v):
+    return (v >= 0) & (v <= 1)
+
+
+class FrequencyEnv(MultiAgentEnv):
     """The `frequency_68bus` environment (see the module docstring)."""
 
     name = "frequency_68bus"
@@ -170,6 +174,17 @@ class FrequencyEnv:
         "band_violations": CostSignal("violations", "buses that left the frequency band within the step"),
     }
     test_data = "seeded synthetic episodes, test key stream (split='test')"  # what `pgjax eval` reports
+    param_ranges = (
+        *((w, lambda v: v >= 0, "a weight >= 0") for w in ("w_freq", "w_wear", "w_violation", "cost_per_mw", "wear")),
+        ("reward_scale", lambda v: v > 0, "a reward scale > 0"),
+        ("ramp_mw_min", lambda v: v > 0, "ramp limits > 0 MW/min"),
+        ("cap_mw", lambda v: v > 0, "capacities > 0 MW"),
+        *((r, lambda v: (v >= 0) & (v < 1), "an AR(1) coefficient in [0, 1)")
+          for r in ("load_rho", "common_rho", "renewable_rho")),
+        *((s_, lambda v: v >= 0, "a standard deviation >= 0") for s_ in ("load_sigma", "common_sigma", "renewable_sigma")),
+        ("p_contingency", _is_probability, "a probability in [0, 1]"),
+        ("p_machine_trip", _is_probability, "a probability in [0, 1]"),
+    )
 
     def __init__(self, dtype="float32", split: str = "train", episode_steps: int = 120, dt_s: float = 5.0,
                  substep_s: float = 0.1, scada_delay: int = 2, plant_config: ieee68.PlantConfig = ieee68.PlantConfig()):
@@ -191,8 +206,6 @@ class FrequencyEnv:
         self.dt_s, self.substep_s, self.n_sub = float(dt_s), float(substep_s), int(round(n_sub))
         self.system = ieee68.build(plant_config)
         self._build_layout()
-        self.num_agents, self.obs_dim, self.act_dim = len(self.agents), 15, 1
-        self.obs_sizes, self.act_sizes = (15,) * self.num_agents, (1,) * self.num_agents
         self.action_mask = np.ones((self.num_agents, 1), bool)
         self.default_actions = np.zeros((self.num_agents, 1), np.float32)
         self.default_params = self.make_params()
@@ -301,12 +314,6 @@ class FrequencyEnv:
             f_low_hz=f(59.5), f_high_hz=f(60.5), w_freq=f(1000.0), w_wear=f(0.1), w_violation=f(10000.0),
             reward_scale=f(1.0))
 
-    def observation_space(self, agent=0) -> Box:
-        return Box(-np.inf, np.inf, (15,), self.dtype)
-
-    def action_space(self, agent=0) -> Box:
-        return Box(-1.0, 1.0, (1,), self.dtype)
-
     # ------------------------------------------------------------------ physics helpers
 
     def topology_index(self, state: FreqEnvState, t) -> jax.Array:
@@ -317,14 +324,6 @@ class FrequencyEnv:
         """The masks in force during step `t`."""
         i = self.topology_index(state, t)
         return dyn.Topology(params.topo_branch_on[i], params.topo_machine_on[i])
-
-    def evaluate_policy(self, policy, states, num_seeds: int, key, num_episodes: int, detail: bool = False):
-        """`pgjax eval`'s hook: `(results, table text)` of a trained run against this family's
-        baselines (`pgjax.frequency.evaluate.evaluate_run`; `detail`: per-seed and per-episode metrics too)."""
-        from pgjax.frequency.evaluate import evaluate_run, table
-
-        results = evaluate_run(self, policy, states, num_seeds, key, num_episodes, detail=detail)
-        return results, table(results)
 
     def _renewable_mw(self, params, base, x):
         return params.renewable_cap_mw * jnp.clip(base + x, 0.0, 1.0)
@@ -379,8 +378,21 @@ class FrequencyEnv:
 
     # ------------------------------------------------------------------ reset / step
 
-    def _check(self, key, state=None, actions=None) -> None:
+    def check_param_values(self, params: FreqParams) -> None:
+        """The frequency band around the nominal frequency; contingency steps within the episode."""
+        lo, hi, f0 = float(params.f_low_hz), float(params.f_high_hz), float(params.plant.f0_hz)
+        if not lo < f0 < hi:
+            raise InputError(f"params.f_low_hz, params.f_high_hz: expected f_low_hz < f0_hz ({f0}) < f_high_hz, "
+                             f"got {lo} and {hi}")
+        first, last = int(params.trip_first), int(params.trip_last)
+        if not 0 <= first <= last:
+            raise InputError(f"params.trip_first, params.trip_last: expected 0 <= trip_first <= trip_last "
+                             f"(steps), got {first} and {last}")
+
+    def check_step(self, key, state, actions, params) -> None:
+        """The key, `state` (a `FreqEnvState`), `actions [20, 1]` (real) and `params` (`check_params`)."""
         checks.check_key("key", key)
+        self.check_params(params)
         if actions is not None:
             checks.check_real_array("actions", actions, (self.num_agents, self.act_dim))
         if state is not None and not isinstance(state, FreqEnvState):
@@ -388,7 +400,8 @@ class FrequencyEnv:
 
     def reset_env(self, key, params: FreqParams):
         """A new episode: stationary load / renewable deviations, a contingency drawn, obs buffer filled."""
-        self._check(key)
+        checks.check_key("key", key)
+        self.check_params(params)
         if self.split == "test":
             key = jax.random.fold_in(key, 7919)  # test episodes: a key stream apart from training's
         dt = self.dtype
@@ -418,12 +431,9 @@ class FrequencyEnv:
         state = state.replace(obs_buf=jnp.broadcast_to(obs, state.obs_buf.shape))
         return obs, state
 
-    def reset(self, key, params: FreqParams | None = None):
-        return self.reset_env(key, self.default_params if params is None else params)
-
     def step_env(self, key, state: FreqEnvState, actions, params: FreqParams):
         """One agent step of `n_sub` physics sub-steps, without auto-reset."""
-        self._check(key, state, actions)
+        self.check_step(key, state, actions, params)
         dt, plant = self.dtype, params.plant
         a = jnp.asarray(actions, dt)[:, 0]
         nan = jnp.isnan(a)
@@ -478,11 +488,6 @@ class FrequencyEnv:
                 "nan_actions": jnp.sum(nan).astype(jnp.int32)}
         truncated = new.t >= self.episode_steps
         return self.get_obs(new), new, reward, jnp.zeros((), bool), truncated, info
-
-    def step(self, key, state: FreqEnvState, actions, params: FreqParams | None = None):
-        """`step_env`, then reset where the episode ended (JaxMARL-style auto-reset)."""
-        params = self.default_params if params is None else params
-        return auto_reset_step(self.step_env, self.reset_env, key, state, actions, params)
 
 
 def make(**kwargs) -> FrequencyEnv:

@@ -7,7 +7,7 @@ A scenario file (see `pgjax/scenarios/*.yaml` for complete examples)::
     version: 0
     network: ieee34_3x_ieee13        # shipped name | pandapower.networks builder | .json path
                                      # | {builder: name, kwargs: {...}}
-    dtype: float64                   # or float32
+    dtype: float32                   # the default; float64 needs JAX's 64-bit mode (pgjax.precision)
     powerflow: {method: newton, jacobian: exact, max_iter: 20}
     time: {dt_h: 1.0, episode_steps: 24, start: day}   # start: day | any | <step index>
     profiles:

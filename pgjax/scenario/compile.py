@@ -26,6 +26,10 @@ from pgjax.scenario.registry import builder_of, load
 from pgjax.scenario.schema import Problem, ScenarioError, _Checker, apply_overrides, validate_structure
 from pgjax.scenario.specs import CommunicationSpec, ProfileSpec, ProtocolSpec
 
+# The environment's dtype when neither the scenario nor the caller names one: float32 works
+# whatever JAX's 64-bit mode (the training path's dtype); float64 only on request.
+DEFAULT_DTYPE = "float32"
+
 
 @dataclasses.dataclass
 class DeviceGroup:
@@ -388,7 +392,7 @@ def _compile(raw: dict, source: str) -> Compiled:
     lim, rw, pf = raw.get("limits", {}), raw.get("reward", {}), raw.get("powerflow", {})
     return Compiled(
         name=raw["name"], source=source, net=net, grid=network.grid, netmap=netmap,
-        dtype=raw.get("dtype", "float64"), method=pf.get("method", "newton"),
+        dtype=raw.get("dtype", DEFAULT_DTYPE), method=pf.get("method", "newton"),
         jacobian=pf.get("jacobian", "exact"), max_iter=int(pf.get("max_iter", 20)), dt_h=dt_h,
         episode_steps=steps, starts=starts, hour0=np.asarray(hour0),
         profiles=np.asarray(values, np.float64), series_names=tuple(r.series), price_col=price_col,

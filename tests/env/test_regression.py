@@ -26,7 +26,7 @@ SPEC.loader.exec_module(record)
 
 @pytest.mark.parametrize("name", scenario.names())
 def test_trajectory_matches_the_recorded_one(name):
-    got = record.rollout(pgjax.make(name), n_steps=RECORDED[f"{name}/reward"].shape[0])
+    got = record.rollout(pgjax.make(name, dtype="float64"), n_steps=RECORDED[f"{name}/reward"].shape[0])
     for key, value in got.items():
         want = RECORDED[f"{name}/{key}"]
         assert value.shape == want.shape, (name, key)

@@ -19,6 +19,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from pgjax.baselines.frequency import controllers
+from pgjax.baselines.rule_based import make_rollout
+
 METRICS = (("in_band_rate", "in band", "{:.4f}"), ("violations_per_episode", "viol/ep", "{:.2f}"),
            ("outside_band_s_per_episode", "out s/ep", "{:.1f}"), ("nadir_hz", "nadir Hz", "{:.3f}"),
            ("zenith_hz", "zenith Hz", "{:.3f}"), ("rocof_max_hz_s", "RoCoF Hz/s", "{:.3f}"),
@@ -46,8 +49,6 @@ def summarize(totals: dict, info: dict) -> dict[str, float]:
 def evaluate(env, controllers: dict, key, num_episodes: int = 32, aux=None) -> dict[str, dict[str, float]]:
     """`{name: metrics}` of every `Controller` in `controllers` on `num_episodes` episodes of `env`
     (`aux`, e.g. a MAPPO `TrainState`, is passed to every controller's `act`)."""
-    from pgjax.baselines.rule_based import make_rollout
-
     names = list(controllers)
     run = make_rollout(env, [controllers[n] for n in names], num_episodes, trace=True)
     out = {}
@@ -67,9 +68,6 @@ def evaluate_run(env, policy, states, num_seeds: int, key, num_episodes: int = 3
     `detail`: each baseline also lists every episode's metrics (`per_episode`: metric ->
     `[num_episodes]`, `summarize`d over that episode alone) and mappo the same per seed (`per_seed`).
     """
-    from pgjax.baselines.rule_based import make_rollout
-    from pgjax.frequency.baselines import controllers
-
     ctrls = {"mappo": policy, **controllers(env)}
     names = list(ctrls)
     run = make_rollout(env, [ctrls[n] for n in names], num_episodes, trace=True)
@@ -98,6 +96,14 @@ def per_episode(totals: dict, info: dict) -> dict[str, list]:
     return {k: [r[k] for r in rows] for k in rows[0]}
 
 
+def evaluate_policy(env, policy, states, num_seeds: int, key, num_episodes: int,
+                    detail: bool = False) -> tuple[dict, str]:
+    """`pgjax eval`'s hook for this family: `(results, table text)` of a trained run against the
+    baselines (`evaluate_run`; `detail`: per-seed and per-episode metrics too)."""
+    results = evaluate_run(env, policy, states, num_seeds, key, num_episodes, detail=detail)
+    return results, table(results)
+
+
 def table(results: dict[str, dict[str, float]]) -> str:
     """The metrics as a fixed-width text table, one row per controller."""
     head = f"{'controller':<12}" + "".join(f"{label:>14}" for _, label, _ in METRICS)
@@ -108,10 +114,8 @@ def table(results: dict[str, dict[str, float]]) -> str:
 
 
 def main(seed: int = 0, episodes: int = 16) -> None:
-    """Print the baselines' table on the test split (`python -m pgjax.frequency.evaluate`)."""
+    """Print the baselines' table on the test split (`python -m pgjax.baselines.frequency_eval`)."""
     import pgjax
-    from pgjax.frequency.baselines import controllers
-
     env = pgjax.make("frequency_68bus", split="test")
     print(table(evaluate(env, controllers(env), jax.random.PRNGKey(seed), episodes)))
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import pgjax
-from pgjax.frequency import baselines
-from pgjax.frequency.evaluate import evaluate, summarize
+from pgjax.baselines import frequency as baselines
+from pgjax.baselines.frequency_eval import evaluate, summarize
 
 
 @pytest.fixture(scope="module")
