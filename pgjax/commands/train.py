@@ -62,37 +62,19 @@ DEFAULT_DTYPE = "float32"  # the training path; pass --dtype float64 for the sce
 
 def build_config(args, parser):
     """The `MAPPOConfig` from preset, file, flags and overrides (see the module docstring)."""
-    import yaml
-
     from pgjax.baselines.config import MAPPOConfig
-    from pgjax.baselines.mappo import CONFIG, read_run_config
-    from pgjax.errors import RunFolderError
+    from pgjax.commands.common import parse_overrides
 
-    out = Path(args.out)
-    if args.resume and (out / CONFIG).exists():
-        if args.config:
-            print(f"--resume: using {out / CONFIG}, ignoring --config {args.config}")
-        try:
-            base = read_run_config(out / CONFIG).to_dict()
-        except RunFolderError as e:
-            parser.error(str(e))
-    else:
-        if args.resume:
-            parser.error(f"--resume: {out / CONFIG} not found")
-        base = dict(PRESETS[args.preset])
-        if args.config:
-            with open(args.config) as f:
-                base.update(yaml.safe_load(f) or {})
+    base = base_config(args, parser)
     changes = {}
     if args.scenario is not None:
         changes["env"] = args.scenario
     if args.seeds is not None:
         changes["num_seeds"] = args.seeds
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"override {item!r} is not key=value")
-        changes[key] = yaml.safe_load(value)  # numeric strings ("1e-3"): MAPPOConfig parses them
+    try:  # numeric strings ("1e-3"): MAPPOConfig parses them
+        changes.update(parse_overrides(args.overrides, "override {item!r} is not key=value"))
+    except ValueError as e:
+        parser.error(str(e))
     merged = {**base, **changes}
     if args.resume and set(changes) - {"total_timesteps"}:
         parser.error(f"--resume: only total_timesteps may change, got {sorted(set(changes) - {'total_timesteps'})}")
@@ -101,6 +83,33 @@ def build_config(args, parser):
         return MAPPOConfig.from_dict(merged)
     except ValueError as e:
         parser.error(str(e))
+
+
+def base_config(args, parser) -> dict:
+    """The keys under the flags: a resumed run's `config.yaml`, else the preset updated by
+    `--config FILE`. A file that is not YAML or holds no mapping is a usage error naming it."""
+    from pgjax.baselines.mappo import CONFIG, read_run_config
+    from pgjax.commands.common import read_yaml_mapping
+    from pgjax.errors import RunFolderError
+
+    out = Path(args.out)
+    if args.resume and (out / CONFIG).exists():
+        if args.config:
+            print(f"--resume: using {out / CONFIG}, ignoring --config {args.config}")
+        try:
+            read_yaml_mapping(out / CONFIG, "--resume:")  # not YAML, or not a mapping: said plainly
+            return read_run_config(out / CONFIG).to_dict()
+        except (ValueError, RunFolderError) as e:
+            parser.error(str(e))
+    if args.resume:
+        parser.error(f"--resume: {out / CONFIG} not found")
+    base = dict(PRESETS[args.preset])
+    if args.config:
+        try:
+            base.update(read_yaml_mapping(args.config, "--config"))
+        except ValueError as e:
+            parser.error(str(e))
+    return base
 
 
 def with_dtype(merged: dict, dtype: str | None, resume: bool, parser) -> dict:
@@ -127,13 +136,9 @@ def with_dtype(merged: dict, dtype: str | None, resume: bool, parser) -> dict:
 
 def plot_curves(metrics_path, png_path) -> None:
     """`curves.png`: episode return and cost per step vs env steps, one line per seed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import EngFormatter
 
-    from pgjax.runio import open_atomic
+    from pgjax.commands.common import pyplot, save_figure
 
     rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
     if not rows:
@@ -142,7 +147,7 @@ def plot_curves(metrics_path, png_path) -> None:
     panels = [("episode_return", "episode return (mean over agents)"), ("info/cost", "cost per step ($, all agents)"),
               ("info/safety", "safety violation per step")]
     panels = [(k, label) for k, label in panels if k in rows[0]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels):
         for s in seeds:
             pts = [(r["env_steps"], r[key]) for r in rows
@@ -157,12 +162,13 @@ def plot_curves(metrics_path, png_path) -> None:
     if axes[0][0].get_legend_handles_labels()[0]:
         axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    with open_atomic(png_path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, png_path)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The `pgjax train` parser (no side effects)."""
+    from pgjax.commands.common import add_devices_argument
+
     parser = argparse.ArgumentParser(prog="pgjax train", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--scenario", help="scenario name or YAML path (sets `env`; default: the preset's)")
@@ -175,16 +181,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, help="updates per jitted chunk, progress line and checkpoint")
     parser.add_argument("--dtype", choices=DTYPES,
                         help=f"environment float dtype (default: {DEFAULT_DTYPE}; a resumed run keeps its own)")
-    parser.add_argument("--devices", default="1",
-                        help="local devices to split the environments over: a count or 'all' (default 1; on CPU "
-                             "XLA_FLAGS=--xla_force_host_platform_device_count=N makes N devices)")
+    add_devices_argument(parser, "local devices to split the environments over: a count or 'all' (default 1; on CPU "
+                                 "XLA_FLAGS=--xla_force_host_platform_device_count=N makes N devices)")
     parser.add_argument("--distributed", action="store_true",
                         help="one program over several processes / hosts (jax.distributed; see the docstring)")
     parser.add_argument("--coordinator", help="with --distributed: HOST:PORT of process 0")
     parser.add_argument("--num-processes", type=int, help="with --distributed: how many processes take part")
     parser.add_argument("--process-id", type=int, help="with --distributed: this process's id, 0..N-1")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value (YAML values)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def prepare(args, parser):
+    """Check the flags, join the distributed program (`--distributed`) and build the config:
+    `(cfg, chunk, writer)`. Usage errors go through `parser`; `args.out` gets its default."""
+    from pgjax import distributed
+    from pgjax.baselines.mappo import existing_run_files
+
     if args.out is None:
         if args.resume:
             parser.error("--resume needs --out")
@@ -192,10 +205,6 @@ def main(argv: list[str] | None = None) -> int:
         args.out = str(Path("runs") / Path(scenario).stem)
     if args.resume and args.force:
         parser.error("--resume and --force exclude each other (continue the run, or replace it)")
-
-    from pgjax import distributed
-    from pgjax.baselines.mappo import existing_run_files
-
     if args.distributed:
         try:
             distributed.initialize(args.coordinator, args.num_processes, args.process_id)
@@ -211,59 +220,37 @@ def main(argv: list[str] | None = None) -> int:
     chunk = args.chunk or CHUNK_UPDATES[args.preset]
     if chunk < 1:
         parser.error("--chunk must be >= 1")
+    return cfg, chunk, writer
 
+
+def compile_ahead(train, cfg, out: Path, resume: bool, chunk: int, mesh) -> list[int]:
+    """Compile the init and the chunk programs (full chunks and the remainder) before training,
+    so that the compile time is apart from the training speed; returns the chunk sizes."""
     import jax
+
+    from pgjax import distributed
+    from pgjax.baselines.mappo import CHECKPOINT, read_checkpoint, shardings
+
+    with watchdog.stage("initializing the training state"):
+        state = train.seed_init(jax.random.PRNGKey(cfg.seed))
+        jax.block_until_ready(state)
+    done = 0
+    if resume and (out / CHECKPOINT).exists():
+        state, done, _ = read_checkpoint(out / CHECKPOINT, state)
+    left = max(cfg.num_updates - done, 0)
+    sizes = sorted({n for n in (min(chunk, left), left % chunk) if n > 0})
+    if mesh is not None:
+        state = distributed.global_arrays(state, shardings(state, mesh))
+    for n in sizes:
+        with watchdog.stage(f"compiling the training program (chunk of {n} updates)"):
+            train.compile_chunk(state, n, mesh)  # `run` uses it as is
+    return sizes
+
+
+def progress_printer(cfg, t_start: float, timing: dict):
+    """The `on_chunk` callback of `mappo.run`: a progress line per chunk; adds the chunk's
+    seconds, env steps and rate to `timing` (`last`, `train_s`, `steps`, `chunk_rates`)."""
     import numpy as np
-
-    from pgjax.baselines.mappo import (CHECKPOINT, METRICS, TrainingDiverged, make_train, read_checkpoint,
-                                       run, shardings)
-    from pgjax.errors import RunFolderError
-    from pgjax.runio import write_json
-
-    out = Path(args.out)
-    t_start = time.perf_counter()
-    dtype = cfg.env_kwargs.get("dtype", "the scenario's dtype")
-    print(f"pgjax train: {cfg.env} ({dtype}), {cfg.num_seeds} seed(s) x {cfg.num_envs} envs x {cfg.num_steps} steps per "
-          f"update, {cfg.num_updates} updates ({cfg.total_timesteps:,} env steps per seed) -> {out}")
-    try:
-        devices = distributed.parse_devices(args.devices)
-        mesh = distributed.batch_mesh(devices, cfg.num_envs, "num_envs")
-    except ValueError as e:
-        parser.error(str(e))
-    print(f"devices: {jax.devices()}" + (f"; environments split over {mesh.size}" if mesh is not None else ""))
-    train = make_train(cfg)
-
-    # compile ahead of time: the init and the chunk programs (full chunks and the remainder)
-    t0 = time.perf_counter()
-    try:
-        with watchdog.stage("initializing the training state"):
-            state = train.seed_init(jax.random.PRNGKey(cfg.seed))
-            jax.block_until_ready(state)
-        done = 0
-        if args.resume and (out / CHECKPOINT).exists():
-            state, done, _ = read_checkpoint(out / CHECKPOINT, state)
-        left = max(cfg.num_updates - done, 0)
-        sizes = {n for n in (min(chunk, left), left % chunk) if n > 0}
-        if mesh is not None:
-            state = distributed.global_arrays(state, shardings(state, mesh))
-        for n in sorted(sizes):
-            with watchdog.stage(f"compiling the training program (chunk of {n} updates)"):
-                train.compile_chunk(state, n, mesh)  # `run` uses it as is
-    except KeyboardInterrupt:
-        print("interrupted while compiling: nothing trained, nothing saved")
-        return 130
-    except RunFolderError as e:
-        print(f"pgjax train: error: {e}", file=sys.stderr)
-        return 2
-    compile_s = time.perf_counter() - t0
-    print(f"compiled in {compile_s:.1f} s (init and chunk(s) of {sorted(sizes)} updates)", flush=True)
-
-    metrics_path = out / METRICS
-    timing = {"last": time.perf_counter(), "train_s": 0.0, "steps": 0, "chunk_rates": []}
-
-    def log(line: str) -> None:
-        if not line.startswith("update "):  # run's own progress line: on_progress prints a fuller one
-            print(line, flush=True)
 
     def on_progress(step: int, metrics: dict) -> None:
         watchdog.beat()
@@ -284,35 +271,98 @@ def main(argv: list[str] | None = None) -> int:
               f"elapsed {int(elapsed // 60)}:{int(elapsed % 60):02d}  return {ret:8.3f}  cost/step {cost:8.2f}",
               flush=True)
 
-    timing["last"] = time.perf_counter()
+    return on_progress
+
+
+def log_line(line: str) -> None:
+    """`mappo.run`'s log: its own per-update progress line is left to `progress_printer`."""
+    if not line.startswith("update "):
+        print(line, flush=True)
+
+
+def finish(cfg, out: Path, final: int, mesh, seconds: dict, timing: dict, argv) -> None:
+    """`curves.png`, `train_summary.json` and the closing line (process 0 only)."""
+    import jax
+
+    from pgjax.baselines.mappo import METRICS
+    from pgjax.runio import write_json
+
+    rate = timing["steps"] / timing["train_s"] if timing["train_s"] > 0 else float("nan")
+    plot_curves(out / METRICS, out / "curves.png")
+    devices = mesh.devices.ravel() if mesh else jax.devices()[:1]
+    summary = {"env": cfg.env, "dtype": cfg.env_kwargs.get("dtype"), "num_seeds": cfg.num_seeds,
+               "num_envs": cfg.num_envs, "updates_done": final, "env_steps_per_seed": final * cfg.batch_size,
+               "compile_s": round(seconds["compile"], 2), "train_s": round(timing["train_s"], 2),
+               "wall_s": round(seconds["wall"], 2), "env_steps_per_s": round(rate, 1),
+               "chunk_env_steps_per_s": timing["chunk_rates"], "devices": [str(d) for d in devices],
+               "processes": jax.process_count(), "argv": list(argv)}
+    write_json(out / "train_summary.json", summary)
+    print(f"done: {final}/{cfg.num_updates} updates in {seconds['wall']:.1f} s wall ({seconds['compile']:.1f} s "
+          f"compile, {timing['train_s']:.1f} s training at {rate:,.0f} env steps/s); run folder {out} "
+          f"(curves.png, metrics.jsonl, checkpoint.msgpack)")
+
+
+def run(args) -> int:
+    """Train as `args` say (parsed by `build_parser`); the exit status."""
+    from pgjax.commands.common import error
+
+    parser = build_parser()  # usage errors found while running
+    cfg, chunk, writer = prepare(args, parser)
+
+    import jax
+    import numpy as np
+
+    from pgjax.baselines.mappo import TrainingDiverged, make_train
+    from pgjax.baselines.mappo import run as train_run
+    from pgjax.commands.common import batch_mesh
+    from pgjax.distributed import parse_devices
+    from pgjax.errors import RunFolderError
+
+    out = Path(args.out)
+    t_start = time.perf_counter()
+    dtype = cfg.env_kwargs.get("dtype", "the scenario's dtype")
+    print(f"pgjax train: {cfg.env} ({dtype}), {cfg.num_seeds} seed(s) x {cfg.num_envs} envs x {cfg.num_steps} steps per "
+          f"update, {cfg.num_updates} updates ({cfg.total_timesteps:,} env steps per seed) -> {out}")
+    try:
+        devices = parse_devices(args.devices)
+        mesh = batch_mesh(args.devices, cfg.num_envs, "num_envs")
+    except ValueError as e:
+        parser.error(str(e))
+    print(f"devices: {jax.devices()}" + (f"; environments split over {mesh.size}" if mesh is not None else ""))
+    train = make_train(cfg)
+    t0 = time.perf_counter()
+    try:
+        sizes = compile_ahead(train, cfg, out, args.resume, chunk, mesh)
+    except KeyboardInterrupt:
+        print("interrupted while compiling: nothing trained, nothing saved")
+        return 130
+    except RunFolderError as e:
+        return error("pgjax train", e)
+    seconds = {"compile": time.perf_counter() - t0}
+    print(f"compiled in {seconds['compile']:.1f} s (init and chunk(s) of {sizes} updates)", flush=True)
+    timing = {"last": time.perf_counter(), "train_s": 0.0, "steps": 0, "chunk_rates": []}
     try:
         with watchdog.stage(f"training (chunks of {chunk} updates; each finished chunk is progress)"):
-            state = run(cfg, out, resume=args.resume, chunk_updates=chunk, log=log, train=train, force=args.force,
-                        on_chunk=on_progress, devices=devices)
+            state = train_run(cfg, out, resume=args.resume, chunk_updates=chunk, log=log_line, train=train,
+                              force=args.force, on_chunk=progress_printer(cfg, t_start, timing), devices=devices)
     except RunFolderError as e:
-        print(f"pgjax train: error: {e}", file=sys.stderr)
-        return 2
+        return error("pgjax train", e)
     except TrainingDiverged as e:
-        print(f"pgjax train: error: {e}", file=sys.stderr)
-        return 1
-    wall = time.perf_counter() - t_start
+        return error("pgjax train", e, status=1)
+    seconds["wall"] = time.perf_counter() - t_start
     final = int(np.asarray(state.update_step).reshape(-1)[0])
     if not writer:
         print(f"process {jax.process_index()}: done, {final}/{cfg.num_updates} updates (process 0 writes {out})")
         return 0
-    rate = timing["steps"] / timing["train_s"] if timing["train_s"] > 0 else float("nan")
-    plot_curves(metrics_path, out / "curves.png")
-    summary = {"env": cfg.env, "dtype": cfg.env_kwargs.get("dtype"), "num_seeds": cfg.num_seeds, "num_envs": cfg.num_envs, "updates_done": final,
-               "env_steps_per_seed": final * cfg.batch_size, "compile_s": round(compile_s, 2),
-               "train_s": round(timing["train_s"], 2), "wall_s": round(wall, 2),
-               "env_steps_per_s": round(rate, 1), "chunk_env_steps_per_s": timing["chunk_rates"], "devices": [str(d) for d in (mesh.devices.ravel() if mesh else jax.devices()[:1])],
-               "processes": jax.process_count(),
-               "argv": list(sys.argv[1:]) if argv is None else list(argv)}
-    write_json(out / "train_summary.json", summary)
-    print(f"done: {final}/{cfg.num_updates} updates in {wall:.1f} s wall ({compile_s:.1f} s compile, "
-          f"{timing['train_s']:.1f} s training at {rate:,.0f} env steps/s); run folder {out} "
-          f"(curves.png, metrics.jsonl, checkpoint.msgpack)")
+    finish(cfg, out, final, mesh, seconds, timing, getattr(args, "argv", sys.argv[1:]))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`pgjax train` with `argv` (default: the process's arguments); the exit status."""
+    args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in train_summary.json
+    return run(args)
 
 
 if __name__ == "__main__":

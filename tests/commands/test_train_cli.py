@@ -98,6 +98,45 @@ def test_bad_override_is_a_usage_error(tmp_path):
     assert cli("train", "--out", str(tmp_path / "y"), "--resume") == 2  # nothing to resume
 
 
+@pytest.mark.parametrize("text, found", [
+    ("a: [\n", "not valid YAML at line 2"),          # a parse error
+    ("- 1\n- 2\n", "found a list"),                  # YAML, but a list
+    ("42\n", "found a number"),                       # YAML, but a scalar
+    ("just words\n", "found a string"),
+])
+def test_config_file_that_is_not_a_mapping_is_a_usage_error(tmp_path, capsys, text, found):
+    """`pgjax train --config FILE`: a file that is not YAML, or YAML that is not a mapping, is a
+    usage error (exit 2) naming the file and what was found; nothing is trained."""
+    path = tmp_path / "my.yaml"
+    path.write_text(text)
+    assert cli("train", "--config", str(path), "--out", str(tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert f"--config {path}: " in err and found in err, err
+    assert not (tmp_path / "run").exists()
+    assert cli("train", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "run")) == 2
+    assert f"--config {tmp_path / 'missing.yaml'}: not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, found", [("a: [\n", "not valid YAML"), ("- a\n", "found a list"),
+                                         ("7\n", "found a number")])
+def test_resume_with_a_broken_config_yaml_is_a_usage_error(tmp_path, capsys, text, found):
+    """`pgjax train --resume` on a run folder whose config.yaml is not YAML or not a mapping."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text(text)
+    assert cli("train", "--out", str(out), "--resume") == 2
+    err = capsys.readouterr().err
+    assert f"--resume: {out / 'config.yaml'}: " in err and found in err, err
+
+
+def test_train_parser_is_pure_and_run_takes_its_args():
+    """`build_parser()` builds the parser alone; `main(argv)` is `run(build_parser().parse_args(argv))`."""
+    from pgjax.commands import train
+
+    args = train.build_parser().parse_args(["--scenario", "setpoint", "--seeds", "2", "num_envs=4"])
+    assert (args.scenario, args.seeds, args.overrides, args.devices) == ("setpoint", 2, ["num_envs=4"], "1")
+
+
 def test_the_env_trains_and_evaluates_in_float32_by_default(run_dir):
     """`pgjax train` defaults to the float32 env, records it in config.yaml; eval and resume use it."""
     import yaml
