@@ -39,8 +39,9 @@ import os
 
 # One thread for every native library before it is (first) imported; XLA may be limited
 # with --xla-single-thread (read when the JAX backend starts, i.e. at the first computation).
-for _k, _v in {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-               "NUMBA_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1"}.items():
+from pgjax.perf.timing import SINGLE_THREAD_ENV  # noqa: E402
+
+for _k, _v in SINGLE_THREAD_ENV.items():
     os.environ.setdefault(_k, _v)
 
 import argparse  # noqa: E402
@@ -64,7 +65,8 @@ PP_TARGET = 1000.0
 VM_TOL = 1e-8
 
 
-def parse_args(argv):
+def build_parser() -> argparse.ArgumentParser:
+    """The `pgjax bench powerflow` parser (no side effects)."""
     ap = argparse.ArgumentParser(prog="pgjax bench powerflow", description=__doc__.splitlines()[0])
     ap.add_argument("--networks", default=",".join(NETWORKS), help="comma-separated network names")
     ap.add_argument("--batches", default="1,64,1024,8192", help="pgjax batch sizes (chord Jacobian)")
@@ -86,7 +88,11 @@ def parse_args(argv):
     ap.add_argument("--quick", action="store_true",
                     help="tiny smoke run (batches 1,64; 0.1 s; 1024 GEMM for the peak)")
     ap.add_argument("--json", default=None, help="write all results to this JSON file")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def check_args(args, ap):
+    """`args` with `--quick` applied and `--batches`, `--networks` as lists; usage errors through `ap`."""
     if args.quick:
         args.batches, args.seconds, args.pp_points, args.peak_n = "1,64", 0.1, 3, min(args.peak_n, 1024)
     try:
@@ -116,13 +122,10 @@ def _pp_converges(net, factor, base, scale_gen):
 
 
 def bench_network(name, args, peaks):
-    import jax
-    import pandapower as pp
-
+    """Every engine on network `name`: `{network, n_bus, scale_gen, rows, vm diffs, best rates, ratios}`."""
     from pgjax.converters.pandapower import from_pandapower
-    from pgjax.perf import feeders, flops, lightsim, points, timing
+    from pgjax.perf import feeders, points
     from pgjax.powerflow import solve
-    from pgjax.powerflow.tree import tree_of
 
     out = {"network": name}
     net = feeders.load_network(name, seed=args.feeder_seed)
@@ -138,55 +141,57 @@ def bench_network(name, args, peaks):
     out["n_bus"] = int(grid.n_bus)
     factors = points.load_factors(args.points, args.seed)
     p_all, q_all = points.operating_points(grid, factors, scale_gen)
-    lookup = np.asarray(netmap.bus_lookup)
-
-    # ---------------- pgjax ----------------
-    def batched(method, jacobian):
-        # distflow: the feeder tree's index arrays, computed once on the host for the shared grid
-        kw = {"tree": tree_of(grid)} if method == "distflow" else {}
-
-        def one(p, q):
-            r = solve(grid, p, q, method=method, jacobian=jacobian, **kw)
-            return r.vm_pu, r.va_deg, r.converged, r.iterations
-        return jax.vmap(one, in_axes=(0, 0))
-
-    peak = peaks.get("float64", {}).get("gflops")
     energized = np.asarray(solve(grid).energized)
-    configs = ([("distflow", "exact", args.batches)] if name in RADIAL else []) + [
-        ("newton", "chord", args.batches)] + (
-        [] if name in RADIAL else [("newton", "sparse", args.batches)]) + [("newton", "exact", [1])]
-    rows = []
-    vm_pgjax = None  # solution of every point by the first method (distflow on feeders)
+    rows, vm_pgjax = pgjax_rows(name, grid, p_all, q_all, args, peaks.get("float64", {}).get("gflops"), out)
+    rows += lightsim_rows(net, bnet, netmap, energized, vm_pgjax, factors, scale_gen, args, out)
+    rows += pandapower_rows(net, bnet, netmap, energized, vm_pgjax, factors, base, scale_gen, args, out)
+    out["rows"] = rows
+    out.update(best_rates(rows))
+    return out
+
+
+def pgjax_configs(name, batches):
+    """`(method, jacobian, batch sizes)` of the pgjax rows of network `name`."""
+    radial = name in RADIAL
+    return ([("distflow", "exact", batches)] if radial else []) + [("newton", "chord", batches)] + (
+        [] if radial else [("newton", "sparse", batches)]) + [("newton", "exact", [1])]
+
+
+def batched_solve(grid, method, jacobian):
+    """`vmap` over `(p, q)` points of `solve(grid, p, q, ...)`: `(vm_pu, va_deg, converged, iterations)`."""
+    import jax
+
+    from pgjax.powerflow import solve
+    from pgjax.powerflow.tree import tree_of
+
+    # distflow: the feeder tree's index arrays, computed once on the host for the shared grid
+    kw = {"tree": tree_of(grid)} if method == "distflow" else {}
+
+    def one(p, q):
+        r = solve(grid, p, q, method=method, jacobian=jacobian, **kw)
+        return r.vm_pu, r.va_deg, r.converged, r.iterations
+    return jax.vmap(one, in_axes=(0, 0))
+
+
+def pgjax_rows(name, grid, p_all, q_all, args, peak, out):
+    """pgjax's rows (every method and batch) and `vm_pu` of every point by the first method that
+    solves them all; failures go to `out["pgjax_errors"]`, the reference method to `out`."""
+    import jax
+
+    rows, vm_pgjax = [], None
     out["pgjax_errors"] = {}
-    for method, jac, batches in configs:
+    for method, jac, batches in pgjax_configs(name, args.batches):
         label = "distflow" if method == "distflow" else f"newton {jac}"
-        vfn = batched(method, jac)
+        vfn = batched_solve(grid, method, jac)
         fn = jax.jit(vfn)
         sizes = [b for b in batches if b <= args.points]
         for b in sizes:
             p, q = jax.device_put(p_all[:b]), jax.device_put(q_all[:b])
-            try:
-                t0 = time.perf_counter()
-                compiled = fn.lower(p, q).compile()
-                compile_s = time.perf_counter() - t0
-                res = jax.block_until_ready(compiled(p, q))
-            except Exception as e:  # noqa: BLE001 - a solver that fails is reported, not fatal
-                out["pgjax_errors"][f"{label} b={b}"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-                print(f"  pgjax {label} b={b} failed: {out['pgjax_errors'][f'{label} b={b}']}", flush=True)
+            row, res, compiled = time_pgjax(fn, p, q, label, method, jac, args, out)
+            if row is None:
                 break
-            cps, n_calls, _ = timing.rate(lambda: jax.block_until_ready(compiled(p, q)), args.seconds)
-            it = np.asarray(res[3])
-            row = {"engine": "pgjax", "variant": f"{label} b={b}", "method": method, "jacobian": jac,
-                   "batch": b, "pf_per_s": cps * b, "compile_s": compile_s, "calls": n_calls,
-                   "iter_mean": float(it.mean()), "iter_max": int(it.max()),
-                   "converged": float(np.asarray(res[2]).mean())}
             if args.flops == "all" or (args.flops == "largest" and b == max(sizes)):
-                fc = flops.flop_count(vfn, p, q, compiled=compiled)
-                row.update(flops_per_pf=fc.flops / b, xla_flops_per_pf=fc.xla_flops / b,
-                           loop_trips=[d["trips"] for d in fc.loops],
-                           gflops=fc.flops * cps / 1e9)
-                if peak:
-                    row["peak_fraction"] = row["gflops"] / peak
+                row.update(flop_columns(vfn, p, q, compiled, row, peak))
             rows.append(row)
             if vm_pgjax is None and b == max(sizes) and b == args.points:
                 vm_pgjax = np.asarray(res[0])
@@ -200,77 +205,143 @@ def bench_network(name, args, peaks):
     first = [r for r in rows if r["method"] == rows[0]["method"] and r["jacobian"] == rows[0]["jacobian"]]
     out["pgjax_converged"] = first[-1]["converged"] if first else None
     out["pgjax_reference_method"] = rows[0]["variant"].split(" b=")[0]
+    return rows, vm_pgjax
 
-    # ---------------- lightsim2grid ----------------
-    ls_net = lightsim.lightsim_net(bnet)
+
+def time_pgjax(fn, p, q, label, method, jac, args, out):
+    """Compile `fn` for the batch `(p, q)` and time it: `(row, result, compiled)`, or Nones with the
+    failure recorded in `out["pgjax_errors"]` (a solver that fails is reported, not fatal)."""
+    import jax
+
+    from pgjax.perf.timing import rate
+
+    b = p.shape[0]
+    try:
+        t0 = time.perf_counter()
+        compiled = fn.lower(p, q).compile()
+        compile_s = time.perf_counter() - t0
+        res = jax.block_until_ready(compiled(p, q))
+    except Exception as e:  # noqa: BLE001
+        out["pgjax_errors"][f"{label} b={b}"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        print(f"  pgjax {label} b={b} failed: {out['pgjax_errors'][f'{label} b={b}']}", flush=True)
+        return None, None, None
+    cps, n_calls, _ = rate(lambda: jax.block_until_ready(compiled(p, q)), args.seconds)
+    it = np.asarray(res[3])
+    row = {"engine": "pgjax", "variant": f"{label} b={b}", "method": method, "jacobian": jac,
+           "batch": b, "pf_per_s": cps * b, "compile_s": compile_s, "calls": n_calls,
+           "iter_mean": float(it.mean()), "iter_max": int(it.max()),
+           "converged": float(np.asarray(res[2]).mean())}
+    return row, res, compiled
+
+
+def flop_columns(vfn, p, q, compiled, row, peak) -> dict:
+    """Flops per power flow, achieved GFLOP/s and fraction of `peak` (GFLOP/s, if known) of a pgjax row."""
+    from pgjax.perf.flops import flop_count
+
+    b = row["batch"]
+    fc = flop_count(vfn, p, q, compiled=compiled)
+    cps = row["pf_per_s"] / b
+    cols = {"flops_per_pf": fc.flops / b, "xla_flops_per_pf": fc.xla_flops / b,
+            "loop_trips": [d["trips"] for d in fc.loops], "gflops": fc.flops * cps / 1e9}
+    if peak:
+        cols["peak_fraction"] = cols["gflops"] / peak
+    return cols
+
+
+def lightsim_rows(net, bnet, netmap, energized, vm_pgjax, factors, scale_gen, args, out):
+    """lightsim2grid's rows (`TimeSeriesCPP`, `InjectionSweepCPP`); voltage differences to pgjax in `out`."""
+    from pgjax.perf.lightsim import LightSimBatch, lightsim_net
+    from pgjax.perf.timing import rate
+
+    lookup = np.asarray(netmap.bus_lookup)
+    ls_net = lightsim_net(bnet)
     row_of = {idx: i for i, idx in enumerate(net.bus.index)}
     ls_grid_bus = lookup[[row_of[o] for o in ls_net.bus.orig_index.to_numpy()]]
     ls_on = energized[ls_grid_bus]
     vm_ref = vm_pgjax[:, ls_grid_bus][:, ls_on]
     out["vm_diff_lightsim"] = {}
+    rows = []
     for kind in ("timeseries", "sweep"):
-        lb = lightsim.LightSimBatch(ls_net, kind, tol=1e-10, scale_gen=scale_gen)
+        lb = LightSimBatch(ls_net, kind, tol=1e-10, scale_gen=scale_gen)
         lb.set_points(factors)
         V = lb.compute()  # first call builds the base case; steady state below
-        diff = float(np.max(np.abs(np.abs(V[:, :len(ls_grid_bus)])[:, ls_on] - vm_ref)))
-        out["vm_diff_lightsim"][kind] = diff
+        out["vm_diff_lightsim"][kind] = float(np.max(np.abs(np.abs(V[:, :len(ls_grid_bus)])[:, ls_on] - vm_ref)))
         solver_s = []
 
-        def run():
+        def run_once():
             lb.compute()
             solver_s.append(lb.times()["solver_s"])
 
-        cps, n_calls, _ = timing.rate(run, args.seconds)
+        cps, n_calls, _ = rate(run_once, args.seconds)
         it = lb.iterations()
         rows.append({"engine": "lightsim2grid", "variant": f"{kind} KLU 1 thread", "batch": args.points,
                      "pf_per_s": cps * args.points, "solver_pf_per_s": args.points / float(np.median(solver_s)),
                      "calls": n_calls, "iter_mean": float(it.mean()), "iter_max": int(it.max()),
                      "converged": float(lb.converged().mean())})
+    return rows
 
-    # ---------------- pandapower ----------------
+
+def pandapower_rows(net, bnet, netmap, energized, vm_pgjax, factors, base, scale_gen, args, out):
+    """pandapower's rows (`runpp` with numba, plain and with `recycle`) over the first `--pp-points`."""
     n_pp = min(args.pp_points, args.points)
-    pp_vm = np.zeros((n_pp, len(net.bus)))
+    lookup = np.asarray(netmap.bus_lookup)
     pp_on = energized[lookup]
+    rows = []
     for variant, kwargs in (("runpp numba", {}),
                             ("runpp numba recycle", {"recycle": dict(trafo=False, gen=False, bus_pq=True)})):
-        work = copy.deepcopy(bnet)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            kwargs.update(numba=True, tolerance_mva=1e-10, max_iteration=30)
-            pp.runpp(work, **kwargs)  # warm-up (numba JIT, recycle set-up)
-            failed = set()
-
-            def run_all():
-                for k in range(n_pp):
-                    points.scaled_net(work, factors[k], base, scale_gen)
-                    try:
-                        pp.runpp(work, **kwargs)
-                        pp_vm[k] = work.res_bus.vm_pu.to_numpy()
-                    except pp.LoadflowNotConverged:
-                        failed.add(k)
-                        pp_vm[k] = np.nan
-
-            cps, n_calls, _ = timing.rate(run_all, args.seconds, min_calls=1)
+        pp_vm, failed, cps, n_calls = time_pandapower(bnet, kwargs, factors[:n_pp], base, scale_gen, args.seconds)
         ok_rows = [k for k in range(n_pp) if k not in failed]
         diff = (float(np.max(np.abs(pp_vm[ok_rows][:, pp_on] - vm_pgjax[ok_rows][:, lookup][:, pp_on])))
                 if ok_rows else float("nan"))
         out.setdefault("vm_diff_pandapower", {})[variant] = diff
         rows.append({"engine": "pandapower", "variant": variant, "batch": n_pp,
                      "pf_per_s": cps * n_pp, "calls": n_calls, "converged": 1 - len(failed) / n_pp})
+    return rows
 
-    out["rows"] = rows
+
+def time_pandapower(bnet, kwargs, factors, base, scale_gen, seconds):
+    """`runpp(**kwargs)` over the points `factors`, timed: `(vm_pu [n, n_bus], failed points, calls/s, calls)`."""
+    import pandapower as pp
+
+    from pgjax.perf.points import scaled_net
+    from pgjax.perf.timing import rate
+
+    n_pp = len(factors)
+    pp_vm = np.zeros((n_pp, len(bnet.bus)))
+    work = copy.deepcopy(bnet)
+    failed = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kwargs = {**kwargs, "numba": True, "tolerance_mva": 1e-10, "max_iteration": 30}
+        pp.runpp(work, **kwargs)  # warm-up (numba JIT, recycle set-up)
+
+        def run_all():
+            for k in range(n_pp):
+                scaled_net(work, factors[k], base, scale_gen)
+                try:
+                    pp.runpp(work, **kwargs)
+                    pp_vm[k] = work.res_bus.vm_pu.to_numpy()
+                except pp.LoadflowNotConverged:
+                    failed.add(k)
+                    pp_vm[k] = np.nan
+
+        cps, n_calls, _ = rate(run_all, seconds, min_calls=1)
+    return pp_vm, failed, cps, n_calls
+
+
+def best_rates(rows) -> dict:
+    """The best rate of each engine and pgjax's ratios to lightsim2grid and pandapower."""
     best_row = max((r for r in rows if r["engine"] == "pgjax"), key=lambda r: r["pf_per_s"])
     best_pgjax = best_row["pf_per_s"]
-    out["best_pgjax_variant"] = best_row["variant"]
     best_ls = max(r["pf_per_s"] for r in rows if r["engine"] == "lightsim2grid")
     best_ls_solver = max(r["solver_pf_per_s"] for r in rows if r["engine"] == "lightsim2grid")
     # a pandapower variant that failed on some point is not a valid reference rate
     pp_rows = [r for r in rows if r["engine"] == "pandapower"]
     best_pp = max(r["pf_per_s"] for r in ([r for r in pp_rows if r["converged"] == 1.0] or pp_rows))
-    out.update(best_pgjax=best_pgjax, best_lightsim=best_ls, best_lightsim_solver=best_ls_solver,
-               best_pandapower=best_pp, ratio_lightsim=best_pgjax / best_ls,
-               ratio_lightsim_solver=best_pgjax / best_ls_solver, ratio_pandapower=best_pgjax / best_pp)
-    return out
+    return {"best_pgjax_variant": best_row["variant"], "best_pgjax": best_pgjax, "best_lightsim": best_ls,
+            "best_lightsim_solver": best_ls_solver, "best_pandapower": best_pp,
+            "ratio_lightsim": best_pgjax / best_ls, "ratio_lightsim_solver": best_pgjax / best_ls_solver,
+            "ratio_pandapower": best_pgjax / best_pp}
 
 
 def _fmt_rate(x):
@@ -334,8 +405,19 @@ def print_summary(results):
     return ok_all
 
 
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+def print_machine(args, info) -> None:
+    """The machine, library versions and the run's sizes."""
+    print(f"machine: {info['cpu']}, {info['cores']} logical cores, load average {info['loadavg']}")
+    print(f"jax {info['jax']} ({info['jax_backend']}, dtype float64, XLA threads: "
+          f"{'1' if args.xla_single_thread else 'default (all cores)'}), numpy {info['numpy']}, "
+          f"pandapower {info['pandapower']} (numba {info['numba']}), lightsim2grid {info['lightsim2grid']}")
+    print(f"points: {args.points} (seed {args.seed}); pgjax batches {args.batches}; "
+          f"pandapower on the first {args.pp_points}; {args.seconds:g} s per measurement")
+
+
+def run(args) -> int:
+    """Benchmark as `args` say (parsed by `build_parser`); the exit status."""
+    args = check_args(args, build_parser())
     if args.xla_single_thread:
         flags = os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false "
@@ -349,12 +431,7 @@ def main(argv=None):
     info = machine_info()
     info.update(dtype="float64", xla_single_thread=args.xla_single_thread,
                 xla_flags=os.environ.get("XLA_FLAGS", ""))
-    print(f"machine: {info['cpu']}, {info['cores']} logical cores, load average {info['loadavg']}")
-    print(f"jax {info['jax']} ({info['jax_backend']}, dtype float64, XLA threads: "
-          f"{'1' if args.xla_single_thread else 'default (all cores)'}), numpy {info['numpy']}, "
-          f"pandapower {info['pandapower']} (numba {info['numba']}), lightsim2grid {info['lightsim2grid']}")
-    print(f"points: {args.points} (seed {args.seed}); pgjax batches {args.batches}; "
-          f"pandapower on the first {args.pp_points}; {args.seconds:g} s per measurement")
+    print_machine(args, info)
     peaks = peak_report(("float64", "float32"), n=args.peak_n, seconds=0.3 if args.quick else 2.0)
     print_peaks(peaks)
     info["peaks"] = peaks
@@ -370,6 +447,11 @@ def main(argv=None):
                        "results": results, "all_targets_met": ok}, fh, indent=2)
         print(f"wrote {args.json}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`pgjax bench powerflow` with `argv` (default: the process's arguments); the exit status."""
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
