@@ -95,27 +95,14 @@ PLOTTED = ("voltage_violation_rate", "safety", "net_load_variance_mw2", "curtail
            "messages_sent", "p2p_volume_mwh", "import_mwh")
 
 
-def dso_controller(env, band: float = 0.1, charge_frac: float = 0.3):
-    """The fixed system-operator policy of `learned: system` (module docstring) as a `Controller`."""
-    import jax.numpy as jnp
-
-    from pgjax.baselines.common import MARLEnv
-    from pgjax.baselines.rule_based import Controller, training_price_by_slot
+def observed_terms(env, a0: int, prm):
+    """Per microgrid (a list per grid row): `terms`, `(obs position, MW per observed unit)` of its
+    import and its storage and generator injections, and `stores`, `(position of the stored
+    energy, storage limits with e_max_mwh the MWh per observed unit)` of its storage, as the
+    system-operator agent `a0` observes them."""
     from pgjax import devices as dev
 
-    menv = MARLEnv.wrap(env)
     links, schema = env.coordinator.links, env.layout.observation
-    if not is_system(env):
-        raise ValueError("dso_controller: needs a vertical protocol with a learned system operator")
-    setpoint = env.scenario.protocol.vertical == "setpoint"
-    prm = menv.params.devices
-    dt_h = float(env.scenario.dt_h)
-    n_slots = max(round(24 / dt_h), 1)
-    rows = np.flatnonzero(links.tracked)  # tracked microgrids
-    a0 = int(links.parent_agent[rows[0]])
-    price_pos, sin_pos, cos_pos = (schema.local(a0, f"time//{n}") for n in ("price", "sin_hour", "cos_hour"))
-    # per microgrid: (obs position, MW per observed unit) of its import and its storage and generator
-    # injections, and (position of the stored energy, MWh per observed unit, storage limits) of its storage
     terms, stores = [[] for _ in range(links.n_grid)], [[] for _ in range(links.n_grid)]
     for g in env.layout.groups:
         t, grid_of = dev.get(g.type), links.tracked_of[g.type]
@@ -133,6 +120,42 @@ def dso_controller(env, band: float = 0.1, charge_frac: float = 0.3):
                     "e_min_mwh", "p_charge_max_mw", "p_discharge_max_mw", "eta_charge", "eta_discharge")}
                 key = f"storage/{name}/e_mwh"
                 stores[i].append((schema.local(a0, key), {**f, "e_max_mwh": schema.feature(key).scale}))
+    return terms, stores
+
+
+def storage_room(o, stores, dt_h: float, charge_frac: float):
+    """(charge MW, discharge MW) the storage `stores` of one microgrid (`observed_terms`) can take /
+    give this step, from the observation `o`; charging at most `charge_frac` of its rating."""
+    import jax.numpy as jnp
+
+    charge, discharge = 0.0, 0.0
+    for pos, f in stores:
+        e_mwh = o[pos] * f["e_max_mwh"]
+        charge += jnp.clip((f["e_max_mwh"] - e_mwh) / (f["eta_charge"] * dt_h), 0.0,
+                           charge_frac * f["p_charge_max_mw"])
+        discharge += jnp.clip((e_mwh - f["e_min_mwh"]) * f["eta_discharge"] / dt_h, 0.0, f["p_discharge_max_mw"])
+    return charge, discharge
+
+
+def dso_controller(env, band: float = 0.1, charge_frac: float = 0.3):
+    """The fixed system-operator policy of `learned: system` (module docstring) as a `Controller`."""
+    import jax.numpy as jnp
+
+    from pgjax.baselines.common import MARLEnv
+    from pgjax.baselines.rule_based import Controller, training_price_by_slot
+
+    menv = MARLEnv.wrap(env)
+    links, schema = env.coordinator.links, env.layout.observation
+    if not is_system(env):
+        raise ValueError("dso_controller: needs a vertical protocol with a learned system operator")
+    setpoint = env.scenario.protocol.vertical == "setpoint"
+    prm = menv.params.devices
+    dt_h = float(env.scenario.dt_h)
+    n_slots = max(round(24 / dt_h), 1)
+    rows = np.flatnonzero(links.tracked)  # tracked microgrids
+    a0 = int(links.parent_agent[rows[0]])
+    price_pos, sin_pos, cos_pos = (schema.local(a0, f"time//{n}") for n in ("price", "sin_hour", "cos_hour"))
+    terms, stores = observed_terms(env, a0, prm)
     positions = [price_pos, sin_pos, cos_pos] + ([p for i in rows for p, _ in terms[i]] +
                                                  [p for i in rows for p, _ in stores[i]] if setpoint else [])
     if min(positions) < 0:
@@ -143,16 +166,6 @@ def dso_controller(env, band: float = 0.1, charge_frac: float = 0.3):
     default = jnp.asarray(menv.default_actions, jnp.float32)
     mask = jnp.asarray(menv.action_mask, jnp.float32)
     prior = jnp.asarray(training_price_by_slot(env), jnp.float32)
-
-    def storage_room(o, i):
-        """(charge MW, discharge MW) the storage of microgrid `i` can take / give this step."""
-        charge, discharge = 0.0, 0.0
-        for pos, f in stores[i]:
-            e_mwh = o[pos] * f["e_max_mwh"]
-            charge += jnp.clip((f["e_max_mwh"] - e_mwh) / (f["eta_charge"] * dt_h), 0.0,
-                               charge_frac * f["p_charge_max_mw"])
-            discharge += jnp.clip((e_mwh - f["e_min_mwh"]) * f["eta_discharge"] / dt_h, 0.0, f["p_discharge_max_mw"])
-        return charge, discharge
 
     def act(history, key, obs, aux=None):
         o = obs[a0]
@@ -165,7 +178,7 @@ def dso_controller(env, band: float = 0.1, charge_frac: float = 0.3):
             setpoints = []
             for i in rows:
                 base = sum(o[p] * s for p, s in terms[i])  # MW: load - renewables, measured last step
-                charge, discharge = storage_room(o, i)
+                charge, discharge = storage_room(o, stores[i], dt_h, charge_frac)
                 delta = jnp.where(cheap, charge, jnp.where(dear, -jnp.minimum(discharge, jnp.maximum(base, 0.0)), 0.0))
                 setpoints.append(base + delta)
             a = 2.0 * (jnp.clip(jnp.stack(setpoints), -emax, imax) + emax) / (imax + emax) - 1.0
@@ -224,11 +237,9 @@ def summarize(totals: dict, steps: int, dt_h: float) -> dict:
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
     """One bar panel per plotted metric, one bar per configuration."""
-    import matplotlib
+    from pgjax.commands.common import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     labels = {k: lab for k, lab, _, _ in METRICS}
     names = [r["config"] for r in rows]
     n_col = 4
@@ -244,14 +255,13 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    from pgjax.runio import open_atomic
-
-    with open_atomic(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def build_parser() -> argparse.ArgumentParser:
+    """The `pgjax compare` parser (no side effects)."""
+    from pgjax.commands.common import add_devices_argument
+
     parser = argparse.ArgumentParser(prog="pgjax compare", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--scenario", default="multi_microgrid", help="scenario name or YAML (default multi_microgrid)")
@@ -264,44 +274,44 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--split", choices=("test", "train"), default="test", help="profile year (default test)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="configurations compiled at once, in threads (default 1; 2 helps on an idle machine)")
-    parser.add_argument("--devices", default="1",
-                        help="local devices to split each configuration's episodes over: a count or 'all'")
+    add_devices_argument(parser, "local devices to split each configuration's episodes over: a count or 'all'")
     parser.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def checked_names(args, parser) -> list[str]:
+    """The `--configs` names; usage errors (unknown names, counts < 1) through `parser`."""
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
     unknown = sorted(set(names) - set(CONFIGS))
     if unknown or not names:
         parser.error(f"--configs: unknown {unknown}; known: {', '.join(CONFIGS)}")
     if args.episodes < 1 or args.jobs < 1:
         parser.error("--episodes and --jobs must be >= 1")
-    from pgjax import distributed
+    return names
 
-    try:
-        mesh = distributed.batch_mesh(distributed.parse_devices(args.devices), args.episodes, "--episodes")
-    except ValueError as e:
-        parser.error(str(e))
 
+def trained_policy(checkpoint):
+    """`(scenario, env kwargs, (Controller, MARLEnv) or None)` of `--checkpoint` (None: no checkpoint)."""
     import jax
 
+    from pgjax.baselines.rule_based import Controller
+
+    if not checkpoint:
+        return None, {}, None
+    train, ts, cfg = load_run(Path(checkpoint))
+    base_kwargs = {k: v for k, v in cfg.env_kwargs.items()
+                   if k not in ("split", "vertical", "horizontal", "learned", "msg_delay", "loss_prob")}
+    return cfg.env, base_kwargs, (Controller(lambda: jax.numpy.zeros(()),
+                                             lambda c, k, obs, aux: (train.act(ts, k, obs, deterministic=True), c)),
+                                  train.env)
+
+
+def build_jobs(names, scenario, base_kwargs, mappo, args) -> list[tuple]:
+    """`(name, description, env, controller, policy label)` per configuration that builds, one after the other."""
     import pgjax
     from pgjax.baselines.common import MARLEnv
-    from pgjax.baselines.rule_based import Controller, make_rollout
 
-    t0 = time.perf_counter()
-    scenario, base_kwargs, mappo = args.scenario, {}, None
-    if args.checkpoint:
-        train, ts, cfg = load_run(Path(args.checkpoint))
-        scenario = cfg.env
-        base_kwargs = {k: v for k, v in cfg.env_kwargs.items()
-                       if k not in ("split", "vertical", "horizontal", "learned", "msg_delay", "loss_prob")}
-        mappo = (Controller(lambda: jax.numpy.zeros(()),
-                            lambda c, k, obs, aux: (train.act(ts, k, obs, deterministic=True), c)), train.env)
-    key = jax.random.PRNGKey(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"pgjax compare: {scenario} ({args.split} split), {args.episodes} episodes per configuration, "
-          f"seed {args.seed}, policy {args.policy}" + (f", checkpoint {args.checkpoint}" if mappo else ""))
-    jobs = []  # (name, description, env, controller, policy label), built one after the other
+    jobs = []
     for name in names:
         overrides, description = CONFIGS[name]
         try:
@@ -320,27 +330,28 @@ def main(argv: list[str] | None = None) -> list[dict]:
                       f"act {trained.act_dim}; here {list(menv.agents)}, obs {menv.obs_dim}, act {menv.act_dim}): "
                       f"using --policy {args.policy}")
         jobs.append((name, description, env, ctrl, label))
-    if not jobs:
-        raise SystemExit("pgjax compare: no configuration could be built")
-    print(f"built {len(jobs)} configurations in {time.perf_counter() - t0:.1f} s; compiling and rolling out "
-          f"({args.jobs} at a time)")
+    return jobs
 
-    def run(job) -> dict:
-        name, description, env, ctrl, label = job
-        t_cfg = time.perf_counter()
-        steps = int(env.episode_steps)
-        totals, _ = make_rollout(env, [ctrl], args.episodes, mesh=mesh)(key)
-        row = {"config": name, "description": description, "policy": label, "agents": " ".join(env.agents),
-               "episodes": args.episodes, **summarize(totals, steps, float(env.scenario.dt_h)),
-               "seconds": round(time.perf_counter() - t_cfg, 1)}
-        print(f"{name}: {label}, {row['seconds']:.1f} s (compile, {args.episodes} x {steps} steps)", flush=True)
-        watchdog.beat()
-        return row
 
-    with watchdog.stage(f"compiling and rolling out {len(jobs)} configurations (each finished one is progress)"), \
-            ThreadPoolExecutor(max_workers=args.jobs) as pool:  # XLA compiles outside the GIL
-        rows = list(pool.map(run, jobs))
-    seconds = time.perf_counter() - t0
+def roll_out(job, episodes: int, key, mesh) -> dict:
+    """One configuration's row: its `METRICS` over `episodes` episodes drawn by `key`."""
+    from pgjax.baselines.rule_based import make_rollout
+
+    name, description, env, ctrl, label = job
+    t_cfg = time.perf_counter()
+    steps = int(env.episode_steps)
+    totals, _ = make_rollout(env, [ctrl], episodes, mesh=mesh)(key)
+    row = {"config": name, "description": description, "policy": label, "agents": " ".join(env.agents),
+           "episodes": episodes, **summarize(totals, steps, float(env.scenario.dt_h)),
+           "seconds": round(time.perf_counter() - t_cfg, 1)}
+    print(f"{name}: {label}, {row['seconds']:.1f} s (compile, {episodes} x {steps} steps)", flush=True)
+    watchdog.beat()
+    return row
+
+
+def report(rows, args, scenario, out: Path, seconds: float) -> None:
+    """The table, `compare.csv` and `compare.png`."""
+    from pgjax.runio import open_atomic
 
     head = f"{'config':<16}{'policy':<14}" + "".join(f"{lab:>17}" for _, lab, _, _ in METRICS)
     print(head)
@@ -351,18 +362,56 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"{args.episodes} episodes. Total {seconds:.1f} s.")
     if len({round(r["price"], 6) for r in rows}) > 1:
         print("warning: the configurations did not see the same prices (different days drawn?)")
-
-    fields = list(rows[0])
-    from pgjax.runio import open_atomic
-
     with open_atomic(out / "compare.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     plot(rows, out / "compare.png", f"{scenario} ({args.split}), {args.episodes} episodes, policy {args.policy}")
     print(f"wrote {out / 'compare.csv'}, {out / 'compare.png'}")
+
+
+def compare(args) -> list[dict]:
+    """Every configuration rolled out as `args` say (parsed by `build_parser`): one row each."""
+    import jax
+
+    from pgjax.commands.common import batch_mesh
+
+    parser = build_parser()  # usage errors found while running
+    names = checked_names(args, parser)
+    try:
+        mesh = batch_mesh(args.devices, args.episodes, "--episodes")
+    except ValueError as e:
+        parser.error(str(e))
+    t0 = time.perf_counter()
+    scenario, base_kwargs, mappo = trained_policy(args.checkpoint)
+    scenario = scenario or args.scenario
+    key = jax.random.PRNGKey(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"pgjax compare: {scenario} ({args.split} split), {args.episodes} episodes per configuration, "
+          f"seed {args.seed}, policy {args.policy}" + (f", checkpoint {args.checkpoint}" if mappo else ""))
+    jobs = build_jobs(names, scenario, base_kwargs, mappo, args)
+    if not jobs:
+        raise SystemExit("pgjax compare: no configuration could be built")
+    print(f"built {len(jobs)} configurations in {time.perf_counter() - t0:.1f} s; compiling and rolling out "
+          f"({args.jobs} at a time)")
+    with watchdog.stage(f"compiling and rolling out {len(jobs)} configurations (each finished one is progress)"), \
+            ThreadPoolExecutor(max_workers=args.jobs) as pool:  # XLA compiles outside the GIL
+        rows = list(pool.map(lambda job: roll_out(job, args.episodes, key, mesh), jobs))
+    report(rows, args, scenario, out, time.perf_counter() - t0)
     return rows
 
 
+def run(args) -> int:
+    """`compare(args)`; the exit status."""
+    compare(args)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`pgjax compare` with `argv` (default: the process's arguments); the exit status."""
+    return run(build_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -215,8 +215,9 @@ def _row_ok(row) -> bool:
     return row["status"] in ("n/a", "error") and row["method"] in V.APPROX_METHODS
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The `pgjax verify` parser (no side effects)."""
+    parser = argparse.ArgumentParser(prog="pgjax verify", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="six fast networks (CI)")
     parser.add_argument("--networks", metavar="NAMES",
                         help="comma-separated network names instead of the zoo (pandapower.networks builders, "
@@ -229,18 +230,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="size limit for pandapower.networks builders (default 300)")
     parser.add_argument("--jobs", type=int, default=1, choices=(0, 1),
                         help="1: build nets and run pandapower in a worker process (default); 0: in-process")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def run(args) -> int:
+    """Compare as `args` say (parsed by `build_parser`); 1 if a row fails or a named network did not run."""
     import jax
 
     jax.config.update("jax_enable_x64", True)  # a program comparing in float64
     from pgjax.powerflow import METHODS
 
+    parser = build_parser()  # usage errors found while running
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {METHODS}")
-
     t_start = time.perf_counter()
     warnings.filterwarnings("ignore", message=".*numba.*")
     V.suppress_warnings()
@@ -251,7 +255,6 @@ def main(argv: list[str] | None = None) -> int:
             entries, skipped = quick_zoo() if args.quick else zoo(args.max_buses)
     except ValueError as exc:
         parser.error(str(exc))
-
     print(f"pgjax vs pandapower runpp (tolerance_mva {V.REFERENCE_TOLERANCES_MVA[0]:g}), float64; targets for "
           f"{'/'.join(V.EXACT_METHODS)}: " + ", ".join(f"{k} <= {v:g}" for k, v in V.TARGETS.items())
           + " (columns: P; a FAIL names the difference and element)")
@@ -259,13 +262,24 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     sys.stdout.flush()
+    rows, not_run = run_entries(entries, skipped, methods, args.jobs)
+    bad = [r for r in rows if not _row_ok(r)]
+    print_tally(rows, bad, skipped, not_run)
+    print(f"total wall time {time.perf_counter() - t_start:.1f} s")
+    if args.csv:
+        write_csv(args.csv, rows, skipped, not_run)
+    return 1 if bad or not_run else 0
 
+
+def run_entries(entries, skipped: list, methods, jobs: int):
+    """Every zoo entry prepared (in a worker process with `jobs`) and compared, rows printed as they
+    come: `(rows, not_run)`; skipped zoo networks are appended to `skipped`, named networks that did
+    not run are `not_run` (`(label, reason)`)."""
     def emit(row):
         print(_row_text(row), flush=True)
 
-    rows = []
-    executor = None
-    if args.jobs:
+    rows, not_run, executor = [], [], None
+    if jobs:
         executor = concurrent.futures.ProcessPoolExecutor(
             max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         futures = [executor.submit(V.prepare_case, build, max_buses=limit, timeout_s=TIMEOUT_S)
@@ -273,7 +287,6 @@ def main(argv: list[str] | None = None) -> int:
         cases = (f.result() for f in futures)
     else:
         cases = (V.prepare_case(build, max_buses=limit, timeout_s=TIMEOUT_S) for _, build, limit, _ in entries)
-    not_run = []  # (label, reason): named networks that did not run
     try:
         for (label, _, _, named), case in zip(entries, cases):
             if named and case["status"] in ("skipped", "unsupported"):
@@ -289,8 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if executor is not None:
             executor.shutdown(cancel_futures=True)
+    return rows, not_run
 
-    bad = [r for r in rows if not _row_ok(r)]
+
+def print_tally(rows, bad, skipped, not_run) -> None:
+    """Counts by status, the skipped and not-run networks, the rows failing targets."""
     if skipped:
         print(f"\nskipped ({len(skipped)}):")
         for label, reason in skipped:
@@ -306,20 +322,25 @@ def main(argv: list[str] | None = None) -> int:
         print("rows failing targets:")
         for r in bad:
             print(f"  {r['network']} [{r['method']}]: {r['status']} {r.get('detail', '')}")
-    print(f"total wall time {time.perf_counter() - t_start:.1f} s")
 
-    if args.csv:
-        fields = ["network", "n_bus", "n_branch", "method", "status", "detail", "converged", "iterations",
-                  "reference_tol_mva", *(f for k in V.TARGETS for f in (k, f"where_{k}")), "solve_s"]
-        with open(args.csv, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-            for label, reason in skipped:
-                writer.writerow({"network": label, "status": "skipped", "detail": reason})
-            for label, reason in not_run:
-                writer.writerow({"network": label, "status": "not run", "detail": reason})
-    return 1 if bad or not_run else 0
+
+def write_csv(path, rows, skipped, not_run) -> None:
+    """Every row (with worst elements), then the skipped and not-run networks, to a CSV file."""
+    fields = ["network", "n_bus", "n_branch", "method", "status", "detail", "converged", "iterations",
+              "reference_tol_mva", *(f for k in V.TARGETS for f in (k, f"where_{k}")), "solve_s"]
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        for label, reason in skipped:
+            writer.writerow({"network": label, "status": "skipped", "detail": reason})
+        for label, reason in not_run:
+            writer.writerow({"network": label, "status": "not run", "detail": reason})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`pgjax verify` with `argv` (default: the process's arguments); the exit status."""
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ def load_script():
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
-    rows = load_script().main(["--configs", "none,p2p", "--episodes", "2", "--policy", "random",
-                               "--out", str(out)])
+    script = load_script()
+    rows = script.compare(script.build_parser().parse_args(["--configs", "none,p2p", "--episodes", "2",
+                                                            "--policy", "random", "--out", str(out)]))
     return out, {r["config"]: r for r in rows}
 
 
