@@ -96,6 +96,13 @@ def _loops(closed, path: str, parent, out: list) -> list:
     return out
 
 
+def _zero_trips(sub, path: str) -> dict:
+    """`{loop id: 0}` (traced int32) for every loop of `sub` under `path`."""
+    import jax.numpy as jnp
+
+    return {d["id"]: jnp.zeros((), jnp.int32) for d in _loops(sub, path, None, [])}
+
+
 def _eval(closed, args, path: str):
     """Evaluate `closed` like `jaxpr_as_fun`, returning `(outputs, trips)`.
 
@@ -103,86 +110,104 @@ def _eval(closed, args, path: str):
     (a traced int32), summed over every execution of the enclosing code. Call-like
     equations (jit, custom_jvp/vjp, custom_linear_solve's forward solve) are inlined.
     """
-    import jax
-    import jax.numpy as jnp
-
     env = dict(zip(closed.jaxpr.constvars, closed.consts))
     env.update(zip(closed.jaxpr.invars, args))
     trips = {}
-
-    def zeros(sub, p):
-        return {d["id"]: jnp.zeros((), jnp.int32) for d in _loops(sub, p, None, [])}
-
     for i, eqn in enumerate(closed.jaxpr.eqns):
         p = f"{path}.{i}"
         vals = [_read(env, v) for v in eqn.invars]
-        name = eqn.primitive.name
         sub = _call_jaxpr(eqn)
+        handler = _EVAL.get(eqn.primitive.name)
         if sub is not None:
             outs, t = _eval(_closed(sub), vals, p + ".0")
-            trips.update(t)
-        elif name == "custom_linear_solve":
-            lengths = eqn.params["const_lengths"]
-            n_consts = sum(lengths)
-            start = lengths.matvec + lengths.vecmat
-            solve_consts = vals[start:start + lengths.solve]
-            outs, t = _eval(eqn.params["jaxprs"].solve, solve_consts + vals[n_consts:], p + ".0")
-            trips.update(t)
-        elif name == "while":
-            cn, bn = eqn.params["cond_nconsts"], eqn.params["body_nconsts"]
-            cj, bj = eqn.params["cond_jaxpr"], eqn.params["body_jaxpr"]
-            cconsts, bconsts, init = vals[:cn], vals[cn:cn + bn], vals[cn + bn:]
-            init = [jax.lax.convert_element_type(x, a.dtype) for x, a in zip(init, bj.in_avals[bn:])]
-
-            def cond_fn(s, cj=cj, cconsts=cconsts):
-                pred = _eval(cj, list(cconsts) + list(s[0]), "cond")[0][0]
-                return jnp.any(pred)  # a batched (vmapped) predicate: XLA runs until all are done
-
-            def body_fn(s, bj=bj, bconsts=bconsts, p=p):
-                carry, n, nested = s
-                outs, t = _eval(bj, list(bconsts) + list(carry), p + ".0")
-                return list(outs), n + 1, {k: nested[k] + t[k] for k in nested}
-
-            outs, n, nested = jax.lax.while_loop(
-                cond_fn, body_fn, (init, jnp.zeros((), jnp.int32), zeros(bj, p + ".0")))
-            trips[p] = n
-            trips.update(nested)
-        elif name == "scan":
-            nc, nk = eqn.params["num_consts"], eqn.params["num_carry"]
-            body = _closed(eqn.params["jaxpr"])
-            consts, carry, xs = vals[:nc], vals[nc:nc + nk], vals[nc + nk:]
-            carry = [jax.lax.convert_element_type(x, a.dtype) for x, a in zip(carry, body.in_avals[nc:nc + nk])]
-
-            def step(c, x, body=body, consts=consts, nk=nk, p=p):
-                carry, nested = c
-                outs, t = _eval(body, list(consts) + list(carry) + list(x), p + ".0")
-                return (list(outs[:nk]), {k: nested[k] + t[k] for k in nested}), list(outs[nk:])
-
-            (carry, nested), ys = jax.lax.scan(step, (carry, zeros(body, p + ".0")), list(xs),
-                                               length=eqn.params["length"], reverse=eqn.params["reverse"])
-            outs = list(carry) + list(ys)
-            trips[p] = jnp.asarray(eqn.params["length"], jnp.int32)
-            trips.update(nested)
-        elif name == "cond":
-            branches = eqn.params["branches"]
-            keys = {}
-            for k, br in enumerate(branches):
-                keys.update(zeros(br, f"{p}.{k}"))
-
-            def branch_fn(ops, br=None, k=None):
-                outs, t = _eval(br, list(ops), f"{p}.{k}")
-                return list(outs), {**{key: jnp.zeros((), jnp.int32) for key in keys}, **t}
-
-            fns = [lambda ops, br=br, k=k: branch_fn(ops, br, k) for k, br in enumerate(branches)]
-            outs, t = jax.lax.switch(vals[0], fns, list(vals[1:]))
-            trips.update(t)
+        elif handler is not None:
+            outs, t = handler(eqn, vals, p)
         else:
-            outs = eqn.primitive.bind(*vals, **eqn.params)
+            outs, t = eqn.primitive.bind(*vals, **eqn.params), {}
             if not eqn.primitive.multiple_results:
                 outs = [outs]
+        trips.update(t)
         for v, x in zip(eqn.outvars, outs):
             env[v] = x
     return [_read(env, v) for v in closed.jaxpr.outvars], trips
+
+
+def _eval_linear_solve(eqn, vals, p):
+    """`custom_linear_solve`: its forward `solve` jaxpr, inlined."""
+    lengths = eqn.params["const_lengths"]
+    n_consts = sum(lengths)
+    start = lengths.matvec + lengths.vecmat
+    solve_consts = vals[start:start + lengths.solve]
+    return _eval(eqn.params["jaxprs"].solve, solve_consts + vals[n_consts:], p + ".0")
+
+
+def _eval_while(eqn, vals, p):
+    """A while loop with a trip counter (and its nested loops' counters) in the carry."""
+    import jax
+    import jax.numpy as jnp
+
+    cn, bn = eqn.params["cond_nconsts"], eqn.params["body_nconsts"]
+    cj, bj = eqn.params["cond_jaxpr"], eqn.params["body_jaxpr"]
+    cconsts, bconsts, init = vals[:cn], vals[cn:cn + bn], vals[cn + bn:]
+    init = [jax.lax.convert_element_type(x, a.dtype) for x, a in zip(init, bj.in_avals[bn:])]
+
+    def cond_fn(s):
+        pred = _eval(cj, list(cconsts) + list(s[0]), "cond")[0][0]
+        return jnp.any(pred)  # a batched (vmapped) predicate: XLA runs until all are done
+
+    def body_fn(s):
+        carry, n, nested = s
+        outs, t = _eval(bj, list(bconsts) + list(carry), p + ".0")
+        return list(outs), n + 1, {k: nested[k] + t[k] for k in nested}
+
+    outs, n, nested = jax.lax.while_loop(cond_fn, body_fn, (init, jnp.zeros((), jnp.int32), _zero_trips(bj, p + ".0")))
+    return outs, {p: n, **nested}
+
+
+def _eval_scan(eqn, vals, p):
+    """A scan with its nested loops' trip counters in the carry; its own trips are its length."""
+    import jax
+    import jax.numpy as jnp
+
+    nc, nk = eqn.params["num_consts"], eqn.params["num_carry"]
+    body = _closed(eqn.params["jaxpr"])
+    consts, carry, xs = vals[:nc], vals[nc:nc + nk], vals[nc + nk:]
+    carry = [jax.lax.convert_element_type(x, a.dtype) for x, a in zip(carry, body.in_avals[nc:nc + nk])]
+
+    def step(c, x):
+        carry, nested = c
+        outs, t = _eval(body, list(consts) + list(carry) + list(x), p + ".0")
+        return (list(outs[:nk]), {k: nested[k] + t[k] for k in nested}), list(outs[nk:])
+
+    (carry, nested), ys = jax.lax.scan(step, (carry, _zero_trips(body, p + ".0")), list(xs),
+                                       length=eqn.params["length"], reverse=eqn.params["reverse"])
+    return list(carry) + list(ys), {p: jnp.asarray(eqn.params["length"], jnp.int32), **nested}
+
+
+def _eval_cond(eqn, vals, p):
+    """`lax.cond` / `switch`: every branch returns every branch's loop counters (zeros when not taken)."""
+    import jax
+
+    branches = eqn.params["branches"]
+    keys = {}
+    for k, br in enumerate(branches):
+        keys.update(_zero_trips(br, f"{p}.{k}"))
+
+    def branch_fn(ops, br, k):
+        outs, t = _eval(br, list(ops), f"{p}.{k}")
+        return list(outs), {**_zero_trips_like(keys), **t}
+
+    fns = [lambda ops, br=br, k=k: branch_fn(ops, br, k) for k, br in enumerate(branches)]
+    return jax.lax.switch(vals[0], fns, list(vals[1:]))
+
+
+def _zero_trips_like(keys: dict) -> dict:
+    import jax.numpy as jnp
+
+    return {key: jnp.zeros((), jnp.int32) for key in keys}
+
+
+_EVAL = {"custom_linear_solve": _eval_linear_solve, "while": _eval_while, "scan": _eval_scan, "cond": _eval_cond}
 
 
 class FlopCount(NamedTuple):
