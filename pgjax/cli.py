@@ -2,8 +2,9 @@
 `pgjax validate FILE`, `pgjax train [...]`, `pgjax eval RUN_DIR [...]`, `pgjax splits`, `pgjax benchmark`, `pgjax compare [...]` (`pgjax train -h`,
 `pgjax bench env -h` for the options).
 
-Each subcommand is a module of `pgjax.commands` with `main(argv)`, shipped in the package
-(so the command works from an installed wheel).
+Each subcommand is a module of `pgjax.commands` with `build_parser()`, `run(args)` and
+`main(argv)`, shipped in the package (so the command works from an installed wheel);
+`pgjax validate` is here (`build_validate_parser`, `run_validate`).
 
 The command is a program, so it switches JAX's 64-bit mode on at start, for every
 subcommand: `verify` and `bench powerflow` compute in float64, `train`, `eval`, `compare`
@@ -45,25 +46,43 @@ def _run_command(module: str, argv: list[str], name: str) -> None:
     sys.exit(result if isinstance(result, int) else 0)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The `pgjax` parser: the command name alone (the command's own parser reads the rest)."""
+    parser = argparse.ArgumentParser(prog="pgjax", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=sorted(COMMANDS), help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
+    return parser
+
+
+def build_validate_parser() -> argparse.ArgumentParser:
+    """The `pgjax validate` parser (no side effects)."""
+    parser = argparse.ArgumentParser(prog="pgjax validate", description=COMMANDS["validate"][1])
+    parser.add_argument("scenario", help="scenario YAML file or registered scenario name")
+    return parser
+
+
+def run_validate(args) -> int:
+    """Print every problem of `args.scenario`; 1 if there is one."""
+    from pgjax.scenario import validate
+
+    problems = validate(args.scenario)
+    for p in problems:
+        print(p)
+    print(f"{args.scenario}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    parser = argparse.ArgumentParser(prog="pgjax", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=sorted(COMMANDS), help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
+    parser = build_parser()
     args, rest = parser.parse_known_args(argv[:1])
     rest = argv[1:]
     if args.command == "validate":
         if len(rest) != 1:
             parser.error("pgjax validate needs one scenario file (or registered scenario name)")
-        from pgjax.scenario import validate
-
-        problems = validate(rest[0])
-        for p in problems:
-            print(p)
-        print(f"{rest[0]}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
-        return 1 if problems else 0
+        return run_validate(build_validate_parser().parse_args(rest))
     if args.command == "bench":
         if not rest or rest[0] not in BENCHES:
             parser.error(f"pgjax bench needs one of {sorted(BENCHES)}")

@@ -36,7 +36,6 @@ import time
 
 import jax
 import numpy as np
-import yaml
 
 import pgjax
 from pgjax import env as env_module
@@ -186,8 +185,9 @@ def shim(scenario: str, vector: int, seconds: float, results: dict, clock=time.p
     results[f"vector_env ({vector})"] = vector / timed(lambda: venv.step(vacts), seconds, clock=clock)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The `pgjax bench env` parser (no side effects)."""
+    ap = argparse.ArgumentParser(prog="pgjax bench env", description=__doc__.splitlines()[0])
     ap.add_argument("--scenario", default="multi_microgrid")
     ap.add_argument("--seconds", type=float, default=5.0, help="measuring time per configuration")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 1024, 8192], help="JAX-native batch sizes")
@@ -206,13 +206,17 @@ def main(argv=None):
                     help="wall: seconds waited; cpu: this process's CPU seconds (steadier on a shared machine)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="scenario override passed to pgjax.make (value parsed as YAML), e.g. n_microgrids=120")
-    args = ap.parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            ap.error(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key] = yaml.safe_load(value)
+    return ap
+
+
+def check_args(args, ap) -> dict:
+    """`--quick` applied to `args`; the `--set` overrides. Usage errors through `ap`."""
+    from pgjax.commands.common import parse_overrides
+
+    try:
+        overrides = parse_overrides(args.set, "--set expects KEY=VALUE, got {item!r}")
+    except ValueError as e:
+        ap.error(str(e))
     if args.quick:
         args.batches, args.scan, args.seconds, args.reference_steps = [1, 64], 2, 0.2, 1
         args.skip_shim, args.peak_n = True, min(args.peak_n, 1024)
@@ -222,7 +226,13 @@ def main(argv=None):
             ap.error(f"{flag}: expected counts >= 1, got {values if flag == '--batches' else values[0]}")
     if not args.seconds > 0:
         ap.error(f"--seconds: expected a positive time, got {args.seconds}")
+    return overrides
 
+
+def measure(args) -> dict:
+    """Every row as `args` say (parsed by `build_parser`), printed as a table:
+    `{configuration: {steps_per_s, flops_per_step, gflops, peak_fraction}}`."""
+    overrides = check_args(args, build_parser())
     info = machine_info()
     print(f"machine: {info['cpu']}, {info['cores']} logical cores, load average {info['loadavg']}; "
           f"jax {info['jax']} ({info['jax_backend']})")
@@ -242,6 +252,18 @@ def main(argv=None):
     peaks = peak_report(("float32", "float64"), n=args.peak_n, seconds=0.3 if args.quick else 2.0)
     print_peaks(peaks)
     peak = peaks.get(dtype, {}).get("gflops")
+    flop_rows = native_rows(env, args, clock, results)
+    if getattr(env, "method", None) in ("newton", "distflow"):
+        b_it = min(max(args.batches), 1024)
+        for label, (mean, batch_max) in sweeps(env, b_it).items():
+            print(f"power-flow iterations per step, {label} start (24 random-action steps, batch {b_it}): "
+                  f"mean {mean:.2f}, batch max {batch_max:.2f}")
+    return print_table(args, env, dtype, results, flop_rows, peak)
+
+
+def native_rows(env, args, clock, results: dict) -> dict:
+    """The JAX-native rows into `results`; their flops per env step (`{configuration: flops}`, empty
+    without `--flops all`)."""
     flop_rows = {}
     for b in args.batches:
         per_call, scanned, fc_one, fc_many = native(env, b, args.scan, args.seconds, args.flops == "all", clock)
@@ -250,12 +272,11 @@ def main(argv=None):
         if fc_one is not None:
             flop_rows[f"jit(vmap(step)) ({b})"] = fc_one.flops / b
             flop_rows[f"scan {args.scan} x vmap ({b})"] = fc_many.flops / (b * args.scan)
+    return flop_rows
 
-    if getattr(env, "method", None) in ("newton", "distflow"):
-        b_it = min(max(args.batches), 1024)
-        for label, (mean, batch_max) in sweeps(env, b_it).items():
-            print(f"power-flow iterations per step, {label} start (24 random-action steps, batch {b_it}): "
-                  f"mean {mean:.2f}, batch max {batch_max:.2f}")
+
+def print_table(args, env, dtype, results, flop_rows, peak) -> dict:
+    """The table of rates (ratios to pandapower and the shim, flops, fraction of peak); returns its rows."""
     ref = results.get("reference: pandapower (1)")
     base = results.get("shim (1 env)")
     device = jax.devices()[0]
@@ -287,5 +308,16 @@ def main(argv=None):
     return table
 
 
+def run(args) -> int:
+    """`measure(args)`; the exit status."""
+    measure(args)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`pgjax bench env` with `argv` (default: the process's arguments); the exit status."""
+    return run(build_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

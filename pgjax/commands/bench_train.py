@@ -125,14 +125,10 @@ def _print_memory(scenario: str, mem: dict) -> None:
 
 
 def plot_overlay(curves: dict, png: Path) -> None:
-    import matplotlib
+    """The per-update mean reward of every configuration, overlaid (one line style each)."""
+    from pgjax.commands.common import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pgjax.runio import open_atomic
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = pyplot().subplots(figsize=(6, 3.5))
     for (label, ys), style in zip(curves.items(), ("-", "--", ":", "-.", (0, (1, 3)))):
         ax.plot(np.arange(1, len(ys) + 1), ys, linestyle=style, lw=2, label=label)
     ax.set_xlabel("update")
@@ -140,20 +136,15 @@ def plot_overlay(curves: dict, png: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with open_atomic(png, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, png)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if "--scaling" not in argv:
-        from pgjax.commands import bench_train_speed
-
-        return bench_train_speed.main(argv)
-    argv.remove("--scaling")
+def build_parser() -> argparse.ArgumentParser:
+    """The `pgjax bench train --scaling` parser (no side effects; without `--scaling` the command
+    is `pgjax.commands.bench_train_speed`)."""
     ap = argparse.ArgumentParser(prog="pgjax bench train --scaling", description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--scaling", action="store_true", help="this comparison (without it: the training speed bench)")
     ap.add_argument("--scenario", default="multi_microgrid")
     ap.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4], help="device counts, one run each")
     ap.add_argument("--processes", type=int, default=2, help="processes of the distributed run (0: none)")
@@ -163,18 +154,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
     ap.add_argument("--memory-only", action="store_true", help="print the memory per environment and stop")
     ap.add_argument("overrides", nargs="*", help="MAPPOConfig overrides key=value for every run")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def run(args) -> int:
+    """The scaling comparison as `args` say (parsed by `build_parser`); the exit status."""
     if args.memory_only:
         _print_memory(args.scenario, memory_per_env(args.scenario, args.overrides))
         return 0
     if min(args.devices) < 1 or args.updates < 1 or args.chunk < 1 or args.processes < 0:
-        ap.error("--devices, --updates, --chunk must be >= 1 and --processes >= 0")
+        build_parser().error("--devices, --updates, --chunk must be >= 1 and --processes >= 0")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    rows = train_runs(args, out)
+    table, curves = compare_runs(args, rows)
+    plot_overlay(curves, out / "curves_overlay.png")
+    write_json(out / "bench_train.json", {"scenario": args.scenario, "updates": args.updates, "chunk": args.chunk,
+                                          "overrides": args.overrides, "runs": table})
+    from pgjax.baselines.toy_env import TOY_ENVS
+
+    if args.scenario in TOY_ENVS:
+        print(f"\nmemory per environment: n/a ({args.scenario} is a toy env)")
+        return 0
+    _print_memory(args.scenario, memory_per_env(args.scenario, args.overrides))
+    print(f"wrote {out / 'curves_overlay.png'}, {out / 'bench_train.json'}")
+    return 0
+
+
+def train_runs(args, out: Path) -> list[tuple]:
+    """One `pgjax train` per device count, then the distributed run: `(label, run folder)` each."""
     base_env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     has_accelerator = _has_accelerator()
-    rows, curves = [], {}
-
+    rows = []
     for n in args.devices:
         env = dict(base_env)
         if not has_accelerator:
@@ -196,12 +207,16 @@ def main(argv: list[str] | None = None) -> int:
                  for i, log in enumerate(logs)]
         _wait(procs, logs, args.timeout)
         rows.append((f"{args.processes} processes x 1 device", run_dir))
+    return rows
 
+
+def compare_runs(args, rows) -> tuple[list[dict], dict]:
+    """The rate and reward curve of each run against the first, printed: `(table rows, curves)`."""
     base_rate = ref = None
     print(f"\n{args.scenario}: pgjax train, {args.updates} updates per run in chunks of {args.chunk} "
           f"(env steps/s: median over the chunks after the first; compile excluded)")
     print(f"{'configuration':<28}{'env steps/s':>14}{'x 1 device':>12}{'max |d reward|':>16}")
-    table = []
+    table, curves = [], {}
     for label, run_dir in rows:
         summary = json.loads((run_dir / "train_summary.json").read_text())
         chunks = summary.get("chunk_env_steps_per_s") or [summary["env_steps_per_s"]]
@@ -214,17 +229,17 @@ def main(argv: list[str] | None = None) -> int:
         table.append({"configuration": label, "env_steps_per_s": rate, "ratio": rate / base_rate, "max_reward_diff": diff,
                       "devices": summary.get("devices"), "processes": summary.get("processes", 1)})
         print(f"{label:<28}{rate:>14,.0f}{rate / base_rate:>12.2f}{diff:>16.2e}")
-    plot_overlay(curves, out / "curves_overlay.png")
-    write_json(out / "bench_train.json", {"scenario": args.scenario, "updates": args.updates, "chunk": args.chunk,
-                                          "overrides": args.overrides, "runs": table})
-    from pgjax.baselines.toy_env import TOY_ENVS
+    return table, curves
 
-    if args.scenario in TOY_ENVS:
-        print(f"\nmemory per environment: n/a ({args.scenario} is a toy env)")
-        return 0
-    _print_memory(args.scenario, memory_per_env(args.scenario, args.overrides))
-    print(f"wrote {out / 'curves_overlay.png'}, {out / 'bench_train.json'}")
-    return 0
+
+def main(argv: list[str] | None = None) -> int:
+    """`pgjax bench train`: with `--scaling` this comparison, else `pgjax.commands.bench_train_speed`."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--scaling" not in argv:
+        from pgjax.commands import bench_train_speed
+
+        return bench_train_speed.main(argv)
+    return run(build_parser().parse_args(argv))
 
 
 def _has_accelerator() -> bool:

@@ -107,7 +107,8 @@ def measure(name: str, cfg, updates: int, repeats: int, clock) -> dict:
             "train_rates": [round(r, 1) for r in train_rates], "env_rates": [round(r, 1) for r in env_rates]}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The `pgjax bench train` (training speed) parser (no side effects)."""
     from pgjax.baselines.config import PRESETS
 
     ap = argparse.ArgumentParser(prog="pgjax bench train", description=__doc__.splitlines()[0],
@@ -120,7 +121,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="wall: seconds waited; cpu: this process's CPU seconds, all threads")
     ap.add_argument("--out", default="runs/bench_train", help="folder of bench_train_speed.json")
     ap.add_argument("overrides", nargs="*", help="MAPPOConfig overrides key=value, for every preset")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def run(args) -> int:
+    """Time the presets as `args` say (parsed by `build_parser`); the exit status."""
+    ap = build_parser()  # usage errors found while running
     if args.updates < 1 or args.repeats < 1:
         ap.error(f"--updates and --repeats must be >= 1, got {args.updates} and {args.repeats}")
     configs = {}
@@ -151,3 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                                                 "repeats": args.repeats, "overrides": args.overrides, "rows": rows})
     print(f"wrote {out / 'bench_train_speed.json'}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`pgjax bench train` with `argv` (default: the process's arguments); the exit status."""
+    return run(build_parser().parse_args(argv))

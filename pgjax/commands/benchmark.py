@@ -362,18 +362,13 @@ def markdown(rows: list[dict], spec: Spec) -> str:
 
 def plot(rows: list[dict], task: str, png: Path) -> None:
     """Each metric of `task` per split (x) and controller (bars), the CI as error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pgjax.runio import open_atomic
+    from pgjax.commands.common import pyplot, save_figure
 
     part = [r for r in rows if r["task"] == task]
     metrics = list(dict.fromkeys((r["metric"], r["label"], r["unit"]) for r in part))
     splits = list(dict.fromkeys(r["split"] for r in part))
     ctrls = list(dict.fromkeys(r["controller"] for r in part))
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(max(6.0, 1.2 * len(splits) * len(ctrls) / 2), 2.4 * len(metrics)),
+    fig, axes = pyplot().subplots(len(metrics), 1, figsize=(max(6.0, 1.2 * len(splits) * len(ctrls) / 2), 2.4 * len(metrics)),
                              squeeze=False)
     width = 0.8 / len(ctrls)
     for ax, (metric, label, unit) in zip(axes[:, 0], metrics):
@@ -390,9 +385,7 @@ def plot(rows: list[dict], task: str, png: Path) -> None:
     axes[0, 0].legend(fontsize=7, ncol=min(len(ctrls), 4))
     axes[0, 0].set_title(f"{task}: mean and 95 % CI (learned: over seeds; baselines: over episodes)", fontsize=9)
     fig.tight_layout()
-    with open_atomic(png, "wb") as f:
-        fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, png, dpi=100)
 
 
 def write_outputs(out: Path, spec: Spec, rows: list[dict]) -> list[Path]:
@@ -459,7 +452,8 @@ def spec_from_args(args) -> dict:
             "oracle": args.oracle}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The `pgjax benchmark` parser (no side effects)."""
     parser = argparse.ArgumentParser(prog="pgjax benchmark", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--spec", help="benchmark spec (YAML); otherwise the flags below")
@@ -476,7 +470,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="replace a benchmark of another spec in --out")
     parser.add_argument("--max-units", type=int, help="stop after this many units of work (training runs, "
                                                       "evaluations); a rerun goes on")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args) -> int:
+    """Train and evaluate as `args` say (parsed by `build_parser`); 3 when stopped by `--max-units`."""
+    parser = build_parser()  # usage errors found while running
     if args.spec and args.task:
         parser.error("give the tasks either in --spec or by --task, not both")
     if not args.spec and not args.task:
@@ -510,6 +509,11 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(rows, spec))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`pgjax benchmark` with `argv` (default: the process's arguments); the exit status."""
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

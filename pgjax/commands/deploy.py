@@ -24,7 +24,8 @@ import signal
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The `pgjax deploy` parser (no side effects)."""
     parser = argparse.ArgumentParser(prog="pgjax deploy", description=__doc__.splitlines()[0])
     parser.add_argument("export_dir", help="folder written by pgjax export")
     parser.add_argument("--map", required=True, metavar="MAP.yaml", help="device map (pgjax hil --write-map)")
@@ -40,11 +41,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not write the site heartbeat (another controller process does)")
     parser.add_argument("--log", help="JSONL log, one line per period")
     parser.add_argument("--summary", help="JSON summary")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args) -> int:
+    """Run the exported policy as `args` say (parsed by `build_parser`); the exit status."""
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # faults are logged by pgjax, as JSONL
     if (args.period is not None and not args.period > 0) or not args.timeout > 0:
-        parser.error("--period and --timeout must be > 0")
+        build_parser().error("--period and --timeout must be > 0")
 
+    from pgjax.commands.common import error
     from pgjax.deploy.device_map import load_map
     from pgjax.deploy.policy import PolicyFileError, read_manifest
     from pgjax.deploy.runtime import Controller
@@ -56,13 +62,17 @@ def main(argv: list[str] | None = None) -> int:
                          log_path=args.log, summary_path=args.summary, stale_periods=args.stale_periods,
                          host=args.host, port=args.port, agents=args.agents, heartbeat=not args.no_heartbeat)
     except (PgjaxError, PolicyFileError) as e:
-        print(f"pgjax deploy: error: {e}", file=sys.stderr)
-        return 2
+        return error("pgjax deploy", e)
     print(f"pgjax deploy: {args.export_dir} -> {ctl.host}:{ctl.port}, period {period} s, "
           f"agents {[a[0] for a in ctl.agents]}", flush=True)
     asyncio.run(_run(ctl, args.periods))
     print(json.dumps(ctl.summary(), indent=2))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`pgjax deploy` with `argv` (default: the process's arguments); the exit status."""
+    return run(build_parser().parse_args(argv))
 
 
 async def _run(ctl, periods) -> None:

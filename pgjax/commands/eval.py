@@ -338,10 +338,9 @@ def mappo_controller(train):
 
 def plot_day(env, trace, png_path, title: str) -> None:
     """One episode of a traced rollout: price, dispatch, SOC, voltages (what the env exposes)."""
-    import matplotlib
+    from pgjax.commands.common import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     info, st = trace["info"], trace["state"]
     dt = float(env.scenario.dt_h) if hasattr(env, "scenario") else 1.0
@@ -388,11 +387,7 @@ def plot_day(env, trace, png_path, title: str) -> None:
     axes[-1].set_xlabel("hour of the episode")
     axes[0].set_title(title, fontsize=10)
     fig.tight_layout()
-    from pgjax.runio import open_atomic
-
-    with open_atomic(png_path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, png_path)
 
 
 def state_features(env):
@@ -416,7 +411,10 @@ def state_features(env):
     return fn
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The `pgjax eval` parser (no side effects)."""
+    from pgjax.commands.common import add_devices_argument
+
     parser = argparse.ArgumentParser(prog="pgjax eval", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("run_dir", help="run folder written by `pgjax train`")
@@ -424,8 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="key of the episode draws (the same for all controllers)")
     parser.add_argument("--no-plot", action="store_true", help="skip eval_day.png")
     parser.add_argument("--no-oracle", action="store_true", help="skip the perfect-foresight oracle")
-    parser.add_argument("--devices", default="1",
-                        help="local devices to split the episodes over: a count or 'all' (--episodes a multiple)")
+    add_devices_argument(parser, "local devices to split the episodes over: a count or 'all' (--episodes a multiple)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="scenario key set for the evaluation (repeatable), e.g. communication.msg_delay=2, "
                              "communication.loss_prob=0.2, protocol.horizontal=none (recorded in the meta file)")
@@ -434,20 +431,15 @@ def main(argv: list[str] | None = None) -> int:
                              "apply on top. Writes eval_<NAME>.json ... (the test split: eval.json)")
     parser.add_argument("--name", help="label of the files written (eval_<NAME>.json ...; default: the split's "
                                        "name and the --set keys)")
-    args = parser.parse_args(argv)
-    if args.episodes < 1:
-        parser.error("--episodes must be >= 1")
-    from pgjax import distributed
+    return parser
 
-    try:
-        mesh = distributed.batch_mesh(distributed.parse_devices(args.devices), args.episodes, "--episodes")
-    except ValueError as e:
-        parser.error(str(e))
 
+def load_conditions(args, parser):
+    """`(LoadedRun, env, sets, label)`: the run, its env under `--split` / `--set` and the label of
+    the files written. Errors reported as `reported_errors` says (exit status 2)."""
     from pgjax.scenario.keypaths import parse_sets
     from pgjax.splits import split as named_split
 
-    t0 = time.perf_counter()
     with reported_errors("pgjax eval", f"--split {args.split} --set {' '.join(args.set)}" if args.split
                          else f"--set {' '.join(args.set)}", parser):
         given = parse_sets(args.set)
@@ -457,19 +449,52 @@ def main(argv: list[str] | None = None) -> int:
         split_sets = named_split(run.cfg.env, args.split).sets if args.split else {}
         sets = {**split_sets, **given}
         env = conditions_env(run.cfg, run.env, sets) if sets else run.env
-    cfg, run_dir, data, step = run.cfg, run.run_dir, run.data, run.step
+    return run, env, sets, label
+
+
+def print_table(results: dict, notes: str, episodes: int, num_seeds: int, seconds: float) -> None:
+    """The controllers' metrics (`TABLE`), the oracle's notes and MAPPO's cost per seed."""
+    if notes.startswith("rule_based"):
+        print(notes.splitlines()[0])
+    head = f"{'controller':<12}" + "".join(f"{lab:>16}" for _, lab, _ in TABLE)
+    print(head)
+    print("-" * len(head))
+    for name, m in results.items():
+        print(f"{name:<12}" + "".join(f"{fmt.format(m[k]) if k in m else 'n/a':>16}" for k, _, fmt in TABLE))
+    print(f"cost, safety: totals over {episodes} episodes; losses, V viol rate, controllable: means per step; "
+          f"MWh: means per episode. ({seconds:.1f} s)")
+    for line in notes.splitlines():
+        if line.startswith("oracle"):
+            print(line)
+    if num_seeds > 1:
+        print("mappo cost per seed: " + ", ".join(f"{c:,.0f}" for c in results["mappo"]["cost_per_seed"]))
+
+
+def run(args) -> int:
+    """Evaluate as `args` say (parsed by `build_parser`); the exit status."""
+    from pgjax.commands.common import batch_mesh
+
+    parser = build_parser()  # usage errors found while running
+    if args.episodes < 1:
+        parser.error("--episodes must be >= 1")
+    try:
+        mesh = batch_mesh(args.devices, args.episodes, "--episodes")
+    except ValueError as e:
+        parser.error(str(e))
+    t0 = time.perf_counter()
+    loaded, env, sets, label = load_conditions(args, parser)
+    cfg, run_dir, data, step = loaded.cfg, loaded.run_dir, loaded.data, loaded.step
     steps = int(env.episode_steps)
     dtype = str(np.dtype(env.dtype)) if hasattr(env, "dtype") else "n/a"
     split_name = args.split or "test"
     print(f"pgjax eval: {run_dir} ({cfg.env}, {dtype}, update {step}, {cfg.num_seeds} seed(s)) on the {split_name} "
           f"split [{data}], {args.episodes} episodes x {steps} steps per controller"
           + (f"; conditions {', '.join(f'{k}={v}' for k, v in sets.items())}" if sets else ""))
-
     meta = {"run_dir": str(run_dir), "env": cfg.env, "dtype": dtype, "split": split_name, "profiles": data,
             "update": step, "episodes": args.episodes, "episode_steps": steps, "seed": args.seed,
             "num_seeds": cfg.num_seeds, "overrides": sets}
     with watchdog.stage("evaluating the controllers (compiling and running the rollouts)"):
-        results, trace, notes = evaluate(run, env, args.episodes, args.seed, oracle=not args.no_oracle, mesh=mesh,
+        results, trace, notes = evaluate(loaded, env, args.episodes, args.seed, oracle=not args.no_oracle, mesh=mesh,
                                          trace=not args.no_plot)
     seconds = time.perf_counter() - t0
     if families.evaluator(env) is not None:
@@ -477,29 +502,18 @@ def main(argv: list[str] | None = None) -> int:
         paths = write_results(run_dir, results, meta, label)
         print(f"wrote {paths['json']}, {paths['csv']}")
         return 0
-    if notes.startswith("rule_based"):
-        print(notes.splitlines()[0])
-
-    # table
-    head = f"{'controller':<12}" + "".join(f"{lab:>16}" for _, lab, _ in TABLE)
-    print(head)
-    print("-" * len(head))
-    for name, m in results.items():
-        print(f"{name:<12}" + "".join(f"{fmt.format(m[k]) if k in m else 'n/a':>16}" for k, _, fmt in TABLE))
-    print(f"cost, safety: totals over {args.episodes} episodes; losses, V viol rate, controllable: means per step; "
-          f"MWh: means per episode. ({seconds:.1f} s)")
-    for line in notes.splitlines():
-        if line.startswith("oracle"):
-            print(line)
-    if cfg.num_seeds > 1:
-        print("mappo cost per seed: " + ", ".join(f"{c:,.0f}" for c in results["mappo"]["cost_per_seed"]))
-
+    print_table(results, notes, args.episodes, cfg.num_seeds, seconds)
     paths = write_results(run_dir, results, meta, label)
     if trace is not None:
         plot_day(env, trace, paths["png"],
                  f"{cfg.env}: trained MAPPO (seed 0) on {split_name} episode 0 [{data}]")
     print(f"wrote {paths['json']}, {paths['csv']}" + ("" if trace is None else f", {paths['png']}"))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`pgjax eval` with `argv` (default: the process's arguments); the exit status."""
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

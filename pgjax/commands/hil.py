@@ -72,7 +72,8 @@ async def _serve(plant, linger_s: float) -> None:
         await plant.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The `pgjax hil` parser (no side effects)."""
     parser = argparse.ArgumentParser(prog="pgjax hil", description=__doc__.splitlines()[0])
     parser.add_argument("scenario", help="registered scenario name or YAML path")
     parser.add_argument("--write-map", metavar="MAP.yaml", help="write the scenario's generated device map and exit")
@@ -97,41 +98,61 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", metavar="PNG", help="with --compare: the deployed day next to the simulated one")
     parser.add_argument("--log", help="JSONL log of every step and event")
     parser.add_argument("--summary", help="JSON summary (pgjax eval's metrics)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args) -> int:
+    """Serve the plant as `args` say (parsed by `build_parser`); the exit status."""
+    parser = build_parser()  # usage errors found while running
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # faults are logged by pgjax, as JSONL
     if args.period is not None and not args.period > 0:
         parser.error("--period must be > 0")
     if args.plot and not args.compare:
         parser.error("--plot needs --compare EXPORT_DIR")
-
-    import pgjax
-    from pgjax.commands.eval import summarize
-    from pgjax.deploy.device_map import load_map, map_for_env, parse_map, write_map
-    from pgjax.deploy.plant import Plant
+    from pgjax.commands.common import error
     from pgjax.errors import PgjaxError
-    from pgjax.runio import write_json
 
     try:
-        env = pgjax.make(args.scenario, split=args.split, **({"dtype": args.dtype} if args.dtype else {}))
-        if args.write_map:
-            data = map_for_env(env, host=args.host or "127.0.0.1", port=5020 if args.port is None else args.port,
-                               reversion_s=args.reversion_s)
-            parse_map(data, args.write_map)
-            write_map(args.write_map, data)
-            print(f"pgjax hil: wrote {args.write_map} ({len(data['devices'])} units)")
-            return 0
-        dmap = load_map(args.map) if args.map else parse_map(map_for_env(env, reversion_s=args.reversion_s))
-        if args.host or args.port is not None:
-            import dataclasses
-
-            dmap = dataclasses.replace(dmap, host=args.host or dmap.host,
-                                       port=dmap.port if args.port is None else args.port)
-        plant = Plant(env, dmap, day=args.day, seed=args.seed, period_s=args.period, log_path=args.log,
-                      faults=tuple(args.fault) + tuple(args.bad_value), steps=args.steps)
+        env, plant = make_plant(args)
     except (PgjaxError, ValueError) as e:
-        print(f"pgjax hil: error: {e}", file=sys.stderr)
-        return 2
+        return error("pgjax hil", e)
+    if plant is None:
+        return 0
     asyncio.run(_serve(plant, args.linger))
+    report(args, env, plant)
+    return 0
+
+
+def make_plant(args):
+    """`(env, Plant)` of the scenario and device map; with `--write-map`, the map is written and
+    the plant is None. Raises `PgjaxError` / `ValueError` for bad input."""
+    import pgjax
+    from pgjax.deploy.device_map import load_map, map_for_env, parse_map, write_map
+    from pgjax.deploy.plant import Plant
+
+    env = pgjax.make(args.scenario, split=args.split, **({"dtype": args.dtype} if args.dtype else {}))
+    if args.write_map:
+        data = map_for_env(env, host=args.host or "127.0.0.1", port=5020 if args.port is None else args.port,
+                           reversion_s=args.reversion_s)
+        parse_map(data, args.write_map)
+        write_map(args.write_map, data)
+        print(f"pgjax hil: wrote {args.write_map} ({len(data['devices'])} units)")
+        return env, None
+    dmap = load_map(args.map) if args.map else parse_map(map_for_env(env, reversion_s=args.reversion_s))
+    if args.host or args.port is not None:
+        import dataclasses
+
+        dmap = dataclasses.replace(dmap, host=args.host or dmap.host,
+                                   port=dmap.port if args.port is None else args.port)
+    return env, Plant(env, dmap, day=args.day, seed=args.seed, period_s=args.period, log_path=args.log,
+                      faults=tuple(args.fault) + tuple(args.bad_value), steps=args.steps)
+
+
+def report(args, env, plant) -> None:
+    """The served day's metrics, the comparison with the simulated day (`--compare`, `--plot`), `--summary`."""
+    from pgjax.commands.eval import summarize
+    from pgjax.runio import write_json
+
     s = plant.summary()
     metrics = summarize(s["totals"], max(s["steps"], 1)) if s["steps"] else {}
     out = {"scenario": env.name, "day": args.day, "steps": s["steps"], "reverted_steps": s["reverted_steps"],
@@ -152,4 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.summary, out)
     cost = metrics.get("cost", math.nan)
     print(f"pgjax hil: {s['steps']} steps, cost {cost:,.2f} $, reverted units in {s['reverted_steps']} steps")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`pgjax hil` with `argv` (default: the process's arguments); the exit status."""
+    return run(build_parser().parse_args(argv))

@@ -70,16 +70,11 @@ def grid(sweeps: dict[str, list]) -> list[dict]:
 
 def plot(rows: list[dict], sweeps: dict[str, list], png) -> None:
     """Cost and safety against each swept variable (the others at their first value), per controller."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pgjax.runio import open_atomic
+    from pgjax.commands.common import pyplot, save_figure
 
     keys = list(sweeps)
     controllers = list(dict.fromkeys(r["controller"] for r in rows))
-    fig, axes = plt.subplots(2, len(keys), figsize=(4.2 * len(keys), 5.6), squeeze=False)
+    fig, axes = pyplot().subplots(2, len(keys), figsize=(4.2 * len(keys), 5.6), squeeze=False)
     for j, key in enumerate(keys):
         others = {k: sweeps[k][0] for k in keys if k != key}
         for name in controllers:
@@ -94,12 +89,13 @@ def plot(rows: list[dict], sweeps: dict[str, list], png) -> None:
         axes[1, j].set_xlabel(key + (f"\n({', '.join(f'{k}={v}' for k, v in others.items())})" if others else ""))
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
-    with open_atomic(png, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, png)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The `pgjax robustness` parser (no side effects)."""
+    from pgjax.commands.common import add_devices_argument
+
     parser = argparse.ArgumentParser(prog="pgjax robustness", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("run_dir", help="run folder written by `pgjax train`")
@@ -107,29 +103,40 @@ def main(argv: list[str] | None = None) -> int:
                         help="a scenario key and the values to evaluate at (repeatable: every combination)")
     parser.add_argument("--episodes", type=int, default=16, help="test episodes per condition and controller")
     parser.add_argument("--seed", type=int, default=0, help="key of the episode draws (the same everywhere)")
-    parser.add_argument("--devices", default="1", help="local devices to split the episodes over ('all' or a count)")
+    add_devices_argument(parser, "local devices to split the episodes over ('all' or a count)")
     parser.add_argument("--out", help="output folder (default RUN_DIR/robustness)")
-    args = parser.parse_args(argv)
-    if args.episodes < 1:
-        parser.error("--episodes must be >= 1")
+    return parser
 
+
+def run(args) -> int:
+    """Sweep as `args` say (parsed by `build_parser`); the exit status."""
     import jax
 
-    from pgjax import distributed
-    from pgjax.commands.eval import LoadedRun, conditions_env, controllers, evaluate_all, reported_errors
-    from pgjax.runio import open_atomic, write_json
+    from pgjax.commands.common import batch_mesh
+    from pgjax.commands.eval import LoadedRun, conditions_env, reported_errors
 
+    parser = build_parser()  # usage errors found while running
+    if args.episodes < 1:
+        parser.error("--episodes must be >= 1")
     with reported_errors("pgjax robustness", f"--sweep {' '.join(args.sweep)}", parser):
-        mesh = distributed.batch_mesh(distributed.parse_devices(args.devices), args.episodes, "--episodes")
+        mesh = batch_mesh(args.devices, args.episodes, "--episodes")
         sweeps = parse_sweeps(args.sweep)
-        run = LoadedRun(args.run_dir)
+        loaded = LoadedRun(args.run_dir)
         conditions = grid(sweeps)
-        envs = [conditions_env(run.cfg, run.env, cond) for cond in conditions]  # every condition checked first
-    out = Path(args.out) if args.out else run.run_dir / "robustness"
+        envs = [conditions_env(loaded.cfg, loaded.env, cond) for cond in conditions]  # every condition checked first
+    out = Path(args.out) if args.out else loaded.run_dir / "robustness"
     out.mkdir(parents=True, exist_ok=True)
     key = jax.random.PRNGKey(args.seed)
-    print(f"pgjax robustness: {run.run_dir} ({run.cfg.env}, update {run.step}, {run.cfg.num_seeds} seed(s)) on "
-          f"[{run.data}], {len(conditions)} condition(s) x {args.episodes} episodes")
+    print(f"pgjax robustness: {loaded.run_dir} ({loaded.cfg.env}, update {loaded.step}, {loaded.cfg.num_seeds} "
+          f"seed(s)) on [{loaded.data}], {len(conditions)} condition(s) x {args.episodes} episodes")
+    rows = evaluate_conditions(loaded, conditions, envs, args.episodes, key, mesh)
+    write_results(out, loaded, rows, sweeps, args)
+    return 0
+
+
+def evaluate_conditions(run, conditions, envs, episodes: int, key, mesh) -> list[dict]:
+    """Every controller under every condition: one row each (printed as a table as they come)."""
+    from pgjax.commands.eval import controllers, evaluate_all
 
     rows = []
     head = f"{'condition':<44}{'controller':<12}" + "".join(f"{m:>14}" for m in ("cost $", "safety", "return/ep"))
@@ -140,13 +147,19 @@ def main(argv: list[str] | None = None) -> int:
         names, ctrls = controllers(run, env)
         label = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in cond.items())
         with watchdog.stage(f"evaluating the controllers under {label or 'the run’s own conditions'}"):
-            results, _ = evaluate_all(run, env, names, ctrls, args.episodes, key, mesh)
+            results, _ = evaluate_all(run, env, names, ctrls, episodes, key, mesh)
         for name in names:
             m = results[name]
             rows.append({**cond, "controller": name, **{k: m[k] for k in METRICS if k in m},
                          **{k: v for k, v in m.items() if k not in METRICS and not isinstance(v, list)}})
             print(f"{label:<44}{name:<12}{m['cost']:>14,.0f}{m['safety']:>14,.2f}{m['return_per_episode']:>14.3f}")
         print(f"{'':<44}({time.perf_counter() - t0:.1f} s: compile and roll out)", flush=True)
+    return rows
+
+
+def write_results(out: Path, run, rows, sweeps, args) -> None:
+    """`robustness.csv`, `robustness.json` and `robustness.png` in `out`."""
+    from pgjax.runio import open_atomic, write_json
 
     keys = list(sweeps) + ["controller"] + [k for k in METRICS if any(k in r for r in rows)]
     keys += sorted({k for r in rows for k in r} - set(keys))
@@ -160,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
                                          "sweeps": sweeps, "rows": rows})
     plot(rows, sweeps, out / "robustness.png")
     print(f"wrote {out / 'robustness.csv'}, {out / 'robustness.json'}, {out / 'robustness.png'}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`pgjax robustness` with `argv` (default: the process's arguments); the exit status."""
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

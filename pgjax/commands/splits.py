@@ -13,12 +13,16 @@ from __future__ import annotations
 import argparse
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The `pgjax splits` parser (no side effects)."""
     parser = argparse.ArgumentParser(prog="pgjax splits", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("scenario", nargs="?", help="scenario name (default: all scenarios with splits)")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def run(args) -> int:
+    """Print the splits of `args.scenario` (or of every scenario); the exit status."""
     from pgjax.errors import InputError
     from pgjax.splits import SPLITS_FILE, scenarios, splits_for
 
@@ -26,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         names = [args.scenario] if args.scenario else scenarios()
         tables = {name: splits_for(name) for name in names}
     except InputError as e:
-        parser.error(str(e))
+        build_parser().error(str(e))
     print(f"splits of {SPLITS_FILE}: the test data, with the keys set on top")
     for name, splits in tables.items():
         print(f"\n{name}")
@@ -35,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {s.name:<{width}}  {'; '.join(s.changes()) or '(nothing: the reference)'}")
             print(f"  {'':<{width}}  {s.describe}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`pgjax splits` with `argv` (default: the process's arguments); the exit status."""
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

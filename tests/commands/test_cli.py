@@ -80,8 +80,9 @@ def test_bench_env_cpu_clock_times_pgjax_next_to_pandapower(capsys):
     steps per CPU-second for the reference and the JAX rows, with ratios to pandapower."""
     from pgjax.commands import bench_env
 
-    table = bench_env.main(["--clock", "cpu", "--batches", "2", "--scan", "2", "--seconds", "0.05",
-                            "--reference-steps", "1", "--skip-shim", "--flops", "none", "--peak-n", "64"])
+    table = bench_env.measure(bench_env.build_parser().parse_args(
+        ["--clock", "cpu", "--batches", "2", "--scan", "2", "--seconds", "0.05", "--reference-steps", "1",
+         "--skip-shim", "--flops", "none", "--peak-n", "64"]))
     out = capsys.readouterr().out
     assert "env steps per CPU-second" in out, out
     assert set(table) == {"reference: pandapower (1)", "jit(vmap(step)) (2)", "scan 2 x vmap (2)"}
