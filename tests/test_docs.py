@@ -106,6 +106,35 @@ def test_readme_test_command_is_the_ci_command():
 # ---------------------------------------------------------------------------- the site
 
 
+def heading_ids(page: Path) -> set[str]:
+    """The anchors of a page's headings as the site's `toc` extension makes them."""
+    ids, fenced = set(), False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if FENCE.match(line):
+            fenced = not fenced
+        m = None if fenced else re.match(r"^#{1,6}\s+(.*?)\s*$", line)
+        if m:
+            text = re.sub(r"[`*]", "", m.group(1)).lower()
+            ids.add(re.sub(r"[\s]+", "-", re.sub(r"[^\w\s-]", "", text)).strip("-"))
+    return ids
+
+
+def test_readme_links_resolve():
+    """README.md is outside the site, so mkdocs does not check its links: every relative link
+    names an existing file and, with `#anchor`, one of that page's headings."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    bad = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", readme):
+        if re.match(r"^[a-z]+://", target):
+            continue
+        path, _, frag = target.partition("#")
+        if not (ROOT / path).exists():
+            bad.append(target)
+        elif frag and path.endswith(".md") and frag not in heading_ids(ROOT / path):
+            bad.append(target)
+    assert not bad, f"README links that do not resolve: {bad}"
+
+
 def test_mkdocs_build_strict(tmp_path):
     """The site builds with warnings as errors (links, anchors, nav, API references)."""
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
