@@ -56,6 +56,17 @@ SCRIPT = textwrap.dedent("""
             return str(e)
         return None
 
+    from pgjax import scenario
+    from pgjax.wrappers.jaxmarl import PgjaxMultiAgentEnv
+    from pgjax.wrappers.pettingzoo import parallel_env
+
+    out["default_dtypes"] = {n: np.dtype(pgjax.make(n).dtype).name for n in [*scenario.names(), "frequency_68bus"]}
+    shim = parallel_env("multi_microgrid")
+    shim_obs, _ = shim.reset(seed=0)
+    out["pettingzoo_obs_dtype"] = str(next(iter(shim_obs.values())).dtype)
+    marl_obs, _ = PgjaxMultiAgentEnv("multi_microgrid").reset(jax.random.PRNGKey(0))
+    out["jaxmarl_obs_dtype"] = str(next(iter(marl_obs.values())).dtype)
+
     out["errors"] = {
         "make float64": error(lambda: pgjax.make("multi_microgrid", dtype="float64")),
         "astype float64": error(lambda: astype(grid, np.float64)),
@@ -74,7 +85,7 @@ def fresh():
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return {**json.loads(line[len("RESULT "):]), "output": proc.stdout + proc.stderr}
 
 
 def test_import_leaves_x64_off(fresh):
@@ -84,6 +95,22 @@ def test_import_leaves_x64_off(fresh):
 def test_float32_env_steps_and_solves_without_x64(fresh):
     assert fresh["float32_step"] == {"obs_dtype": "float32", "finite": True, "nonconverged": 0.0}
     assert fresh["float32_solve"] == {"converged": True, "dtype": "float32"}
+
+
+def test_defaults_are_float32_without_x64_and_silent(fresh):
+    """`pgjax.make(name)` for every shipped scenario and env family, and the PettingZoo and JaxMARL
+    shims with no dtype, work in a fresh process without x64, in float32; nothing warns
+    (pandapower's "numba cannot be imported" included)."""
+    assert set(fresh["default_dtypes"].values()) == {"float32"}, fresh["default_dtypes"]
+    assert fresh["pettingzoo_obs_dtype"] == fresh["jaxmarl_obs_dtype"] == "float32"
+    assert "numba" not in fresh["output"] and "Warning" not in fresh["output"], fresh["output"][-2000:]
+
+
+def test_default_dtype_is_float32_with_x64_on_too():
+    import pgjax
+
+    assert np.dtype(pgjax.make("voltage_control_33bw").dtype) == np.float32
+    assert np.dtype(pgjax.make("voltage_control_33bw", dtype="float64").dtype) == np.float64
 
 
 @pytest.mark.parametrize("request_", ["make float64", "astype float64", "from_pandapower float64",

@@ -32,7 +32,7 @@ B = 64
 @pytest.fixture(scope="module")
 def mm():
     """multi_microgrid with jitted single and batched steps."""
-    env = pgjax.make("multi_microgrid")
+    env = pgjax.make("multi_microgrid", dtype="float64")
     step = jax.jit(env.step)
 
     @chex.assert_max_traces(n=1)
@@ -377,7 +377,7 @@ def test_device_level_agents(mm):
     action columns are exactly that device's; moving one agent's action moves only its
     device; each agent pays its device's cost plus an equal share of its microgrid's PCC
     bill (the PCC has no action), and the costs add up to the total."""
-    env = pgjax.make("multi_microgrid", learned="device")
+    env = pgjax.make("multi_microgrid", learned="device", dtype="float64")
     controllable = [(g.type, n) for g in env.layout.groups if dev.get(g.type).act_dim for n in g.names]
     assert env.agents == tuple(n for _, n in controllable) and len(env.agents) == 16
     for a, (kind, name) in enumerate(controllable):
@@ -413,8 +413,8 @@ def test_device_level_agents(mm):
 @pytest.fixture(scope="module")
 def vc_pair():
     """voltage_control_33bw in distributed (default) and centralized observation modes."""
-    a = pgjax.make("voltage_control_33bw")
-    b = pgjax.make("voltage_control_33bw", centralized=True)
+    a = pgjax.make("voltage_control_33bw", dtype="float64")
+    b = pgjax.make("voltage_control_33bw", centralized=True, dtype="float64")
     return (a, jax.jit(a.step)), (b, jax.jit(b.step))
 
 
@@ -475,7 +475,7 @@ def test_every_registered_scenario_runs_random_steps_finite(name):
     inside one jitted scan): observations and rewards all finite; a power flow that does not
     converge is flagged and penalized (every agent's safety counts it), and is rare: at most
     one step in 10^4 (measured: 1 in 102,400 steps of multi_microgrid, seed 0)."""
-    env = pgjax.make(name)
+    env = pgjax.make(name, dtype="float64")
     n = min(256, FINITE_STEPS)
     steps = -(-FINITE_STEPS // n)
 
@@ -499,7 +499,7 @@ def test_every_registered_scenario_runs_random_steps_finite(name):
 
 def test_bang_bang_actions_never_give_inf_or_nan():
     """Extreme (+-1) actions make some DistFlow steps diverge: flagged and penalized, all finite."""
-    env = pgjax.make("multi_microgrid")
+    env = pgjax.make("multi_microgrid", dtype="float64")
     n = 64
     vstep = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))
     keys = jax.random.split(jax.random.PRNGKey(0), n)

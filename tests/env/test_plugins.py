@@ -95,7 +95,7 @@ def plugin_env(tmp_path_factory):
     mg1 = next(a for a in raw["agents"] if a["id"] == "MG1")
     mg1["devices"].append({"type": "heat_pump", "name": "hp1", "bus": "MG1 Bus 634", "p_max_mw": 0.3})
     raw["protocol"] = {"horizontal": "peer_mean"}
-    return pgjax.make(raw)
+    return pgjax.make(raw, dtype="float64")
 
 
 def _step(env, state, actions, key=1):

@@ -32,7 +32,7 @@ def rollout(env, actions, key=KEY, steps=None, states=False):
 
 @pytest.fixture(scope="module")
 def dso_setpoint():
-    return pgjax.make("multi_microgrid", learned="system", vertical="setpoint")
+    return pgjax.make("multi_microgrid", learned="system", vertical="setpoint", dtype="float64")
 
 
 def setpoint_action(env, target_mw):
@@ -66,8 +66,8 @@ def test_fixed_microgrid_controllers_track_the_setpoint(dso_setpoint):
 
 def test_zero_delay_is_synchronous_and_delay_k_arrives_k_steps_later():
     targets = [[0.1 * t, -0.05 * t, 0.02 * t] for t in range(6)]
-    env0 = pgjax.make("multi_microgrid", learned="system", vertical="setpoint")
-    env2 = pgjax.make("multi_microgrid", learned="system", vertical="setpoint", msg_delay={"DSO": 2})
+    env0 = pgjax.make("multi_microgrid", learned="system", vertical="setpoint", dtype="float64")
+    env2 = pgjax.make("multi_microgrid", learned="system", vertical="setpoint", msg_delay={"DSO": 2}, dtype="float64")
     acts = [setpoint_action(env0, x) for x in targets]
     got0 = np.array([i["message_received"] for i in rollout(env0, acts)[0]])
     got2 = np.array([i["message_received"] for i in rollout(env2, acts)[0]])
@@ -77,7 +77,7 @@ def test_zero_delay_is_synchronous_and_delay_k_arrives_k_steps_later():
 
 
 def test_price_signal_moves_dispatch_the_right_way():
-    env = pgjax.make("multi_microgrid", learned="system", vertical="price_signal")
+    env = pgjax.make("multi_microgrid", learned="system", vertical="price_signal", dtype="float64")
     lay = env.coordinator.links
 
     def imports(action):
@@ -96,8 +96,8 @@ P2P_DELAY = 2  # steps the delayed market's bids take
 def p2p_runs():
     """The same 8 random actions on multi_microgrid without P2P, with it, and with bids
     `P2P_DELAY` steps late: `{None: base, 0: p2p, P2P_DELAY: delayed p2p}` -> `(env, infos, obs)`."""
-    envs = {None: pgjax.make("multi_microgrid"), 0: pgjax.make("multi_microgrid", horizontal="p2p_trading"),
-            P2P_DELAY: pgjax.make("multi_microgrid", horizontal="p2p_trading", msg_delay=P2P_DELAY)}
+    envs = {None: pgjax.make("multi_microgrid", dtype="float64"), 0: pgjax.make("multi_microgrid", horizontal="p2p_trading", dtype="float64"),
+            P2P_DELAY: pgjax.make("multi_microgrid", horizontal="p2p_trading", msg_delay=P2P_DELAY, dtype="float64")}
     rng = np.random.default_rng(0)
     acts = [rng.uniform(-1, 1, (envs[0].num_agents, envs[0].act_dim)) for _ in range(8)]
     return {d: (env, *rollout(env, acts)) for d, env in envs.items()}
@@ -177,8 +177,8 @@ def test_p2p_with_delayed_bids_clears_the_bids_sent_delay_steps_earlier(p2p_runs
 
 
 def test_tick_interval_holds_actions():
-    env = pgjax.make("multi_microgrid", communication={"tick_interval": 3})
-    plain = pgjax.make("multi_microgrid")
+    env = pgjax.make("multi_microgrid", communication={"tick_interval": 3}, dtype="float64")
+    plain = pgjax.make("multi_microgrid", dtype="float64")
     rng = np.random.default_rng(1)
     acts = [rng.uniform(-1, 1, (env.num_agents, env.act_dim)) for _ in range(7)]
     held = [acts[3 * (t // 3)] for t in range(7)]
@@ -192,10 +192,10 @@ def test_messages_appear_in_distributed_observations_only_for_the_receiver(p2p_r
     """Each grid agent observes the messages it received (`message/<its id>/...` of the public
     schema) and no other agent's: a vertical price passed on by the fixed operator, and the
     P2P trades, which differ from agent to agent."""
-    env = pgjax.make("multi_microgrid", learned="grid", vertical="price_signal")
+    env = pgjax.make("multi_microgrid", learned="grid", vertical="price_signal", dtype="float64")
     infos, obs = rollout(env, [np.zeros((env.num_agents, env.act_dim))] * 2)
     schema = env.layout.observation
-    assert env.obs_dim == pgjax.make("multi_microgrid").obs_dim + 1
+    assert env.obs_dim == pgjax.make("multi_microgrid", dtype="float64").obs_dim + 1
     for a, me in enumerate(env.agents):
         for other in env.agents:
             key = f"message/{other}/price"
@@ -229,7 +229,7 @@ def test_lost_messages_never_arrive_and_arrive_at_the_channel_rate():
     delivered (the default, 0, before anything arrived in the episode); fresh arrivals over
     96 steps x 3 links are Binomial(288, 0.5)."""
     p = 0.5
-    env = pgjax.make("multi_microgrid", learned="system", vertical="setpoint", loss_prob=p)
+    env = pgjax.make("multi_microgrid", learned="system", vertical="setpoint", loss_prob=p, dtype="float64")
     rng = np.random.default_rng(4)
     steps = 4 * env.episode_steps
     targets = rng.uniform(-1.0, 1.0, (steps, 3))
@@ -249,7 +249,7 @@ def test_lost_messages_never_arrive_and_arrive_at_the_channel_rate():
 
 
 def test_coordination_jits_and_vmaps_without_retracing():
-    env = pgjax.make("multi_microgrid", horizontal="consensus", loss_prob=0.3)
+    env = pgjax.make("multi_microgrid", horizontal="consensus", loss_prob=0.3, dtype="float64")
     traces = []
 
     def step(k, s, a):
@@ -289,7 +289,7 @@ def test_admm_dispatch_meets_the_optimality_conditions():
     from pgjax.devices import generator
     from pgjax.protocols import admm
 
-    env = pgjax.make("multi_microgrid", horizontal="admm_dispatch", split="test")
+    env = pgjax.make("multi_microgrid", horizontal="admm_dispatch", split="test", dtype="float64")
     gp = env.default_params.devices["generator"]
     links = env.coordinator.links
     np.testing.assert_array_equal(links.unit_of_grid, [0, 1, 2])  # one generator per microgrid

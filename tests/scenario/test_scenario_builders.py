@@ -57,7 +57,7 @@ def test_scale_scenario_has_1000_plus_buses_250_agents_equals_pandapower_and_ste
 
     assert "multi_microgrid_xl-v0" in scenario.names(large=True)
     assert "multi_microgrid_xl-v0" not in scenario.names()  # not in the every-scenario soak tests
-    env = pgjax.make("multi_microgrid_xl")
+    env = pgjax.make("multi_microgrid_xl", dtype="float64")
     c = env.scenario
     assert env.dtype == jnp.float64 and c.method == "distflow"
     assert c.grid.n_bus >= 1000 and len(c.net.bus) == 33 + 250 * 13

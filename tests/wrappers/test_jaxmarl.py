@@ -56,7 +56,7 @@ def test_steps_equal_the_functional_env_and_auto_reset_on_all_done():
     """`step(key)` = `env.step_env(split(key)[0])` (float64: two XLA programs agree to rounding);
     at the episode's end (every agent truncated, `__all__`) the observation and state are
     `reset(split(key)[1])`'s."""
-    menv = PgjaxMultiAgentEnv(SCENARIO)
+    menv = PgjaxMultiAgentEnv(SCENARIO, dtype="float64")
     env, params, agents = menv.env, menv.params, menv.agents
     assert env.dtype == jnp.float64
     close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)  # noqa: E731

@@ -63,8 +63,8 @@ def test_seed_determinism():
 
 @pytest.mark.parametrize("name", ["multi_microgrid", VC])
 def test_observations_in_spaces_over_an_episode(name):
-    env = pz.parallel_env(name)
-    fenv = pgjax.make(name)
+    env = pz.parallel_env(name, dtype="float64")
+    fenv = pgjax.make(name, dtype="float64")
     assert env.possible_agents == list(fenv.agents)
     for i, a in enumerate(env.possible_agents):
         assert env.observation_space(a).shape == (fenv.obs_sizes[i],)
@@ -115,8 +115,8 @@ def test_out_of_range_actions_are_clipped_and_reported():
 
 def test_trajectory_equals_functional_env():
     """The documented key derivation reproduces the shim with `env.reset` / `env.step`."""
-    shim = pz.parallel_env(VC)
-    env = pgjax.make(VC)
+    shim = pz.parallel_env(VC, dtype="float64")
+    env = pgjax.make(VC, dtype="float64")
     params = env.default_params
     step = jax.jit(env.step)
     seed = 123
@@ -177,8 +177,8 @@ def test_vector_env_matches_single_envs(caplog):
     """Environment i of `vector_env(seed=s)` = `parallel_env` reset with `s + i`, across an auto-reset;
     the batched step is traced at most once for the whole run (JAX's compile log counts traces)."""
     n, seed = 3, 40
-    venv = pz.vector_env(VC, num_envs=n)
-    singles = [pz.parallel_env(VC) for _ in range(n)]
+    venv = pz.vector_env(VC, num_envs=n, dtype="float64")
+    singles = [pz.parallel_env(VC, dtype="float64") for _ in range(n)]
     obs, _ = venv.reset(seed=seed)
     s_obs = [e.reset(seed=seed + i)[0] for i, e in enumerate(singles)]
     agents = venv.possible_agents
