@@ -188,8 +188,11 @@ class _Parsed(Exception):
 
 
 def parse_pgjax(words: list[str], monkeypatch) -> argparse.Namespace:
-    """`pgjax WORDS` parsed by the parser the command's `main` builds (nothing is run: the
-    first `parse_args` call returns through an exception). `pgjax validate` has no module."""
+    """`pgjax WORDS` parsed by the parser the command's `main` builds (`build_parser()`; nothing
+    is run: the first `parse_args` call returns through an exception, so a command that
+    dispatches, such as `bench train [--scaling]`, is parsed by the parser it would use).
+    `pgjax train`'s `key=value` overrides are also checked against `MAPPOConfig`.
+    `pgjax validate` has no module (it is run for real)."""
     from pgjax import cli
 
     cmd, rest = words[0], words[1:]
@@ -210,10 +213,19 @@ def parse_pgjax(words: list[str], monkeypatch) -> argparse.Namespace:
         try:
             mod.main(list(rest))
         except _Parsed as parsed:
-            return parsed.namespace
+            namespace = parsed.namespace
         except SystemExit as e:
             raise AssertionError(f"pgjax {' '.join(words)}: the parser refused it (exit {e.code})") from None
-    raise AssertionError(f"pgjax {' '.join(words)}: main returned without parsing its arguments")
+        else:
+            raise AssertionError(f"pgjax {' '.join(words)}: main returned without parsing its arguments")
+    if cmd == "train" and not namespace.config and hasattr(mod, "build_config"):
+        # the key=value overrides against MAPPOConfig (a --config file of the docs is not on disk)
+        check = argparse.Namespace(**{**vars(namespace), "out": namespace.out or "runs/docs", "resume": False})
+        try:
+            mod.build_config(check, mod.build_parser())
+        except SystemExit as e:
+            raise AssertionError(f"pgjax {' '.join(words)}: the configuration is refused (exit {e.code})") from None
+    return namespace
 
 
 def commands_of(code: str) -> list[list[str]]:
