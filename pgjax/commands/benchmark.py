@@ -483,7 +483,7 @@ def run(args) -> int:
     if args.max_units is not None and args.max_units < 0:
         parser.error(f"--max-units: expected an int >= 0, got {args.max_units}")
 
-    from pgjax.commands.eval import reported_errors
+    from pgjax.commands.common import reported_errors
 
     out = Path(args.out)
     with reported_errors("pgjax benchmark", "split", parser):

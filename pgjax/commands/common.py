@@ -1,5 +1,6 @@
 """Blocks the `pgjax` commands share: the `--devices` flag and its mesh, figure saving,
-YAML files that must hold a mapping, `key=value` overrides and error lines.
+YAML files that must hold a mapping, `key=value` overrides, error lines and the errors of
+reading a run folder (`reported_errors`).
 
 Every command module has the same three functions: `build_parser()` (pure: builds the
 `argparse` parser, imports nothing heavy), `run(args) -> int` (does the work; the exit
@@ -10,6 +11,7 @@ exit status 2), as if the parser had found it.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -51,6 +53,24 @@ def error(prog: str, message, status: int = 2) -> int:
     """Print `<prog>: error: <message>` to stderr; returns `status` (the command's exit status)."""
     print(f"{prog}: error: {message}", file=sys.stderr)
     return status
+
+
+@contextlib.contextmanager
+def reported_errors(prog: str, conditions: str, parser):
+    """Errors of reading a run and its conditions as a command reports them (exit status 2):
+    a missing file or a bad argument through `parser`, a damaged run folder or bad input with
+    its message, a scenario problem with the `conditions` that caused it (`--set ...`)."""
+    from pgjax.errors import InputError, RunFolderError
+    from pgjax.scenario import ScenarioError
+
+    try:
+        yield
+    except (RunFolderError, InputError) as e:
+        raise SystemExit(error(prog, e)) from None
+    except ScenarioError as e:
+        raise SystemExit(error(prog, f"{conditions}: {e}")) from None
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(str(e))
 
 
 def parse_overrides(items, message: str = "{item!r} is not key=value") -> dict:

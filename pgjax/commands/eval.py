@@ -50,10 +50,8 @@ name and `set_<key>-<value>...` of the `--set` keys, so it never overwrites the 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -61,6 +59,7 @@ import numpy as np
 
 from pgjax import watchdog
 from pgjax.baselines import families
+from pgjax.commands.common import reported_errors
 
 PER_STEP = ("losses_mw", "voltage_violation_rate", "controllable", "vm_min_pu", "vm_max_pu", "price", "nonconverged",
             "p_injected_mw", "slack_p_mw", "net_load_variance_mw2")
@@ -176,26 +175,6 @@ class LoadedRun:
         import jax
 
         return jax.tree.map(lambda x: x[i], self.states)
-
-
-@contextlib.contextmanager
-def reported_errors(prog: str, conditions: str, parser):
-    """Errors of reading a run and its conditions as a command reports them (exit status 2):
-    a missing file or a bad argument through `parser`, a damaged run folder or bad input with
-    its message, a scenario problem with the `conditions` that caused it (`--set ...`)."""
-    from pgjax.errors import InputError, RunFolderError
-    from pgjax.scenario import ScenarioError
-
-    try:
-        yield
-    except (RunFolderError, InputError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except ScenarioError as e:
-        print(f"{prog}: error: {conditions}: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (FileNotFoundError, ValueError) as e:
-        parser.error(str(e))
 
 
 def controllers(run: LoadedRun, env):

@@ -33,8 +33,6 @@ import itertools
 import time
 from pathlib import Path
 
-import numpy as np
-
 from pgjax import watchdog
 
 METRICS = ("cost", "safety", "return_per_episode", "voltage_violation_rate", "controllable", "import_mwh")
@@ -112,8 +110,8 @@ def run(args) -> int:
     """Sweep as `args` say (parsed by `build_parser`); the exit status."""
     import jax
 
-    from pgjax.commands.common import batch_mesh
-    from pgjax.commands.eval import LoadedRun, conditions_env, reported_errors
+    from pgjax.commands.common import batch_mesh, reported_errors
+    from pgjax.commands.eval import LoadedRun, conditions_env
 
     parser = build_parser()  # usage errors found while running
     if args.episodes < 1:
