@@ -48,6 +48,60 @@ def test_nan_and_out_of_range_readings_give_the_safe_action(env, loop, tmp_path)
     assert plant_events(tmp_path, "refused") == []
 
 
+def _bad_readings(dmap):
+    """One measurement point per kind `(unit kind, point name)` (the first unit's that carries it) and,
+    for each, the readings `(label, value)` to inject: below its minimum and above its maximum where the
+    register can hold such a value (decoded outside the limits), and NaN. `Seq` and `Avail` are uint16
+    with minimum 0: nothing below it can be published (the register holds no negative value)."""
+    seen, out = set(), []
+    for u in dmap.units:
+        for m in u.measurements:
+            kind = (u.kind, "V" if m.name.startswith("V_") else m.name)
+            if kind in seen:
+                continue
+            seen.add(kind)
+            lo, hi = registers.raw_range(m.dtype, m.sf)
+            span = m.max - m.min
+            below = m.min - 0.5 * min(span, m.min - lo)
+            above = m.max + 0.5 * min(span, hi - m.max)
+            for label, v in (("below_min", below), ("above_max", above), ("nan", math.nan)):
+                if not math.isnan(v):
+                    v = registers.decode(registers.encode(v, m.dtype, m.sf), m.dtype, m.sf)
+                    if m.min <= v <= m.max:
+                        continue  # not representable outside the limits
+                out.append((u, m, label, v))
+    return out
+
+
+def test_every_measurement_kind_below_min_above_max_and_nan_gives_the_safe_action(env, loop, tmp_path):
+    """Every measurement kind, one period each: below its minimum, above its maximum, NaN. The reading is
+    logged as implausible and exactly the agents that observe it act safe (a role reading, sequence or
+    availability, spoils its whole unit; a feature only itself); every other period and agent acts by policy."""
+    from pgjax.deploy.device_map import map_for_env, parse_map
+
+    dmap = parse_map(map_for_env(env, port=0))
+    bad = _bad_readings(dmap)
+    kinds = {(u.kind, m.name[:2] if m.name.startswith("V_") else m.name) for u, m, _, _ in bad}
+    assert len(kinds) >= 18 and sum(label == "below_min" for *_, label, _ in bad) >= 14
+    start, gap = 2, 2  # fault i at period start + gap * i: a clean period between faults
+    faults = tuple(Fault("bad_value", at_step=start + gap * i, steps=1, unit=u.name, point=m.name, value=v)
+                   for i, (u, m, _, v) in enumerate(bad))
+    plant, ctl, summary = loop(start + gap * len(bad) + 1, dmap=dmap, faults=faults)
+    features = {name: {f["key"] for f in feats} for name, _, feats, _ in ctl.agents}
+    expected = {}  # period -> agents expected safe
+    for i, (u, m, label, v) in enumerate(bad):
+        spoiled = {m.feature} if m.feature is not None else {x.feature for x in u.measurements if x.feature}
+        expected[start + gap * i] = {a for a, keys in features.items() if keys & spoiled}
+        assert expected[start + gap * i], (u.name, m.name, "observed by no agent")
+    for r in ctl.rows:
+        safe = {a for a, mode in r["modes"].items() if mode == "safe"}
+        assert safe == expected.get(r["k"], set()), (r["k"], bad[(r["k"] - start) // gap][:3] if r["k"] in expected
+                                                     else None, r["modes"])
+    implausible = [(r["k"], f["unit"], f["point"]) for r in ctl.rows for f in r["faults"] if f["kind"] == "implausible"]
+    assert implausible == [(start + gap * i, u.name, m.name) for i, (u, m, _, _) in enumerate(bad)]
+    assert plant_events(tmp_path, "refused") == []
+
+
 def test_stale_measurements_give_the_safe_action(env, loop, tmp_path):
     """Measurements frozen after step 3 for 6 steps: the sequence counter stops; from the third
     unchanged reading on (`stale_periods=3`) every agent is safe, and acts again once it moves."""
