@@ -86,8 +86,8 @@ def _episode(env):
 
 @pytest.mark.parametrize("name", ["multi_microgrid", "ieee123_der"])
 def test_episode_matches_pandapower(name):
-    native = pgjax.make(name)
-    reference = pgjax.make(name, method="pandapower")
+    native = pgjax.make(name, dtype="float64")
+    reference = pgjax.make(name, method="pandapower", dtype="float64")
     assert native.method != "pandapower" and reference.method == "pandapower"
     vm_a, obs_a, rew_a, cost_a, safe_a, nonconv_a, trunc = _episode(native)
     vm_b, obs_b, rew_b, cost_b, safe_b, nonconv_b, _ = _episode(reference)
