@@ -50,7 +50,15 @@ def test_hil_and_deploy_processes(export_dir, tmp_path):
 @pytest.mark.slow
 def test_deploy_stops_on_ctrl_c_with_safe_values(export_dir, tmp_path):
     """Ctrl-C (SIGINT; SIGTERM takes the same handler): the controller finishes its period, writes every
-    safe value, logs it and exits 0 (what the registers then hold: test_faults.py, test_shutdown_...)."""
+    safe value, logs it and exits 0. Read back from the still-serving plant afterwards, every setpoint
+    register holds its safe value: the device's safe action (`default * full_scale`) or, for `hold`, the
+    value of the last period's row; at least one register then differs from that last period's value (so
+    the check tells a safe write from none: heartbeat writes alone keep `writes > 0`)."""
+    from pymodbus.client import ModbusTcpClient
+
+    from pgjax.deploy import registers
+    from pgjax.deploy.device_map import load_map
+
     out = subprocess.run(PGJAX + ["hil", SCENARIO, "--dtype", "float32", "--write-map", str(tmp_path / "map.yaml")],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -70,6 +78,16 @@ def test_deploy_stops_on_ctrl_c_with_safe_values(export_dir, tmp_path):
             time.sleep(0.1)
         dep.send_signal(signal.SIGINT)
         _, err = dep.communicate(timeout=60)
+        dmap = load_map(tmp_path / "map.yaml")
+        client = ModbusTcpClient("127.0.0.1", port=int(port))
+        assert client.connect()
+        held = {}
+        for u in dmap.units:
+            for sp in u.setpoints:
+                rr = client.read_holding_registers(sp.address, count=sp.width, device_id=u.unit_id)
+                assert not rr.isError(), (u.name, sp.name, rr)
+                held[(u.unit_id, sp.address)] = (sp, registers.decode(rr.registers, sp.dtype, sp.sf))
+        client.close()
         hil.send_signal(signal.SIGTERM)
         hil.communicate(timeout=60)
     finally:
@@ -80,6 +98,16 @@ def test_deploy_stops_on_ctrl_c_with_safe_values(export_dir, tmp_path):
     last = json.loads(log.read_text().splitlines()[-1])
     assert last["event"] == "shutdown" and last["writes"] > 0 and last["faults"] == []
     assert hil.returncode == 0
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    final = rows[-2]  # the last period before the shutdown line
+    assert "k" in final and final["faults"] == [] and set(final["modes"].values()) == {"policy"}
+    last_value = {(u, a): v for u, a, v in final["setpoints"]}
+    assert held and set(held) == set(last_value)
+    for key, (sp, value) in held.items():
+        safe = last_value[key] if sp.safe == "hold" else sp.default * sp.full_scale
+        assert value == pytest.approx(safe, abs=0.51 * 10.0 ** sp.sf), (key, sp.name, value, safe)
+    assert any(abs(last_value[k] - sp.default * sp.full_scale) > 10.0 ** sp.sf
+               for k, (sp, _) in held.items() if sp.safe != "hold")
 
 
 def test_deploy_refuses_a_map_missing_features(export_dir, env, tmp_path):
