@@ -12,8 +12,11 @@ Each entry of `tests/mutations.yaml` names a module, an `original` snippet that 
 once in it, its `mutated` replacement and the tests that must fail with it. For each entry the
 repository (without `.venv`, `.git`, `build` and caches) is copied into a temporary folder, the
 snippet replaced there, and `python -m pytest <tests>` run in the copy with `PYTHONPATH`
-pointing at it, so the copy's `pgjax` (and `baselines`) is imported and subprocesses started
-by the tests (`python -m pgjax.cli ...`) get it too; the working tree is never touched. A
+pointing at it, so the copy's `pgjax` is imported and subprocesses started by the tests
+(`python -m pgjax.cli ...`) get it too; the packages `pyproject.toml` maps from other folders
+(`pgjax.baselines` from `baselines/`, `pgjax.converters`) are linked into the copy's `pgjax/`,
+or the editable install would import them from the working tree. The working tree is never
+touched. A
 mutation whose tests all pass is a survivor: a bug the suite does not notice. The exit status is
 1 when there is a survivor (or an entry no longer applies), else 0.
 
@@ -71,6 +74,22 @@ def problems(entry: dict, root: Path = ROOT) -> list[str]:
     return out
 
 
+def link_mapped_packages(root: Path) -> None:
+    """Make the copy's packages that `pyproject.toml` maps from other folders (`pgjax.baselines` =
+    `baselines/`) importable from the copy: a link `pgjax/baselines -> ../baselines`. Without it the
+    editable install's finder would import them from the working tree, unmutated."""
+    import tomllib
+
+    mapping = tomllib.loads((root / "pyproject.toml").read_text()).get("tool", {}).get("setuptools", {}).get(
+        "package-dir", {})
+    for package, folder in mapping.items():
+        if not package:
+            continue
+        target = root.joinpath(*package.split("."))
+        if not target.exists():
+            target.symlink_to(os.path.relpath(root / folder, target.parent), target_is_directory=True)
+
+
 def apply(entry: dict, root: Path) -> None:
     """Replace the entry's snippet in the copy under `root`."""
     module = root / entry["module"]
@@ -86,6 +105,7 @@ def run(entry: dict, timeout_s: float, pytest_args: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"pgjax-mutant-{entry['id']}-") as tmp:
         copy = Path(tmp) / "repo"
         shutil.copytree(ROOT, copy, ignore=IGNORE, symlinks=True)
+        link_mapped_packages(copy)
         apply(entry, copy)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(copy), os.environ.get("PYTHONPATH", "")]).rstrip(
             os.pathsep), "PYTHONDONTWRITEBYTECODE": "1"}

@@ -48,5 +48,10 @@ def test_runner_kills_a_caught_mutation_and_reports_a_harmless_one_as_survivor()
     assert result["outcome"] == "survived", result
     stale = {**caught, "id": "stale", "original": "no such line"}
     assert RUNNER.run(stale, timeout_s=300, pytest_args=[])["outcome"] == "stale"
+    # the copy imports its own pgjax.baselines (mapped from baselines/ by pyproject.toml)
+    gae = next(e for e in ENTRIES if e["id"] == "gae-lambda-one")
+    probe = {**gae, "id": "probe", "mutated": gae["original"] + "; raise RuntimeError('mutant imported')"}
+    result = RUNNER.run(probe, timeout_s=300, pytest_args=["-k", "numpy_gae_of_its_rollout"])
+    assert result["outcome"] == "killed", result
     # the working tree is untouched
     assert (ROOT / caught["module"]).read_text().count(caught["original"]) == 1
