@@ -207,6 +207,8 @@ ENV = [
         w_violation=-c.freq.default_params.w_violation)), ["params.w_violation", "weight >= 0"]),
     ("freq_params_rho_one", lambda c: c.freq.reset(c.key, c.freq.default_params.replace(
         load_rho=c.freq.default_params.load_rho * 0 + 1)), ["params.load_rho", "AR(1) coefficient in [0, 1)"]),
+    ("freq_actions_none", lambda c: c.freq.step(c.key, c.freq_state, None), ["actions", "NoneType"]),
+    ("freq_state_none", lambda c: c.freq.step(c.key, None, np.zeros((20, 1))), ["state", "FreqEnvState", "NoneType"]),
     ("freq_params_shape", lambda c: c.freq.reset(c.key, c.freq.default_params.replace(cap_mw=jnp.ones(3))),
      ["params.cap_mw", "expected shape"]),
     ("reset_params_wrong", lambda c: c.env.reset(c.key, _params(c, hour0=jnp.zeros(2, c.env.dtype))),

@@ -393,9 +393,8 @@ class FrequencyEnv(MultiAgentEnv):
         """The key, `state` (a `FreqEnvState`), `actions [20, 1]` (real) and `params` (`check_params`)."""
         checks.check_key("key", key)
         self.check_params(params)
-        if actions is not None:
-            checks.check_real_array("actions", actions, (self.num_agents, self.act_dim))
-        if state is not None and not isinstance(state, FreqEnvState):
+        checks.check_real_array("actions", actions, (self.num_agents, self.act_dim))
+        if not isinstance(state, FreqEnvState):
             raise InputError(f"state: expected a FreqEnvState from reset, got {type(state).__name__}")
 
     def reset_env(self, key, params: FreqParams):
