@@ -108,12 +108,12 @@ def _env_init(links, dtype):
     return State(x=jnp.zeros(links.n_grid + 1, dtype), u=jnp.zeros((), dtype))
 
 
-def _env_step(links, state, inputs, key):
-    """Joint dispatch of each grid agent's first fuel unit, with the grid as the last participant."""
-    n, d = links.n_grid, inputs.import_mw.dtype
+def agent_terms(links, inputs):
+    """Each grid agent's report `[n_grid, 5]` = (cost_a, cost_b, p_min, p_max, need) of its first fuel
+    unit (zeros and a unit curvature without one); `need` is its import plus the unit's last output."""
+    d = inputs.import_mw.dtype
     unit = dev.get(links.unit_type).dispatch if links.unit_type else None
     if unit is None:  # no unit to dispatch: every agent only reports its need
-        gp = gs = None
         lo = hi = a = b = p_last = jnp.zeros(1, d)
     else:
         gp, gs = inputs.params[links.unit_type], inputs.states[links.unit_type]
@@ -121,19 +121,34 @@ def _env_step(links, state, inputs, key):
         a, b, _, _ = unit.price_terms(gp, gs)
         p_last = gs.p_mw
     pick = lambda x, fill: coupling.take_grid(x, links.unit_of_grid, fill)  # noqa: E731
-    need = inputs.import_mw + pick(p_last, 0.0)
-    cost_a = jnp.concatenate([pick(jnp.maximum(a, 1e-3), 1.0), jnp.full(1, GRID_COST_A, d)])
-    cost_b = jnp.concatenate([pick(b, 0.0), jnp.full(1, inputs.price, d)])
-    p_min = jnp.concatenate([pick(lo, 0.0), -jnp.full(1, links.export_max_mw.sum(), d)])
-    p_max = jnp.concatenate([pick(hi, 0.0), jnp.full(1, links.import_max_mw.sum() + GRID_HEADROOM_MW, d)])
+    return jnp.stack([pick(jnp.maximum(a, 1e-3), 1.0), pick(b, 0.0), pick(lo, 0.0), pick(hi, 0.0),
+                      inputs.import_mw + pick(p_last, 0.0)], axis=-1)
+
+
+def solve_reports(links, reports, price, state):
+    """The joint dispatch of the grid agents' reports `[n_grid, 5]` with the grid as the last participant
+    (importing at `price`), warm-started from `state`: `(commands, messages, state)` of `apply`."""
+    n, d = links.n_grid, reports.dtype
+    cost_a = jnp.concatenate([reports[:, 0], jnp.full(1, GRID_COST_A, d)])
+    cost_b = jnp.concatenate([reports[:, 1], jnp.full(1, price, d)])
+    p_min = jnp.concatenate([reports[:, 2], -jnp.full(1, links.export_max_mw.sum(), d)])
+    p_max = jnp.concatenate([reports[:, 3], jnp.full(1, links.import_max_mw.sum() + GRID_HEADROOM_MW, d)])
     prm = make_params(cost_a, cost_b, p_min, p_max, iterations=links.options["iterations"],
                       adjacency=coupling.graph("complete", n + 1))
     prm = jax.tree.map(lambda x: x.astype(d) if jnp.issubdtype(x.dtype, jnp.floating) else x, prm)
-    out, msgs, state = apply(prm, state, {"demand_mw": jnp.concatenate([need, jnp.zeros(1, d)])}, None)
-    state = jax.tree.map(lambda x: x.astype(d), state)
+    out, msgs, state = apply(prm, state, {"demand_mw": jnp.concatenate([reports[:, 4], jnp.zeros(1, d)])}, None)
+    return out, msgs, jax.tree.map(lambda x: x.astype(d), state)
+
+
+def _env_step(links, state, inputs, key):
+    """Joint dispatch of each grid agent's first fuel unit, with the grid as the last participant."""
+    n, d = links.n_grid, inputs.import_mw.dtype
+    unit = dev.get(links.unit_type).dispatch if links.unit_type else None
+    out, msgs, state = solve_reports(links, agent_terms(links, inputs), inputs.price, state)
     p_mw, price = out["p_mw"][:n], out["price"][0]
     actions = {}
     if unit is not None:
+        gp, gs = inputs.params[links.unit_type], inputs.states[links.unit_type]
         idx = jnp.asarray(np.maximum(links.unit_of_grid, 0))
         target = jnp.zeros(gp.p_max_mw.shape, d).at[idx].set(p_mw)
         act = unit.p_action(gp, gs, inputs.ctx, target)

@@ -105,6 +105,7 @@ class Coupling:
     settle: Callable | None = None  # (links, outputs, import_mw, price, dt_h, connection params) -> [n_grid] $
     sends: bool = True  # False: no messages at all (`none`): no links, no tracked children
     info: dict = dataclasses.field(default_factory=dict)  # `Outputs.info` keys -> "grid" ([n_grid]) or "scalar"
+    values: Callable | None = None  # vertical: what parents send (`vertical_coupling`'s `values`)
 
 
 def empty_outputs(n_grid: int, dtype) -> Outputs:
@@ -171,7 +172,8 @@ def vertical_coupling(features: tuple, scale: Callable, values: Callable, respon
         out = Outputs(received=received, messages=received[:, None], actions=actions, n_sent=n_sent, info={})
         return out, chan
 
-    return Coupling(features=features, init=init, step=step, scale=scale, defaults=dict(defaults or {}))
+    return Coupling(features=features, init=init, step=step, scale=scale, defaults=dict(defaults or {}),
+                    values=values)
 
 
 def peer_channel_init(msg_dim: int):

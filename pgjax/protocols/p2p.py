@@ -118,24 +118,37 @@ def apply(params: Params, state, agent_outputs, messages_in):
     return commands, msgs, new_state
 
 
+def bid(import_mw, price, sell_discount, price_scale):
+    """One grid agent's bid `(net MW, offer $/MWh)` from its last measured import (elementwise: a scalar
+    per agent on a controller's host, `[n_grid]` in the step): the surplus `-import_mw` offered at
+    the export tariff, a deficit bid at the import tariff."""
+    net = -import_mw
+    offer = jnp.where(net > 0, (1.0 - sell_discount) * price_scale * price, price_scale * price)
+    return jnp.stack([net, offer], axis=-1)
+
+
+def clear_delivered(links, delivered: Messages, dtype):
+    """Clear the market on the bids `delivered` (`data [n, n, 2]`, sender rows): `(p2p_mw [n], clearing
+    price [] (0 when nothing trades), payment [n])`. A sender whose bid arrived at any peer takes part."""
+    arrived = jnp.any(delivered.mask, axis=1)  # a bid arrives at the peers together
+    count = jnp.maximum(jnp.sum(delivered.mask, axis=1), 1)[:, None]
+    bids = jnp.sum(jnp.where(delivered.mask[..., None], delivered.data, 0.0), axis=1) / count
+    prm = make_params(links.n_grid, mechanism=links.options["mechanism"],
+                      participate=arrived & (links.connection_of_grid >= 0))
+    prm = prm.replace(dt_h=jnp.asarray(1.0, dtype), k=jnp.asarray(0.5, dtype))
+    out, _, _ = apply(prm, init(prm), {"net_mw": bids[:, 0], "price": bids[:, 1]}, delivered)
+    return out["p2p_mw"].astype(dtype), jnp.nan_to_num(out["clearing_price"]), out["payment"]
+
+
 def _env_step(links, chan, inputs, key):
     """Bids of the last measured deficit / surplus to the peers; delivered bids clear the market."""
     d = inputs.import_mw.dtype
     discount, scale = coupling.connection_terms(links, inputs.params, d)
-    net = -inputs.import_mw
-    offer = jnp.where(net > 0, (1.0 - discount) * scale * inputs.price, scale * inputs.price)
-    msgs = Messages.broadcast(jnp.stack([net, offer], axis=-1), links.adjacency)
+    msgs = Messages.broadcast(bid(inputs.import_mw, inputs.price, discount, scale), links.adjacency)
     delivered, chan = channels.transmit(links.hparams, chan, msgs, key)
-    arrived = jnp.any(delivered.mask, axis=1)  # a bid arrives at the peers together
-    count = jnp.maximum(jnp.sum(delivered.mask, axis=1), 1)[:, None]
-    bid = jnp.sum(jnp.where(delivered.mask[..., None], delivered.data, 0.0), axis=1) / count
-    prm = make_params(links.n_grid, mechanism=links.options["mechanism"],
-                      participate=arrived & (links.connection_of_grid >= 0))
-    prm = prm.replace(dt_h=jnp.asarray(1.0, d), k=jnp.asarray(0.5, d))
-    out, _, _ = apply(prm, init(prm), {"net_mw": bid[:, 0], "price": bid[:, 1]}, delivered)
-    p2p_mw = out["p2p_mw"].astype(d)
-    messages = jnp.stack([p2p_mw, jnp.nan_to_num(out["clearing_price"]) * jnp.ones(links.n_grid, d)], axis=-1)
-    info = {"p2p_mw": p2p_mw, "p2p_volume_mw": jnp.sum(jnp.maximum(p2p_mw, 0)), "p2p_payment": out["payment"]}
+    p2p_mw, clearing_price, payment = clear_delivered(links, delivered, d)
+    messages = jnp.stack([p2p_mw, clearing_price * jnp.ones(links.n_grid, d)], axis=-1)
+    info = {"p2p_mw": p2p_mw, "p2p_volume_mw": jnp.sum(jnp.maximum(p2p_mw, 0)), "p2p_payment": payment}
     return coupling.Outputs(received=jnp.zeros(links.n_grid, d), messages=messages, actions={}, n_sent=msgs.count,
                             info=info), chan
 
