@@ -21,7 +21,7 @@ SOURCES = {"pgjax": ROOT / "pgjax", "pgjax.baselines": ROOT / "baselines", "pgja
 LAYERS = (  # lowest first; a top-level module or package of pgjax per entry
     ("pgjax.errors", "pgjax.precision", "pgjax.registry", "pgjax.checks", "pgjax.watchdog", "pgjax.runio",
      "pgjax.distributed", "pgjax.splits", "pgjax.networks", "pgjax.profiles"),
-    ("pgjax.grid",),
+    ("pgjax.grid", "pgjax.grid3ph"),
     ("pgjax.powerflow",),
     ("pgjax.converters", "pgjax.verification"),
     ("pgjax.devices",),

@@ -29,7 +29,8 @@ import numpy as np
 from pgjax import checks
 from pgjax.errors import InputError
 from pgjax.grid import TABLES, Grid
-from pgjax.powerflow import network, newton, radial, reference, sparse
+from pgjax.grid3ph import Grid3ph
+from pgjax.powerflow import network, newton, radial, reference, sparse, threephase
 from pgjax.powerflow.network import bus_injections, make_ybus
 from pgjax.powerflow.result import PowerFlowResult, finish
 from pgjax.precision import is_64bit, require_x64
@@ -166,12 +167,20 @@ def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str = "newton", max_ite
         once with `tree.tree_of(grid)`; without it a concrete grid's tree is computed on the
         host at each call and a traced grid uses the dense sweeps.
 
+    A `pgjax.grid3ph.Grid3ph` is solved by the three-phase fixed point
+    (`pgjax.powerflow.threephase.solve_entry`: `p_mw`, `q_mvar` are then the `[n_load]` load
+    branch powers in MW / Mvar, `method` "newton" or "fixed_point" both select it) and
+    returns a `PowerFlowResult3ph`.
+
     Returns a `PowerFlowResult`; values are always finite and `converged` is False when the
     tolerance was not reached within `max_iter`. Inputs of the wrong type, shape or dtype
     raise `pgjax.errors.InputError` at trace time (no broadcasting of injections), and so
     do concrete NaN / inf injections or grid parameters (inf is allowed in the current
     ratings); traced non-finite ones give `converged = False` with every value zero.
     """
+    if isinstance(grid, Grid3ph):  # three-phase: see pgjax.powerflow.threephase
+        return threephase.solve_entry(grid, p_mw, q_mvar, method=method, max_iter=max_iter, tol=tol,
+                                      jacobian=jacobian, init=init, tree=tree)
     if method not in METHODS:
         raise InputError(f"method: powerflow method '{method}' unknown; choose one of {METHODS}")
     if jacobian not in JACOBIANS:
