@@ -78,7 +78,7 @@ def pin_taps(dss) -> dict:
     the value reached, loads' vminpu / vmaxpu widened (0.5 / 2.0) so none switches model.
     Return `{transformer: [tap per winding]}`."""
     dss.Text.Command("batchedit load..* vminpu=0.5 vmaxpu=2.0 vlowpu=0.01")
-    dss.Text.Command("set tolerance=1e-12 maxiterations=1000 maxcontroliter=1000")
+    dss.Text.Command("set tolerance=1e-10 maxiterations=1000 maxcontroliter=1000")
     dss.Text.Command("solve")
     taps = {}
     for name in dss.Transformers.AllNames():

@@ -1,6 +1,7 @@
 """Compare pgjax's power flow (float64) with pandapower's runpp on a zoo of networks.
 
     pgjax verify [--quick | --networks NAME,...] [--methods newton,fixed_point] [--csv PATH]
+    pgjax verify --three-phase [--networks FEEDER,...] [--float32] [--csv PATH]
 
 The zoo: every builder in `pandapower.networks` without required arguments whose net has
 at most `--max-buses` buses and converges in pandapower, plus case1354pegase, CIGRE
@@ -18,6 +19,12 @@ built, are too large or do not converge in pandapower are listed in the footer a
 (unsupported ones are listed exceptions); a network the zoo names itself (`--quick`,
 `--networks`, the additions listed above) that does not run (build failed or timed out,
 pandapower did not converge, unsupported) is a failure, listed as "not run".
+
+`--three-phase` compares the three-phase power flow with OpenDSS instead, on every shipped
+OpenDSS feeder (`pgjax.verification3ph.FEEDERS`, or the ones `--networks` names): regulator
+taps pinned where OpenDSS's controls leave them, loads kept at their model, OpenDSS at
+tolerance 1e-10; per-node |V| and angle, conductor currents, losses and source power against
+`pgjax.verification3ph.TARGETS` (float64; `--float32` solves in float32 and reports only).
 
 Exit code 0 when every newton/fixed_point row passes and every named network ran, 1
 otherwise (2 for an unknown method or network name).
@@ -230,7 +237,52 @@ def build_parser() -> argparse.ArgumentParser:
                         help="size limit for pandapower.networks builders (default 300)")
     parser.add_argument("--jobs", type=int, default=1, choices=(0, 1),
                         help="1: build nets and run pandapower in a worker process (default); 0: in-process")
+    parser.add_argument("--three-phase", action="store_true",
+                        help="the three-phase power flow against OpenDSS on the shipped OpenDSS feeders")
+    parser.add_argument("--float32", action="store_true",
+                        help="with --three-phase: solve in float32 (reported, not judged against the targets)")
     return parser
+
+
+THREE_PHASE_COLUMNS = (("feeder", 12), ("nodes", 6), ("conv", 5), ("iter", 5), ("|dV| pu", 9), ("dangle deg", 10),
+                       ("dI rel", 9), ("loss rel", 9), ("source rel", 10), ("worst node", 20), ("status", 0))
+
+
+def _fmt_3ph(values) -> str:
+    return "  ".join(f"{str(v):<{w}}" if w else str(v) for (_, w), v in zip(THREE_PHASE_COLUMNS, values))
+
+
+def run_three_phase(args) -> int:
+    """`pgjax verify --three-phase`: every feeder against OpenDSS; 1 if a float64 row fails."""
+    from pgjax import verification3ph as V3
+
+    names = [n.strip() for n in args.networks.split(",") if n.strip()] if args.networks else list(V3.FEEDERS)
+    unknown = [n for n in names if n not in V3.FEEDERS]
+    if unknown:
+        build_parser().error(f"unknown feeders {unknown}; choose from {list(V3.FEEDERS)}")
+    dtype = "float32" if args.float32 else "float64"
+    print(f"pgjax three-phase power flow vs OpenDSS (tolerance 1e-10, taps pinned), {dtype}; targets: "
+          + ", ".join(f"{k} <= {v:g}" for k, v in V3.TARGETS.items()))
+    print(_fmt_3ph([c for c, _ in THREE_PHASE_COLUMNS]))
+    rows = []
+    for name in names:
+        t0 = time.perf_counter()
+        row = V3.compare(name, dtype)
+        row["status"] = ("PASS" if row["passed"] else "FAIL") if dtype == "float64" else "info"
+        row["solve_s"] = time.perf_counter() - t0
+        rows.append(row)
+        print(_fmt_3ph((name, row["nodes"], "yes" if row["converged"] else "NO", row["iterations"],
+                        *(_e(row[k]) for k in ("dvm_pu", "dva_deg", "di_rel", "loss_rel", "source_rel")),
+                        row["worst_node"], row["status"])), flush=True)
+    if args.csv:
+        with open(args.csv, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    failed = [r["feeder"] for r in rows if r["status"] == "FAIL"]
+    print(f"\n{len(rows) - len(failed)} of {len(rows)} feeders " + ("pass" if dtype == "float64" else "solved")
+          + (f"; failing: {failed}" if failed else ""))
+    return 1 if failed else 0
 
 
 def run(args) -> int:
@@ -238,6 +290,8 @@ def run(args) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)  # a program comparing in float64
+    if args.three_phase:
+        return run_three_phase(args)
     from pgjax.powerflow import METHODS
 
     parser = build_parser()  # usage errors found while running
