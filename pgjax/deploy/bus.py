@@ -78,7 +78,7 @@ class Bus:
         self._lines: list[str] = []
         self._lock = threading.Lock()
         self.inbox = defaultdict(dict)  # (kind, period used) -> {sender: payload}
-        self.closed = defaultdict(lambda: -1)  # kind -> last period used (later arrivals for it are late)
+        self.closed = defaultdict(lambda: -(1 << 30))  # kind -> last period used (arrivals for it are late)
         self.counts = defaultdict(int)
         self.latency_s: list[float] = []
         self.connected = False
@@ -193,7 +193,7 @@ class Bus:
         kind, sender, period = msg["kind"], msg["sender"], msg["period"]
         if sender == self.agent:
             return  # our own control messages
-        use = period + (0 if kind in CONTROL_KINDS else self.delay[sender])
+        use = period + (0 if kind in CONTROL_KINDS + ("receipt",) else self.delay[sender])
         entry = {"kind": kind, "sender": sender, "period": period, "use": use,
                  "latency_s": time.time() - float(msg.get("sent_s", math.nan))}
         with self._lock:
@@ -225,10 +225,11 @@ class Bus:
             return dict(self.inbox.get((kind, period), {}))
 
     async def collect(self, kind: str, period: int, senders, timeout_s: float) -> dict:
-        """Wait up to `timeout_s` for `kind` messages for `period` from every one of `senders`; then `take`."""
-        want = set(senders)
+        """Wait up to `timeout_s` for `kind` messages for `period` from every one of `senders` (None: from
+        anyone, one is enough); then `take`."""
+        done = (lambda got: bool(got)) if senders is None else (lambda got, want=set(senders): want <= set(got))
         deadline = time.monotonic() + timeout_s
-        while not want <= set(self.peek(kind, period)) and time.monotonic() < deadline:
+        while not done(self.peek(kind, period)) and time.monotonic() < deadline:
             await asyncio.sleep(0.002)
         return self.take(kind, period)
 

@@ -170,15 +170,16 @@ def _plausible(feature) -> tuple[float, float]:
 def map_for_env(env, host: str = "127.0.0.1", port: int = 5020, reversion_s: float = 5.0) -> dict:
     """The device map (YAML data) of an environment's learned agents: a site unit (unit 1) with
     every observed bus, time and profile feature, then one unit per device that an agent
-    observes or controls (unit ids from 2, scenario order). Message features and message
-    actions (protocols) have no device: a `DataError` names them."""
+    observes or controls (unit ids from 2, scenario order). Message features (protocols) have no
+    device: the agents get them over the broker (`pgjax deploy --broker`, `pgjax.deploy.agents`);
+    message actions have none either: a `DataError` names them."""
     layout = env.layout
     observed = {f.key: f for a in range(layout.num_agents) for f in layout.observation.agent_features(a)}
     actions = [c for cols in layout.action.columns for c in cols]
-    unmappable = sorted([k for k, f in observed.items() if f.kind == "message"] +
-                        [c.key for c in actions if c.kind == "message"])
+    unmappable = sorted(c.key for c in actions if c.kind == "message")
     if unmappable:
         raise DataError(f"scenario '{env.name}': protocol messages have no Modbus device: {unmappable[:6]}")
+    observed = {k: f for k, f in observed.items() if f.kind != "message"}  # they come over the broker
     site = [{"name": "Seq", "role": "sequence", "address": 0, "dtype": "uint16", "sf": 0, "unit": "",
              "min": 0.0, "max": 65534.0}]
     address = 1

@@ -319,8 +319,8 @@ def simulate_day(env, policies: dict, day: int = 0, seed: int = 0, steps: int | 
             o = np.asarray(obs, np.float64)[a, :env.obs_sizes[a]]
             if dmap is not None:
                 feats = schema.agent_features(a)
-                o = np.array([f.encode(registers.quantize(f.decode(x), m.dtype, m.sf))
-                              for f, x in zip(feats, o) for _, m in [dmap.measurement(f.key)]])
+                o = np.array([x if hit is None else f.encode(registers.quantize(f.decode(x), hit[1].dtype, hit[1].sf))
+                              for f, x in zip(feats, o) for hit in [dmap.measurement(f.key)]])  # messages: no register
             act = policies[name](o)
             if dmap is not None:
                 for c in env.layout.action.columns[a]:

@@ -55,8 +55,10 @@ from pymodbus.exceptions import ModbusException
 from pgjax.deploy import registers
 from pgjax.deploy.device_map import DeviceMap, WriteRefused, check_against_schema, check_write
 from pgjax.deploy.policy import PolicyFileError, load_policy, read_manifest
+from pgjax.errors import DataError
 from pgjax.runio import append_lines, json_line, write_json
 
+MESSAGE_PREFIX = "message/"  # observation keys of protocol message features
 MAX_READ = 120  # registers per read request (Modbus allows 125)
 # what a request can raise: our timeout, pymodbus's own (connection, I/O), an exception response, the socket's
 REQUEST_ERRORS = (asyncio.TimeoutError, ModbusException, ConnectionError, OSError)
@@ -64,6 +66,8 @@ REQUEST_ERRORS = (asyncio.TimeoutError, ModbusException, ConnectionError, OSErro
 
 class Controller:
     """The deployed controller (see the module docstring)."""
+
+    messaging = False  # True: the agents' protocol messages go over a broker (`pgjax.deploy.agents`)
 
     def __init__(self, export_dir, dmap: DeviceMap, period_s: float = 1.0, read_timeout_s: float = 0.5,
                  log_path=None, summary_path=None, stale_periods: int = 3, backoff_s: float = 0.1,
@@ -89,6 +93,12 @@ class Controller:
         for a in manifest["agents"]:  # the map may carry every exported agent's setpoints
             for c in a["action"]:
                 act_keys.setdefault(c["key"], []).append(a["name"])
+        # protocol messages the agents observe come over the broker (`pgjax.deploy.agents`), not from a device
+        self.message_keys = sorted(k for k in obs_keys if k.startswith(MESSAGE_PREFIX))
+        if self.message_keys and not self.messaging:
+            raise DataError(f"{Path(export_dir) / 'manifest.json'}: the agents observe protocol messages "
+                            f"{self.message_keys[:4]}: run them with --broker mqtt://HOST:PORT (pgjax.deploy.agents)")
+        obs_keys = {k: v for k, v in obs_keys.items() if not k.startswith(MESSAGE_PREFIX)}
         check_against_schema(dmap, obs_keys, act_keys, f"{Path(export_dir) / 'manifest.json'} with the device map")
         # units read each period: those carrying a feature these agents observe, and the sequence counter's
         self.read_units = tuple(u for u in dmap.units if any(m.feature in obs_keys or m.role == "sequence"
@@ -264,11 +274,18 @@ class Controller:
                     self.last[(unit.unit_id, p.address)] = targets[(unit.unit_id, p.address)]
             elif not self.client.connected:
                 return writes, refused
-        for unit in self.dmap.units:  # the heartbeat last: a lock-step plant steps on it
-            if unit.heartbeat is not None and self.heartbeat:
+        if self.heartbeat:  # the heartbeat last: a lock-step plant steps on it
+            await self.write_heartbeat(heartbeat, faults, writes, refused)
+        return writes, refused
+
+    async def write_heartbeat(self, heartbeat: int, faults: list, writes: list, refused: list) -> None:
+        """Write the heartbeat register(s) of the map (a lock-step plant steps on it)."""
+        if self.client is None or not self.client.connected:
+            return
+        for unit in self.dmap.units:
+            if unit.heartbeat is not None:
                 hb = registers.encode(heartbeat % 65535, unit.heartbeat.dtype, unit.heartbeat.sf)
                 await self._guarded(self._send(unit.unit_id, unit.heartbeat.address, hb, writes, refused), unit, faults)
-        return writes, refused
 
     # ------------------------------------------------------------------ loop
 

@@ -12,7 +12,9 @@ controller's host with numpy inputs and returned as numpy arrays:
 `local` is the agent's own `Local` (its last measured import, the price, its tariff, ...);
 `received` maps a sender index to the payload it published for this step (what the channel
 delivered: a sender missing from it is a lost or late message); the agent's own payload is in
-it when the agent sent one (its own message counts as delivered to its peers). Per protocol:
+it when the agent sent one (its own message counts as delivered to its peers). `mask [n, n]`,
+when given, says which links delivered (from the receivers' receipts), so that every agent
+sees the step's delivery exactly as the simulated channel made it. Per protocol:
 
 - `p2p_trading`: sends its bid `(net MW, offer $/MWh)` (`p2p.bid`); with the peers' bids every
   agent clears the same market (`p2p.clear_delivered`) and observes its own `p2p_mw` and the
@@ -64,12 +66,15 @@ class HostSpec:
     name: str
     msg_dim: int
     send: Callable  # (links, i, local, dtype) -> [msg_dim] numpy, or None (nothing to send)
-    receive: Callable  # (links, i, received {sender: payload}, local, dtype) -> ([n_features], extra dict)
+    receive: Callable  # (links, i, received {sender: payload}, local, dtype, mask=None) -> ([n_features], extra)
 
 
-def _delivered(links, received: dict, msg_dim: int, dtype, adjacency=None) -> Messages:
-    """The step's `Messages` as one receiver sees them: sender rows of the payloads it has, on the links."""
-    adj = np.asarray(links.adjacency if adjacency is None else adjacency, bool)
+def _delivered(links, received: dict, msg_dim: int, dtype, mask=None) -> Messages:
+    """The step's `Messages` as one receiver sees them: sender rows of the payloads it has, on the links
+    (all of a sender's links, or those `mask [n, n]` says delivered, when the receivers told it)."""
+    adj = np.asarray(links.adjacency, bool)
+    if mask is not None:
+        adj = adj & np.asarray(mask, bool)
     n = adj.shape[0]
     data = np.zeros((n, n, msg_dim), dtype)
     present = np.zeros(n, bool)
@@ -87,8 +92,8 @@ def _p2p_send(links, i, local: Local, dtype):
     return np.asarray(p2p.bid(f(local.import_mw), f(local.price), f(local.sell_discount), f(local.price_scale)))
 
 
-def _p2p_receive(links, i, received, local, dtype):
-    p2p_mw, price, payment = p2p.clear_delivered(links, _delivered(links, received, 2, dtype), dtype)
+def _p2p_receive(links, i, received, local, dtype, mask=None):
+    p2p_mw, price, payment = p2p.clear_delivered(links, _delivered(links, received, 2, dtype, mask), dtype)
     p2p_mw, payment = np.asarray(p2p_mw), np.asarray(payment)
     features = np.array([p2p_mw[i], np.asarray(price)], dtype)
     return features, {"p2p_mw": p2p_mw.tolist(), "payment": float(payment[i]), "clearing_price": float(price)}
@@ -98,8 +103,8 @@ def _consensus_send(links, i, local: Local, dtype):
     return np.array([local.import_mw], dtype)
 
 
-def _consensus_receive(links, i, received, local, dtype):
-    msgs = _delivered(links, received, 1, dtype)
+def _consensus_receive(links, i, received, local, dtype, mask=None):
+    msgs = _delivered(links, received, 1, dtype, mask)
     mask = np.asarray(msgs.mask)
     x0 = np.zeros(links.n_grid, dtype)
     for s, payload in received.items():
@@ -116,7 +121,7 @@ def _admm_send(links, i, local: Local, dtype):
     return np.asarray(local.report, dtype)
 
 
-def _admm_receive(links, i, received, local, dtype):
+def _admm_receive(links, i, received, local, dtype, mask=None):
     reports = np.zeros((links.n_grid, 5), dtype)
     for s, payload in received.items():
         reports[s] = payload
@@ -131,7 +136,7 @@ def _nothing_send(links, i, local, dtype):
     return None
 
 
-def _nothing_receive(links, i, received, local, dtype):
+def _nothing_receive(links, i, received, local, dtype, mask=None):
     return np.zeros(0, dtype), {}
 
 
@@ -150,7 +155,7 @@ def _vertical_send(cp):
 
 
 def _vertical_receive(cp):
-    def receive(links, i, received, local: Local, dtype):
+    def receive(links, i, received, local: Local, dtype, mask=None):
         """Grid agent `i` observes its parent's last value (`received`: sender -> [n_grid] values)."""
         _, _, default = cp.values(links, jnp.zeros(links.n_grid, dtype), jnp.asarray(local.price, dtype))
         got = [np.asarray(v)[i] for v in received.values() if not np.isnan(np.asarray(v)[i])]

@@ -1,0 +1,70 @@
+"""Fixtures of the message-exchanging deployment tests (imported by name): an export of the fixed-weight
+test policy (`deploy_fixtures.fixed_policy_state`) trained on `multi_microgrid_p2p`, its environment, and
+`hil_day`: a lock-step plant on a free port with one `MessagingController` per agent, against a real
+Mosquitto (`broker_fixtures.broker`), all in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import jax
+import pytest
+import yaml
+
+from pgjax.baselines.mappo import CHECKPOINT, CONFIG, MAPPOConfig, make_train, save_checkpoint
+from pgjax.runio import write_atomic
+from deploy_fixtures import CONFIG_KW, fixed_policy_state
+
+P2P = "multi_microgrid_p2p"
+
+
+def export_for(scenario, tmp_path_factory, **env_kwargs):
+    from pgjax.deploy.export import export_run
+
+    cfg = MAPPOConfig(**{**CONFIG_KW, "env": scenario, "env_kwargs": {**CONFIG_KW["env_kwargs"], **env_kwargs}})
+    run = tmp_path_factory.mktemp("run")
+    train = make_train(cfg)
+    state = fixed_policy_state(train, jax.random.PRNGKey(cfg.seed))
+    write_atomic(run / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    save_checkpoint(run / CHECKPOINT, state, 0)
+    out = tmp_path_factory.mktemp("export")
+    export_run(run, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def p2p_export(tmp_path_factory):
+    return export_for(P2P, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def p2p_env():
+    import pgjax
+
+    return pgjax.make(P2P, **CONFIG_KW["env_kwargs"])
+
+
+def run_day(env, export, url, steps, tmp_path, groups, faults=(), during=None, **ctl_kw):
+    """A lock-step plant and one controller per agent group (the first writes the heartbeat) for `steps`
+    periods; `during(plant, controllers)` runs alongside. Returns `(plant, controllers, summaries)`."""
+    from pgjax.deploy.agents import MessagingController
+    from pgjax.deploy.device_map import map_for_env, parse_map
+    from pgjax.deploy.plant import Plant
+
+    dmap = parse_map(map_for_env(env, port=0))
+
+    async def main():
+        plant = Plant(env, dmap, day=0, faults=faults, log_path=tmp_path / "plant.jsonl", steps=steps)
+        await plant.start()
+        ctls = [MessagingController(export, dmap, url, env=env, lockstep=True, agents=tuple(g), heartbeat=j == 0,
+                                    port=plant.port, read_timeout_s=2.0, period_s=0.01, log_path=tmp_path / f"deploy{j}.jsonl",
+                                    bus_log=tmp_path / f"bus{j}.jsonl", **ctl_kw)
+                for j, g in enumerate(groups)]
+        try:
+            jobs = [c.run(periods=steps) for c in ctls] + ([during(plant, ctls)] if during else [])
+            summaries = await asyncio.gather(*jobs)
+        finally:
+            await plant.stop()
+        return plant, ctls, summaries[:len(ctls)]
+
+    return asyncio.run(main())
