@@ -45,10 +45,15 @@ def reference(name: str, dtype=np.float64):
     """Compile and freeze feeder `name` in OpenDSS; return `(grid, netmap, ref)` where `ref`
     holds OpenDSS's node voltages `v` `[n_node]` (complex, V), element currents `i`
     (per element, complex A), `loss_kva` and `source_kva` (complex, power delivered)."""
-    dss = opendss.compile_file(DATA / FEEDERS[name])
+    return reference_file(DATA / FEEDERS[name], dtype)
+
+
+def reference_file(path, dtype=np.float64):
+    """`reference` for any OpenDSS master file `path`."""
+    dss = opendss.compile_file(path)
     opendss.pin_taps(dss)
     if not dss.Solution.Converged():
-        raise RuntimeError(f"OpenDSS did not converge on {name}")
+        raise RuntimeError(f"OpenDSS did not converge on {path}")
     grid, netmap = opendss.from_engine(dss, dtype=dtype)
     v = np.asarray(dss.Circuit.AllBusVolts())
     currents = []
@@ -81,10 +86,10 @@ def differences(grid, result, ref) -> dict:
             "worst_node_index": int(dvm.argmax())}
 
 
-def compare(name: str, dtype=np.float64) -> dict:
-    """One row: feeder `name` solved by pgjax in `dtype` against OpenDSS (float64 needs
-    JAX's 64-bit mode on)."""
-    grid, netmap, ref = reference(name, dtype)
+def compare(name: str, dtype=np.float64, path=None) -> dict:
+    """One row: feeder `name` (or the master file `path`, labelled `name`) solved by pgjax in
+    `dtype` against OpenDSS (float64 needs JAX's 64-bit mode on)."""
+    grid, netmap, ref = reference_file(DATA / FEEDERS[name] if path is None else path, dtype)
     solve = jax.jit(lambda g: threephase.solve(g, max_iter=MAX_ITER))
     result = jax.block_until_ready(solve(grid))
     row = {"feeder": name, "dtype": np.dtype(dtype).name, "nodes": grid.n_node, "elements": grid.n_elem,

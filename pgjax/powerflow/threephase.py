@@ -293,3 +293,51 @@ def solve_entry(grid: Grid3ph, p_mw=None, q_mvar=None, *, method: str = "newton"
         if x is not None:
             checks.check_real_array(nm, x, (grid.n_load,), "[n_load] load branch power, MW / Mvar")
     return solve(grid, scale(p_mw), scale(q_mvar), max_iter=max_iter, tol=tol)
+
+
+def from_balanced(grid) -> Grid3ph:
+    """The three-phase image of a balanced `pgjax.grid.Grid` (numpy leaves, concrete grid).
+
+    Each bus becomes nodes a, b, c (base `vn_kv / sqrt(3)`), each branch a phase-decoupled
+    two-port (its positive-sequence pi model on every phase), each external grid fixed
+    nodes at `vm_pu` and `va_deg`, -120, +120 degrees, net bus injections constant-power
+    wye loads (a third per phase, `s_base_kva = sn_mva * 1e3 / 3`). A positive-sequence
+    solution of the balanced solver is then the phase-a solution of this grid. Grids with
+    voltage-controlled generators raise `InputError` (no PV nodes here).
+    """
+    import numpy as np
+
+    from pgjax.grid3ph import LINE, OTHER, Elements3ph, Loads3ph, Nodes3ph, Sources3ph
+    from pgjax.powerflow import network
+
+    is_ref, is_pv, _ = (np.asarray(x) for x in network.bus_types(grid))
+    if np.any(is_pv & ~is_ref):
+        raise InputError(f"grid: PV buses {np.flatnonzero(is_pv & ~is_ref).tolist()}; the three-phase power flow "
+                         "has no voltage-controlled nodes")
+    nb, f = grid.n_bus, np.asarray(grid.bus.vn_kv).dtype
+    on = np.asarray(network.energized(grid))
+    y_ff, y_ft, y_tf, y_tt = (np.asarray(y) for y in network.branch_admittances(grid))
+    ysh = np.asarray(network.bus_shunt(grid))
+    two_port = np.stack([np.stack([y_ff, y_ft], -1), np.stack([y_tf, y_tt], -1)], -2)  # [n_br, 2, 2]
+    y_br = np.einsum("bij,kl->bikjl", two_port, np.eye(3)).reshape(-1, 6, 6)
+    y_sh = np.zeros((nb, 6, 6), y_br.dtype)
+    y_sh[:, :3, :3] = ysh[:, None, None] * np.eye(3)
+    ph = np.arange(3)
+    fb, tb = np.asarray(grid.branch.from_bus), np.asarray(grid.branch.to_bus)
+    node_br = np.concatenate([3 * fb[:, None] + ph, 3 * tb[:, None] + ph], 1)
+    node_sh = np.concatenate([3 * np.arange(nb)[:, None] + ph, np.full((nb, 3), 3 * nb)], 1)
+    y = np.concatenate([y_br, y_sh])
+    vb = np.repeat(np.asarray(grid.bus.vn_kv) / np.sqrt(3), 3)
+    elem = Elements3ph(y.real.astype(f), y.imag.astype(f), np.concatenate([node_br, node_sh]),
+                       np.ones((len(y), 6), f), np.tile(np.repeat([0, 1], 3), (len(y), 1)),
+                       np.array([LINE] * len(y_br) + [OTHER] * nb), np.ones(len(y), bool))
+    vm_set, va_set = (np.asarray(x) for x in network.setpoints(grid))
+    v_set = np.repeat(vm_set, 3) * np.exp(1j * (np.repeat(va_set, 3) - np.tile(np.deg2rad([0, 120, 240]), nb)))
+    nodes = Nodes3ph(vb.astype(f), np.repeat(on, 3), np.repeat(is_ref, 3), v_set.real.astype(f), v_set.imag.astype(f))
+    p, q = (np.asarray(x) for x in network.bus_injections(grid))
+    load = Loads3ph(np.arange(3 * nb), np.full(3 * nb, 3 * nb), np.repeat(-p * 1e3 / 3, 3).astype(f),
+                    np.repeat(-q * 1e3 / 3, 3).astype(f), vb.astype(f), np.zeros(3 * nb, f), np.zeros(3 * nb, f),
+                    np.repeat(on & ~is_ref, 3))
+    z = np.zeros((0, 3, 3), f)
+    source = Sources3ph(z, z, np.zeros((0, 3), int), z[:, 0], z[:, 0], np.zeros(0, bool))
+    return Grid3ph(nodes, elem, source, load, np.asarray(np.asarray(grid.sn_mva) * 1e3 / 3, f))
