@@ -5,6 +5,9 @@
     pgjax deploy export/mmg --map map.yaml --period 0.1 --periods 200 --summary timing.json
     pgjax deploy export/mmg --map map.yaml --agents MG1 &                # one process per agent
     pgjax deploy export/mmg --map map.yaml --agents MG2 MG3 --no-heartbeat
+    pgjax deploy export/p2p --write-acl broker/ --broker mqtt://127.0.0.1:1883  # ACL, passwords, mosquitto.conf
+    pgjax deploy export/p2p --map map.yaml --broker mqtt://127.0.0.1:1883 --agents MG1 \
+        --secret broker/MG1.secret --lockstep --bus-log bus.jsonl       # one process per agent, messages over MQTT
 
 Every period: read the measurements, build each agent's observation by the exported
 schema, run the numpy policy, write the setpoints (only mapped registers, within bounds,
@@ -12,6 +15,13 @@ ramp-limited), refresh the reversion timeouts and the heartbeat. Timeouts, conne
 and implausible readings put the agents concerned in their safe action (logged);
 Ctrl-C or SIGTERM writes the safe values and exits. Prints the summary: periods, modes, faults,
 writes, and the loop timing (mean period, jitter). See `pgjax.deploy.runtime`.
+
+With `--broker mqtt://HOST:PORT` (`mqtts://` for TLS, `--tls-ca`) the agents also exchange their
+protocol's messages (P2P bids, consensus values, ADMM reports) with the other agents' processes
+through the broker (`pgjax.deploy.agents`, `pgjax.deploy.bus`); `--lockstep` paces the periods of all
+processes with a lock-step plant (`pgjax hil --lockstep`). `--write-acl DIR` writes the broker's ACL
+(each agent publishes only under its own topic and reads only its peers'), a password file, one
+`<agent>.secret` per agent and `mosquitto.conf`; start the broker with `mosquitto -c DIR/mosquitto.conf`.
 """
 
 from __future__ import annotations
@@ -28,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The `pgjax deploy` parser (no side effects)."""
     parser = argparse.ArgumentParser(prog="pgjax deploy", description=__doc__.splitlines()[0])
     parser.add_argument("export_dir", help="folder written by pgjax export")
-    parser.add_argument("--map", required=True, metavar="MAP.yaml", help="device map (pgjax hil --write-map)")
+    parser.add_argument("--map", metavar="MAP.yaml", help="device map (pgjax hil --write-map); required unless "
+                        "--write-acl")
     parser.add_argument("--host", help="override the map's host")
     parser.add_argument("--port", type=int, help="override the map's port")
     parser.add_argument("--period", type=float, help="control period in seconds (default: the exported control "
@@ -41,6 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not write the site heartbeat (another controller process does)")
     parser.add_argument("--log", help="JSONL log, one line per period")
     parser.add_argument("--summary", help="JSON summary")
+    bus = parser.add_argument_group("protocol messages over an MQTT broker")
+    bus.add_argument("--broker", metavar="URL", help="mqtt://HOST:PORT (mqtts:// for TLS): exchange the protocol's "
+                     "messages with the other agents' processes")
+    bus.add_argument("--secret", metavar="FILE", help="the agent's password file (written by --write-acl)")
+    bus.add_argument("--tls-ca", metavar="CA.pem", help="CA certificate of the broker's TLS listener")
+    bus.add_argument("--lockstep", action="store_true", help="pace the periods with the other processes and a "
+                     "lock-step plant (acks and a clock over the broker)")
+    bus.add_argument("--wait", type=float, default=2.0, help="seconds to wait for messages in a period (default 2)")
+    bus.add_argument("--bus-log", help="JSONL log of every message sent, received, late, dropped or refused")
+    bus.add_argument("--write-acl", metavar="DIR", help="write the broker's ACL, passwords, per-agent secrets and "
+                     "mosquitto.conf (for --broker's port) into DIR, then exit")
+    bus.add_argument("--tls-cert", nargs=2, metavar=("CERT.pem", "KEY.pem"), help="with --write-acl: the broker's "
+                     "certificate and key (TLS listener; clients need --tls-ca)")
     return parser
 
 
@@ -51,22 +75,69 @@ def run(args) -> int:
         build_parser().error("--period and --timeout must be > 0")
 
     from pgjax.commands.common import error
-    from pgjax.deploy.device_map import load_map
-    from pgjax.deploy.policy import PolicyFileError, read_manifest
-    from pgjax.deploy.runtime import Controller
+    from pgjax.deploy.policy import PolicyFileError
     from pgjax.errors import PgjaxError
 
+    if args.write_acl:
+        return write_acl(args)
+    if not args.map:
+        build_parser().error("--map is required (unless --write-acl)")
     try:
-        period = args.period or read_manifest(args.export_dir)["control_period_h"] * 3600.0
-        ctl = Controller(args.export_dir, load_map(args.map), period_s=period, read_timeout_s=args.timeout,
-                         log_path=args.log, summary_path=args.summary, stale_periods=args.stale_periods,
-                         host=args.host, port=args.port, agents=args.agents, heartbeat=not args.no_heartbeat)
-    except (PgjaxError, PolicyFileError) as e:
+        ctl, period = make_controller(args)
+    except (PgjaxError, PolicyFileError, OSError) as e:
         return error("pgjax deploy", e)
     print(f"pgjax deploy: {args.export_dir} -> {ctl.host}:{ctl.port}, period {period} s, "
           f"agents {[a[0] for a in ctl.agents]}", flush=True)
     asyncio.run(_run(ctl, args.periods))
     print(json.dumps(ctl.summary(), indent=2))
+    return 0
+
+
+def make_controller(args):
+    """`(controller, period_s)` as `args` say: a `Controller`, or with `--broker` a `MessagingController`."""
+    from pgjax.deploy.device_map import load_map
+    from pgjax.deploy.policy import read_manifest
+    from pgjax.deploy.runtime import Controller
+
+    period = args.period or read_manifest(args.export_dir)["control_period_h"] * 3600.0
+    kw = dict(period_s=period, read_timeout_s=args.timeout, log_path=args.log, summary_path=args.summary,
+              stale_periods=args.stale_periods, host=args.host, port=args.port, agents=args.agents,
+              heartbeat=not args.no_heartbeat)
+    if not args.broker:
+        return Controller(args.export_dir, load_map(args.map), **kw), period
+    from pgjax.deploy.agents import MessagingController
+
+    credentials = {}
+    if args.secret:
+        if not args.agents or len(args.agents) != 1:
+            raise OSError("--secret is one agent's password: name that agent with --agents NAME")
+        credentials = {args.agents[0]: open(args.secret).read().strip()}
+    return MessagingController(args.export_dir, load_map(args.map), args.broker, lockstep=args.lockstep,
+                               wait_s=args.wait, bus_log=args.bus_log, credentials=credentials,
+                               tls={"cafile": args.tls_ca} if args.tls_ca else None, **kw), period
+
+
+def write_acl(args) -> int:
+    """`--write-acl DIR`: the broker's ACL, password file, per-agent secrets and mosquitto.conf."""
+    from pgjax.commands.common import error
+    from pgjax.deploy.agents import peers_of, scenario_env
+    from pgjax.deploy.broker import parse_url, write_security
+    from pgjax.deploy.policy import PolicyFileError, read_manifest
+    from pgjax.errors import PgjaxError
+    from pgjax.protocols import host
+
+    try:
+        host_, port, _ = parse_url(args.broker or "mqtt://127.0.0.1:1883")
+        env = scenario_env(read_manifest(args.export_dir))
+        protocol = host.spec(env.coordinator, "horizontal").name
+        tls = dict(zip(("certfile", "keyfile"), args.tls_cert), cafile=args.tls_ca) if args.tls_cert else None
+        if tls and not args.tls_ca:
+            raise PolicyFileError("--tls-cert needs --tls-ca (the CA the clients check the certificate with)")
+        files = write_security(args.write_acl, env.name, protocol, peers_of(env), port, host_, tls)
+    except (PgjaxError, PolicyFileError, OSError, ValueError) as e:
+        return error("pgjax deploy", e)
+    print(f"pgjax deploy: wrote {files.acl}, {files.passwords}, {files.conf} and "
+          f"{len(files.secrets)} agent secrets; start the broker with: mosquitto -c {files.conf}")
     return 0
 
 

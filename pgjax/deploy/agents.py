@@ -100,8 +100,20 @@ class MessagingController(Controller):
         self.tariff = {name: (float(discount[i]), float(scale[i])) for name, i in self.grid.items()}
         self.sent = {name: {} for name in self.grid}  # agent -> {period: payload}
         self.held = {name: (np.zeros(len(coord.horizontal.features), self.dtype), -1) for name in self.grid}
-        self.import_key = self._import_keys()
         self.feature_keys = [f"message/{{}}/{f.name}" for f in coord.horizontal.features]
+        self.import_key = self._import_keys()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One send and receive per agent now: JAX compiles the protocol's operations at start, not in the
+        first period (seconds on a small machine, past the devices' reversion timeouts)."""
+        from pgjax.protocols import host
+
+        for i in self.grid.values():
+            local = host.Local()
+            payload = self.spec.send(self.links, i, local, self.dtype)
+            self.spec.receive(self.links, i, {} if payload is None else {i: payload}, local, self.dtype,
+                              mask=np.ones((self.links.n_grid, self.links.n_grid), bool))
 
     def _tariffs(self):
         from pgjax.protocols.coupling import connection_terms
