@@ -60,6 +60,24 @@ def peers_of(env) -> dict:
     return {grid[i]: [grid[j] for j in np.flatnonzero(links.adjacency[:, i])] for i in range(links.n_grid)}
 
 
+def channel_losses(env, steps: int, seed: int = 0) -> dict:
+    """The messages the simulated channel loses on the plant's day (`Plant(seed=seed)`: step `t` runs
+    on `fold_in(PRNGKey(seed), t)`), as `drop` for `MessagingController`: receiver -> `[(period, sender)]`.
+    The same draws as `channels.send` (`uniform < loss_prob` per link), so a deployment with these
+    losses injected on its receivers meets exactly the simulated channel's losses."""
+    import jax
+
+    links, names = env.coordinator.links, list(env.agents)
+    key, out = jax.random.PRNGKey(seed), {names[i]: [] for i in range(links.n_grid)}
+    for t in range(steps):
+        _, k_horizontal = jax.random.split(jax.random.fold_in(key, t))
+        _, k_loss = jax.random.split(k_horizontal)
+        lost = np.asarray(jax.random.uniform(k_loss, links.adjacency.shape) < links.hparams.loss_prob)
+        for s, r in zip(*np.nonzero(lost & links.adjacency)):
+            out[names[r]].append((t, names[s]))
+    return out
+
+
 class MessagingController(Controller):
     """A controller whose agents exchange protocol messages over a broker (module docstring)."""
 

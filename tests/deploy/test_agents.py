@@ -57,3 +57,25 @@ def test_p2p_day_over_the_broker_equals_the_simulated_day(broker, p2p_env, p2p_e
     log = [json.loads(x) for j in range(3) for x in (tmp_path / f"bus{j}.jsonl").read_text().splitlines()]
     bids = [e for e in log if e.get("kind") == "bid" and e["event"] == "received"]
     assert len(bids) == 3 * 2 * (STEPS - 1) or len(bids) == 3 * 2 * STEPS
+
+
+def test_p2p_day_with_delay_and_loss_equals_the_simulated_channel(broker, p2p_export, tmp_path):
+    """`msg_delay: 1` and `loss_prob: 0.3` in the scenario; the simulated channel's losses of the day
+    (`channel_losses`) injected on the receivers: the deployed day is the simulated day with those
+    conditions (the receipts give every agent the simulated delivery, as the step's clearing sees it)."""
+    import pgjax
+    from pgjax.deploy.agents import channel_losses
+
+    env = pgjax.make("multi_microgrid_p2p", dtype="float32", loss_prob=0.3)
+    drop = channel_losses(env, STEPS)
+    started = broker()
+    plant, ctls, summaries = run_day(env, p2p_export, started.url, STEPS, tmp_path, [["MG1"], ["MG2", "MG3"]],
+                                     drop=drop)
+    assert len(plant.rows) == STEPS and all(s["agent_periods"] == {"policy": STEPS * len(c.agents)}
+                                            for s, c in zip(summaries, ctls))
+    check_day(env, p2p_export, plant, ctls, STEPS)
+    log = [json.loads(x) for j in range(2) for x in (tmp_path / f"bus{j}.jsonl").read_text().splitlines()]
+    dropped = sorted((e["agent"], e["period"], e["sender"]) for e in log
+                     if e["event"] == "dropped" and e["period"] < STEPS - 1)  # the last period's may come late
+    assert dropped == sorted((r, t, s) for r, lost in drop.items() for t, s in lost if t < STEPS - 1)
+    assert len(dropped) >= 5  # the day had losses
