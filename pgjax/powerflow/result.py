@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from pgjax.grid import Grid
-from pgjax.powerflow import network
+from pgjax.powerflow import columns, network
 
 
 @struct.dataclass
@@ -41,41 +41,42 @@ class PowerFlowResult:
 
 
 def _share(grid: Grid, bus, in_service, weight, bus_value):
-    """Split a per-bus value among the in-service elements at that bus by weight."""
+    """Split a per-bus value `[n_bus, B]` among the in-service elements at that bus by weight."""
     weight = jnp.where(in_service, weight, 0)
     total = jnp.zeros(grid.n_bus, weight.dtype).at[bus].add(weight)
-    return jnp.where(in_service, bus_value[bus] * weight / jnp.where(total[bus] == 0, 1, total[bus]), 0)
+    share = jnp.where(in_service, weight / jnp.where(total[bus] == 0, 1, total[bus]), 0)
+    return bus_value[bus] * share[:, None]
 
 
-def finish(grid: Grid, vm_pu, va_rad, p_mw, q_mvar, converged, iterations, max_mismatch) -> PowerFlowResult:
-    """Compute flows, loading, losses and slack power at the voltages `vm_pu`, `va_rad` `[n_bus]`.
-
-    `p_mw`, `q_mvar` `[n_bus]` are the specified net injections used by the solver.
-    """
+def _finish_columns(grid: Grid, vm_pu, va_rad, p_mw, q_mvar, converged, iterations, max_mismatch) -> PowerFlowResult:
+    """`finish` for a batch laid out as columns: bus arrays `[n_bus, B]`, scalars `[B]`;
+    every result field with a trailing batch axis."""
+    c = lambda a: a[:, None]  # noqa: E731 - a grid array as a column
     on = network.energized(grid)
     v = vm_pu * jnp.exp(1j * va_rad)
-    y_ff, y_ft, y_tf, y_tt = network.branch_admittances(grid)
+    y_ff, y_ft, y_tf, y_tt = (c(y) for y in network.branch_admittances(grid))
     f, t = grid.branch.from_bus, grid.branch.to_bus
-    s_from = v[f] * jnp.conj(y_ff * v[f] + y_ft * v[t]) * grid.sn_mva
-    s_to = v[t] * jnp.conj(y_tf * v[f] + y_tt * v[t]) * grid.sn_mva
+    v_f, v_t = v[f], v[t]
+    s_from = v_f * jnp.conj(y_ff * v_f + y_ft * v_t) * grid.sn_mva
+    s_to = v_t * jnp.conj(y_tf * v_f + y_tt * v_t) * grid.sn_mva
     kv = grid.bus.vn_kv
-    i_from_ka = jnp.abs(s_from) / (vm_pu[f] * kv[f]) / jnp.sqrt(3.0)
-    i_to_ka = jnp.abs(s_to) / (vm_pu[t] * kv[t]) / jnp.sqrt(3.0)
-    loading = 100 * jnp.maximum(i_from_ka / grid.branch.i_max_from_ka, i_to_ka / grid.branch.i_max_to_ka)
+    i_from_ka = jnp.abs(s_from) / (vm_pu[f] * c(kv[f])) / jnp.sqrt(3.0)
+    i_to_ka = jnp.abs(s_to) / (vm_pu[t] * c(kv[t])) / jnp.sqrt(3.0)
+    loading = 100 * jnp.maximum(i_from_ka / c(grid.branch.i_max_from_ka), i_to_ka / c(grid.branch.i_max_to_ka))
 
     # bus power = shunt power + power into every branch end at the bus (no Ybus: O(n_branch))
-    s_bus = (vm_pu**2 * jnp.conj(network.bus_shunt(grid)) * grid.sn_mva
-             + jnp.zeros(grid.n_bus, s_from.dtype).at[f].add(s_from).at[t].add(s_to))
-    is_ref, is_pv, _ = network.bus_types(grid)
+    s_bus = (vm_pu**2 * c(jnp.conj(network.bus_shunt(grid))) * grid.sn_mva
+             + jnp.zeros(vm_pu.shape, s_from.dtype).at[f].add(s_from).at[t].add(s_to))
+    is_ref, is_pv, _ = (c(b) for b in network.bus_types(grid))
     slack_p = jnp.where(is_ref, s_bus.real - p_mw, 0)
     slack_q = jnp.where(is_ref, s_bus.imag - q_mvar, 0)
     gen_q = jnp.where(is_pv & ~is_ref, s_bus.imag - q_mvar, 0)
     eg, gen = grid.ext_grid, grid.gen
-    ones_gen = jnp.ones_like(gen.p_mw)
+    batch = vm_pu.shape[1:]
     return PowerFlowResult(
-        vm_pu=jnp.where(on, vm_pu, 0),
-        va_deg=jnp.where(on, jnp.rad2deg(va_rad), 0),
-        energized=on,
+        vm_pu=jnp.where(c(on), vm_pu, 0),
+        va_deg=jnp.where(c(on), jnp.rad2deg(va_rad), 0),
+        energized=jnp.broadcast_to(c(on), vm_pu.shape),
         p_from_mw=s_from.real,
         q_from_mvar=s_from.imag,
         p_to_mw=s_to.real,
@@ -83,12 +84,28 @@ def finish(grid: Grid, vm_pu, va_rad, p_mw, q_mvar, converged, iterations, max_m
         i_from_ka=i_from_ka,
         i_to_ka=i_to_ka,
         loading_percent=loading,
-        p_loss_mw=jnp.sum(s_from.real + s_to.real),
-        q_loss_mvar=jnp.sum(s_from.imag + s_to.imag),
+        p_loss_mw=jnp.sum(s_from.real + s_to.real, axis=0),
+        q_loss_mvar=jnp.sum(s_from.imag + s_to.imag, axis=0),
         slack_p_mw=_share(grid, eg.bus, eg.in_service, eg.slack_weight, slack_p),
         slack_q_mvar=_share(grid, eg.bus, eg.in_service, jnp.ones_like(eg.vm_pu), slack_q),
-        gen_q_mvar=_share(grid, gen.bus, gen.in_service & ~is_ref[gen.bus], ones_gen, gen_q),
-        converged=converged,
-        iterations=iterations,
-        max_mismatch=max_mismatch,
+        gen_q_mvar=_share(grid, gen.bus, gen.in_service & ~is_ref[gen.bus, 0], jnp.ones_like(gen.p_mw), gen_q),
+        converged=jnp.broadcast_to(converged, batch),
+        iterations=jnp.broadcast_to(iterations, batch),
+        max_mismatch=jnp.broadcast_to(max_mismatch, batch),
     )
+
+
+# A vmapped batch with the grid shared computes its results as columns (`columns.per_point`).
+_finish = columns.per_point(_finish_columns, shared=(True,) + (False,) * 7, differentiable=True)
+
+
+def finish(grid: Grid, vm_pu, va_rad, p_mw, q_mvar, converged, iterations, max_mismatch) -> PowerFlowResult:
+    """Compute flows, loading, losses and slack power at the voltages `vm_pu`, `va_rad` `[n_bus]`.
+
+    `p_mw`, `q_mvar` `[n_bus]` are the specified net injections used by the solver;
+    `converged`, `iterations`, `max_mismatch` are passed through. Under `vmap` with the
+    grid shared the batch is computed as columns (`pgjax.powerflow.columns`).
+    """
+    dtype = vm_pu.dtype
+    return _finish(grid, vm_pu, va_rad, p_mw, q_mvar, jnp.asarray(converged, bool),
+                   jnp.asarray(iterations, jnp.int32), jnp.asarray(max_mismatch, dtype))

@@ -1,7 +1,8 @@
 """Feeder trees (`pgjax.powerflow.tree`) and the DistFlow solver built on them.
 
 References: brute-force recursion over the tree for the two sweeps, pandapower `runpp` for
-the power flow, and the dense and index forms against each other."""
+the power flow, the host tree and the tree derived in a traced program against each other,
+and batches laid out as columns (`pgjax.powerflow.columns`) against point-by-point solves."""
 
 import warnings
 
@@ -53,44 +54,68 @@ def _brute_force(tree: tree_lib.FeederTree, x, d):
 
 
 @pytest.mark.parametrize("name", ["case33bw", "radial300"])
-def test_sweeps_equal_brute_force_in_index_and_dense_form(feeders, name):
+def test_sweeps_equal_brute_force_for_points_and_columns(feeders, name):
     grid = feeders[name][0]
-    tree = tree_lib.tree_of(grid)
     rng = np.random.default_rng(0)
     x, d = rng.normal(size=grid.n_bus), rng.normal(size=grid.n_bus)
-    d = np.where(np.asarray(tree.has_branch), d, 0.0)  # the root and off buses have no branch
-    sub_ref, path_ref = _brute_force(tree, x, d)
-    dense = tree_lib.with_dense(tree, jnp.float64)
-    for form in (tree, dense):
-        np.testing.assert_allclose(tree_lib.subtree_sum(form, jnp.asarray(x)), sub_ref, atol=1e-10)
-        np.testing.assert_allclose(tree_lib.path_sum(form, jnp.asarray(d)), path_ref, atol=1e-10)
-    batch = jnp.asarray(np.stack([x, 2 * x]))  # leading axes broadcast
-    np.testing.assert_allclose(tree_lib.subtree_sum(tree, batch)[1], 2 * sub_ref, atol=1e-10)
+    for tree in (tree_lib.tree_of(grid), jax.jit(tree_lib.traced_tree)(grid)):
+        d = np.where(np.asarray(tree.has_branch), d, 0.0)  # the root and off buses have no branch
+        sub_ref, path_ref = _brute_force(tree, x, d)
+        np.testing.assert_allclose(tree_lib.subtree_sum(tree, jnp.asarray(x)), sub_ref, atol=1e-10)
+        np.testing.assert_allclose(tree_lib.path_sum(tree, jnp.asarray(d)), path_ref, atol=1e-10)
+        cols = jnp.asarray(np.stack([x, 2 * x, -x], axis=1))  # [n, 3]: trailing axes ride along
+        np.testing.assert_allclose(tree_lib.subtree_sum(tree, cols), np.stack([sub_ref, 2 * sub_ref, -sub_ref], 1),
+                                   atol=1e-10)
+    down = np.asarray(tree_lib.descendants(tree_lib.tree_of(grid), jnp.float64))
+    np.testing.assert_allclose(down @ x, sub_ref, atol=1e-10)
 
 
-def test_prefix_sum_equals_cumsum():
-    x = jnp.asarray(np.random.default_rng(1).normal(size=(3, 1001)))
-    for n in (1, 2, 7, 64, 1001):
-        np.testing.assert_allclose(tree_lib.prefix_sum(x[:, :n]), np.cumsum(np.asarray(x[:, :n]), axis=1), atol=1e-11)
+def test_orders_put_every_bus_after_its_parent(feeders):
+    grid = feeders["radial300"][0]
+    for tree in (tree_lib.tree_of(grid), jax.jit(tree_lib.traced_tree)(grid)):
+        order, parent, has = (np.asarray(a) for a in (tree.order, tree.parent, tree.has_branch))
+        assert sorted(order) == list(range(grid.n_bus))
+        rank = np.argsort(order)
+        assert np.all(rank[parent[has]] < rank[np.flatnonzero(has)])
 
 
 @pytest.mark.parametrize("name", RADIAL_ZOO + ("radial300",))
-def test_index_dense_and_traced_forms_give_the_same_flow_and_pandapower(feeders, name, monkeypatch):
+def test_host_and_traced_trees_give_the_same_flow_and_pandapower(feeders, name):
     grid, netmap, vm_ref, va_ref = feeders[name]
     tree = tree_lib.tree_of(grid)
-    solve = jax.jit(lambda g, t: powerflow.solve(g, method="distflow", max_iter=100, tree=t))
-    dense = solve(grid, tree_lib.with_dense(tree, jnp.float64))
-    index = jax.jit(lambda g, t: powerflow.solve(g, method="distflow", max_iter=100, tree=t))
-    monkeypatch.setattr(tree_lib, "DENSE_MAX_BUS", 0)  # force the index form
-    index = index(grid, tree)
-    assert abs(int(index.iterations) - int(dense.iterations)) <= 1
+    given = jax.jit(lambda g, t: powerflow.solve(g, method="distflow", max_iter=100, tree=t))(grid, tree)
     traced = jax.jit(lambda g: powerflow.solve(g, method="distflow", max_iter=100))(grid)
-    for r in (dense, index, traced):
+    assert int(given.iterations) == int(traced.iterations)
+    for r in (given, traced):
         assert bool(r.converged) and float(r.max_mismatch) <= 1e-10
-        np.testing.assert_allclose(r.vm_pu, dense.vm_pu, atol=1e-10)
-        np.testing.assert_allclose(r.va_deg, dense.va_deg, atol=1e-8)
+        np.testing.assert_allclose(r.vm_pu, given.vm_pu, atol=1e-10)
+        np.testing.assert_allclose(r.va_deg, given.va_deg, atol=1e-8)
         np.testing.assert_allclose(np.asarray(r.vm_pu)[netmap.bus_lookup], vm_ref, atol=1e-8)
         np.testing.assert_allclose(np.asarray(r.va_deg)[netmap.bus_lookup], va_ref, atol=1e-7)
+
+
+def test_batch_as_columns_equals_point_by_point_solves(feeders):
+    """A vmapped batch with the grid shared runs as columns; every field and the iteration
+    count of each point equal its own solve, and so do stacked grids and nested vmaps."""
+    grid = feeders["ieee34_3x_ieee13"][0]
+    tree = tree_lib.tree_of(grid)
+    p0, q0 = powerflow.bus_injections(grid)
+    scale = jnp.asarray(np.random.default_rng(4).uniform(0.6, 1.4, (6, grid.n_bus)))
+    one = jax.jit(lambda p, q: powerflow.solve(grid, p, q, method="distflow", tree=tree))
+    batched = jax.jit(jax.vmap(one))(p0 * scale, q0 * scale)
+    nested = jax.jit(jax.vmap(jax.vmap(one)))((p0 * scale).reshape(2, 3, -1), (q0 * scale).reshape(2, 3, -1))
+    grids = jax.tree.map(lambda a: jnp.stack([jnp.asarray(a)] * 6), grid)
+    trees = jax.tree.map(lambda a: jnp.stack([a] * 6), tree)
+    stacked = jax.jit(jax.vmap(lambda g, t, p, q: powerflow.solve(g, p, q, method="distflow", tree=t)))(
+        grids, trees, p0 * scale, q0 * scale)
+    assert int(jnp.min(batched.iterations)) < int(jnp.max(batched.iterations))  # points stop on their own
+    for i in range(6):
+        single = one(p0 * scale[i], q0 * scale[i])
+        for other in (batched, stacked, jax.tree.map(lambda a: a.reshape((6,) + a.shape[2:]), nested)):
+            for field, a, b in zip(single.__dataclass_fields__, jax.tree.leaves(single), jax.tree.leaves(other)):
+                # rounding only (the bus ties' 1.7e5 p.u. admittances amplify it in the flows)
+                np.testing.assert_allclose(np.asarray(b[i]), np.asarray(a), rtol=1e-9, atol=1e-9, err_msg=field)
+            assert int(other.iterations[i]) == int(single.iterations)
 
 
 def test_warm_and_cold_starts_agree(feeders):
@@ -147,13 +172,11 @@ def test_large_feeder_solves_without_any_square_array():
     net = random_radial_feeder(1000, seed=5)
     grid, netmap, vm_ref, _ = _converted(net)
     tree = tree_lib.tree_of(grid)
-    assert not tree_lib.use_dense(grid.n_bus)
     p, q = powerflow.bus_injections(grid)
     fn = lambda p, q: powerflow.solve(grid, p, q, method="distflow", tree=tree)  # noqa: E731
     assert _max_square(jax.make_jaxpr(fn)(p, q).jaxpr, grid.n_bus) <= 1
-    dense = lambda p, q: powerflow.solve(grid, p, q, method="distflow",  # noqa: E731
-                                         tree=tree_lib.with_dense(tree, jnp.float64))
-    assert _max_square(jax.make_jaxpr(dense)(p, q).jaxpr, grid.n_bus) == 2  # the check sees [n, n]
+    traced = lambda g: powerflow.solve(g, method="distflow")  # noqa: E731
+    assert _max_square(jax.make_jaxpr(traced)(grid).jaxpr, grid.n_bus) == 2  # the check sees [n, n]
     result = jax.jit(fn)(p, q)
     assert bool(result.converged)
     np.testing.assert_allclose(np.asarray(result.vm_pu)[netmap.bus_lookup], vm_ref, atol=1e-8)
