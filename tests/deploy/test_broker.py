@@ -191,3 +191,19 @@ def test_messages_resume_after_a_broker_restart(broker, tmp_path):
 def events_after_close(b, tmp_path):
     b.close()
     return events(tmp_path, b.agent)
+
+
+def test_reordered_messages_are_used_in_their_own_period(broker, tmp_path):
+    started = broker()
+    mg1, mg2 = bus(started.url, "MG1", tmp_path), bus(started.url, "MG2", tmp_path)
+
+    async def go():
+        for b in (mg1, mg2):
+            assert await b.wait_connected()
+        await asyncio.sleep(0.2)
+        mg2.publish("bid", 2, [2.0])  # period 2's bid overtakes period 1's
+        mg2.publish("bid", 1, [1.0])
+        return await mg1.collect("bid", 1, ["MG2"], 2.0), await mg1.collect("bid", 2, ["MG2"], 2.0)
+
+    assert asyncio.run(go()) == ({"MG2": [1.0]}, {"MG2": [2.0]})
+    mg1.close(), mg2.close()
