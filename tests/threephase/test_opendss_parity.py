@@ -41,7 +41,8 @@ FLOAT32_OK = ("4bus_yy", "4bus_dy")
 
 
 @pytest.mark.parametrize("name", [n if n in FLOAT32_OK else pytest.param(
-    n, marks=pytest.mark.xfail(strict=True, reason="float32 node-admittance solve: cond(Y) >= 1e8"))
+    n, marks=[pytest.mark.xfail(strict=True, reason="float32 node-admittance solve: cond(Y) >= 1e8")]
+    + ([pytest.mark.slow] if n == "european_lv" else []))
     for n in ("4bus_yy", "4bus_dy", "4bus_grdyd", "ieee13", "european_lv")])
 def test_float32_within_1e_4_pu_of_opendss(name):
     row = V.compare(name, np.float32)
