@@ -22,7 +22,8 @@ import sys
 COMMANDS = {
     "verify": ("verify", "compare pgjax's power flow with pandapower on the network zoo"),
     "bench": (None, "benchmarks: 'pgjax bench powerflow', 'pgjax bench env' (env steps/s, JAX vs pandapower), "
-                    "'pgjax bench train' (training over devices / processes, memory per env)"),
+                    "'pgjax bench train' (training over devices / processes, memory per env), "
+                    "'pgjax bench threephase' (three-phase power flows/s against OpenDSS)"),
     "validate": (None, "check a scenario YAML file (or registered name) and print every problem"),
     "train": ("train", "train MAPPO on a scenario into a run folder (progress, checkpoints, curves)"),
     "eval": ("eval", "evaluate a run on the test split against random, do-nothing, rule-based and oracle"),
@@ -35,7 +36,7 @@ COMMANDS = {
     "hil": ("hil", "serve a scenario's plant over Modbus TCP (env physics behind registers); write its device map"),
     "deploy": ("deploy", "run an exported policy against Modbus devices (device map, fail-safes, JSONL log)"),
 }
-BENCHES = {"powerflow": "bench_powerflow", "env": "bench_env", "train": "bench_train"}
+BENCHES = {"powerflow": "bench_powerflow", "env": "bench_env", "train": "bench_train", "threephase": "bench_threephase"}
 
 
 def _run_command(module: str, argv: list[str], name: str) -> None:
