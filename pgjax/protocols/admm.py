@@ -109,7 +109,7 @@ def _env_init(links, dtype):
 
 
 def agent_terms(links, inputs):
-    """Each grid agent's report `[n_grid, 5]` = (cost_a, cost_b, p_min, p_max, need) of its first fuel
+    """Each grid agent's report, 5 arrays `[n_grid]` (cost_a, cost_b, p_min, p_max, need) of its first fuel
     unit (zeros and a unit curvature without one); `need` is its import plus the unit's last output."""
     d = inputs.import_mw.dtype
     unit = dev.get(links.unit_type).dispatch if links.unit_type else None
@@ -121,22 +121,23 @@ def agent_terms(links, inputs):
         a, b, _, _ = unit.price_terms(gp, gs)
         p_last = gs.p_mw
     pick = lambda x, fill: coupling.take_grid(x, links.unit_of_grid, fill)  # noqa: E731
-    return jnp.stack([pick(jnp.maximum(a, 1e-3), 1.0), pick(b, 0.0), pick(lo, 0.0), pick(hi, 0.0),
-                      inputs.import_mw + pick(p_last, 0.0)], axis=-1)
+    need = inputs.import_mw + pick(p_last, 0.0)
+    return pick(jnp.maximum(a, 1e-3), 1.0), pick(b, 0.0), pick(lo, 0.0), pick(hi, 0.0), need
 
 
 def solve_reports(links, reports, price, state):
-    """The joint dispatch of the grid agents' reports `[n_grid, 5]` with the grid as the last participant
+    """The joint dispatch of the grid agents' reports (`agent_terms`) with the grid as the last participant
     (importing at `price`), warm-started from `state`: `(commands, messages, state)` of `apply`."""
-    n, d = links.n_grid, reports.dtype
-    cost_a = jnp.concatenate([reports[:, 0], jnp.full(1, GRID_COST_A, d)])
-    cost_b = jnp.concatenate([reports[:, 1], jnp.full(1, price, d)])
-    p_min = jnp.concatenate([reports[:, 2], -jnp.full(1, links.export_max_mw.sum(), d)])
-    p_max = jnp.concatenate([reports[:, 3], jnp.full(1, links.import_max_mw.sum() + GRID_HEADROOM_MW, d)])
+    a, b, lo, hi, need = reports
+    n, d = links.n_grid, need.dtype
+    cost_a = jnp.concatenate([a, jnp.full(1, GRID_COST_A, d)])
+    cost_b = jnp.concatenate([b, jnp.full(1, price, d)])
+    p_min = jnp.concatenate([lo, -jnp.full(1, links.export_max_mw.sum(), d)])
+    p_max = jnp.concatenate([hi, jnp.full(1, links.import_max_mw.sum() + GRID_HEADROOM_MW, d)])
     prm = make_params(cost_a, cost_b, p_min, p_max, iterations=links.options["iterations"],
                       adjacency=coupling.graph("complete", n + 1))
     prm = jax.tree.map(lambda x: x.astype(d) if jnp.issubdtype(x.dtype, jnp.floating) else x, prm)
-    out, msgs, state = apply(prm, state, {"demand_mw": jnp.concatenate([reports[:, 4], jnp.zeros(1, d)])}, None)
+    out, msgs, state = apply(prm, state, {"demand_mw": jnp.concatenate([need, jnp.zeros(1, d)])}, None)
     return out, msgs, jax.tree.map(lambda x: x.astype(d), state)
 
 

@@ -127,7 +127,8 @@ def _admm_receive(links, i, received, local, dtype, mask=None):
         reports[s] = payload
     state = local.state if local.state is not None else admm.State(x=jnp.zeros(links.n_grid + 1, dtype),
                                                                      u=jnp.zeros((), dtype))
-    out, _, state = admm.solve_reports(links, jnp.asarray(reports), jnp.asarray(local.price, dtype), state)
+    out, _, state = admm.solve_reports(links, tuple(jnp.asarray(reports[:, c]) for c in range(5)),
+                                       jnp.asarray(local.price, dtype), state)
     features = np.array([np.asarray(out["p_mw"])[i], np.asarray(out["price"])[0]], dtype)
     return features, {"state": state, "p_mw": np.asarray(out["p_mw"])[:links.n_grid].tolist()}
 

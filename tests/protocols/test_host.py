@@ -54,7 +54,8 @@ def test_host_messages_equal_the_compiled_step(name):
     for seed in range(6):
         inputs = random_inputs(env, jax.random.PRNGKey(seed))
         out, _ = step(cp.init(links, env.dtype), inputs, jax.random.PRNGKey(99))
-        reports = np.asarray(admm.agent_terms(links, inputs)) if name == "admm_dispatch" else None
+        reports = np.stack([np.asarray(x) for x in admm.agent_terms(links, inputs)], axis=-1) \
+            if name == "admm_dispatch" else None
         local = [host.Local(import_mw=float(inputs.import_mw[i]), price=float(inputs.price),
                             sell_discount=float(discount[i]), price_scale=float(scale[i]),
                             report=None if reports is None else reports[i]) for i in range(links.n_grid)]
