@@ -79,3 +79,39 @@ def test_p2p_day_with_delay_and_loss_equals_the_simulated_channel(broker, p2p_ex
                      if e["event"] == "dropped" and e["period"] < STEPS - 1)  # the last period's may come late
     assert dropped == sorted((r, t, s) for r, lost in drop.items() for t, s in lost if t < STEPS - 1)
     assert len(dropped) >= 5  # the day had losses
+
+
+def test_without_a_broker_the_controller_names_what_is_missing(p2p_env, p2p_export):
+    """The device map takes the P2P scenario (message features come over the broker), and a Modbus-only
+    controller of agents that observe messages is refused with the option that runs them."""
+    from pgjax.deploy.device_map import map_for_env, parse_map
+    from pgjax.deploy.runtime import Controller
+    from pgjax.errors import DataError
+
+    dmap = parse_map(map_for_env(p2p_env, port=0))
+    assert not any(m.feature and m.feature.startswith("message/") for u in dmap.units for m in u.measurements)
+    with pytest.raises(DataError, match=r"observe protocol messages .*message/MG1/clearing_price.*--broker mqtt://"):
+        Controller(p2p_export, dmap)
+
+
+def test_write_acl_command(p2p_env, p2p_export, tmp_path, capsys):
+    import os
+    import stat
+
+    from pgjax.commands.deploy import main
+
+    out = tmp_path / "broker"
+    assert main([str(p2p_export), "--write-acl", str(out), "--broker", "mqtt://127.0.0.1:18830"]) == 0
+    assert f"mosquitto -c {out / 'mosquitto.conf'}" in capsys.readouterr().out
+    acl = (out / "acl").read_text()
+    site = p2p_env.name
+    for a in p2p_env.agents:  # writes only its own topics, reads its peers'
+        block = acl.split(f"user {a}\n")[1].split("\n\n")[0]
+        assert f"topic write pgjax/{site}/p2p_trading/{a}" in block
+        assert sorted(x.rsplit("/", 1)[1] for x in block.splitlines() if x.startswith("topic read pgjax/{}/p2p".format(
+            site))) == sorted(set(p2p_env.agents) - {a})
+        assert stat.S_IMODE(os.stat(out / f"{a}.secret").st_mode) == 0o600
+    conf = (out / "mosquitto.conf").read_text()
+    assert "allow_anonymous false" in conf and "listener 18830 127.0.0.1" in conf
+    assert main([str(p2p_export), "--write-acl", str(out), "--tls-cert", "c.pem", "k.pem"]) != 0
+    assert "--tls-cert needs --tls-ca" in capsys.readouterr().err
