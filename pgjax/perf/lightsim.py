@@ -1,8 +1,8 @@
 """lightsim2grid as a peer engine of the power-flow benchmark (`pgjax bench powerflow`).
 
 - `lightsim_net(net)`: a copy of a pandapower net that lightsim2grid's converter reproduces exactly.
-- `LightSimBatch`: lightsim2grid's C++ batch computers (`TimeSeriesCPP`, `InjectionSweepCPP`)
-  on one thread, driven with the operating points of `pgjax.perf.points`.
+- `LightSimBatch`: lightsim2grid's C++ batch computers (`TimeSeriesCPP` on one thread,
+  `InjectionSweepCPP` on one or several), driven with the operating points of `pgjax.perf.points`.
 """
 
 from __future__ import annotations
@@ -63,18 +63,18 @@ def lightsim_net(net):
 
 
 class LightSimBatch:
-    """lightsim2grid's C++ batch power flow (Newton-Raphson, KLU, one thread) on one grid.
+    """lightsim2grid's C++ batch power flow (Newton-Raphson, KLU) on one grid.
 
     `kind="timeseries"` (`TimeSeriesCPP`: each point starts from the previous solution,
     its documented fastest path for many points) or `"sweep"` (`InjectionSweepCPP`: every
-    point starts from the same voltage, independent like pgjax's points). Build it from
-    `lightsim_net(base net)`; `set_points(factors)` sets load P/Q rows `factor * base`
-    (and generator P with `scale_gen`). The start voltage is lightsim2grid's DC power flow
+    point starts from the same voltage, independent like pgjax's points; `threads` threads).
+    Build it from `lightsim_net(base net)`; `set_points(factors)` sets load P/Q rows
+    `factor * base` (and generator P with `scale_gen`). The start voltage is lightsim2grid's DC power flow
     of the base case (pandapower's and pgjax's `init="dc"`).
     """
 
     def __init__(self, ls_net, kind: str = "timeseries", tol: float = 1e-10, max_iter: int = 30,
-                 scale_gen: bool = False):
+                 scale_gen: bool = False, threads: int = 1):
         from lightsim2grid.algorithm import AlgorithmType
         from lightsim2grid.injectionSweep import InjectionSweepCPP
         from lightsim2grid.network import init_from_pandapower
@@ -99,7 +99,7 @@ class LightSimBatch:
         self.computer = cls(self.model)
         self.computer.change_algorithm(AlgorithmType.NR_KLU)
         if kind != "timeseries":
-            self.computer.nb_thread = 1
+            self.computer.nb_thread = threads
 
     def set_points(self, factors):
         factors = np.asarray(factors, float)[:, None]

@@ -1,7 +1,8 @@
 """Timing a benchmark: steady-state call rates, single-threaded native libraries, the machine.
 
 - `SINGLE_THREAD_ENV`: environment variables that keep native libraries on one thread.
-- `rate(fn, seconds)`: steady-state calls per second of a blocking callable.
+- `rate(fn, seconds)`: steady-state calls per second of a blocking callable, and the CPU
+  seconds per call (every thread of the process).
 - `machine_info()`: CPU model, core count, library versions, load average.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,14 +21,21 @@ SINGLE_THREAD_ENV = {
 }
 
 
-def rate(fn, seconds: float, min_calls: int = 2, max_calls: int | None = None):
+class Rate(NamedTuple):
+    calls_per_s: float
+    calls: int
+    elapsed_s: float
+    cpu_s_per_call: float  # process CPU time (all threads, spinning workers included) per call
+
+
+def rate(fn, seconds: float, min_calls: int = 2, max_calls: int | None = None) -> Rate:
     """Time `fn()` (which must block until its work is done) repeatedly for about `seconds`.
 
-    Returns `(calls_per_second, n_calls, elapsed_s)`. At least `min_calls` calls are made,
-    so a slow `fn` is still measured; `max_calls` caps very fast ones.
+    At least `min_calls` calls are made, so a slow `fn` is still measured; `max_calls` caps
+    very fast ones.
     """
     n = 0
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     elapsed = 0.0
     while n < min_calls or elapsed < seconds:
         fn()
@@ -34,8 +43,7 @@ def rate(fn, seconds: float, min_calls: int = 2, max_calls: int | None = None):
         elapsed = time.perf_counter() - t0
         if max_calls is not None and n >= max_calls:
             break
-    return n / elapsed, n, elapsed
-
+    return Rate(n / elapsed, n, elapsed, (time.process_time() - cpu0) / n)
 
 
 def machine_info() -> dict:
@@ -54,7 +62,7 @@ def machine_info() -> dict:
     info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "jax": jax.__version__, "numpy": np.__version__,
             "jax_backend": jax.default_backend()}
-    for mod in ("pandapower", "lightsim2grid", "numba"):
+    for mod in ("pandapower", "lightsim2grid", "numba", "power_grid_model"):
         try:
             info[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001 - optional engines

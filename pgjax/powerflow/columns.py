@@ -28,7 +28,38 @@ def _add_column(x):
     return x[..., None]
 
 
-def per_point(columns_fn: Callable, shared: Sequence[bool], differentiable: bool = False) -> Callable:
+# Elements per column block (points x buses) that `per_point` hands to `columns_fn` at once:
+# 2 MB in float64, so that the block's working arrays stay in the caches.
+BLOCK_ELEMENTS = 1 << 18
+
+
+def block_size(n_rows: int) -> int:
+    """Points per block for arrays of `n_rows` rows: a power of two in [64, 4096]."""
+    return int(min(4096, max(64, 1 << max(0, (BLOCK_ELEMENTS // max(n_rows, 1)).bit_length() - 1))))
+
+
+def _in_blocks(columns_fn: Callable, cols: list, shared: Sequence[bool], batch: int, block: int):
+    """`columns_fn` over the batch in blocks of `block` points (`lax.map`, the last block
+    padded with copies of the last point); outputs joined again."""
+    n_blocks = -(-batch // block)
+
+    def split(x):
+        x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n_blocks * block - batch)], mode="edge")
+        return jnp.moveaxis(x.reshape(x.shape[:-1] + (n_blocks, block)), -2, 0)
+
+    def join(y):
+        return jnp.moveaxis(y, 0, -2).reshape(y.shape[1:-1] + (n_blocks * block,))[..., :batch]
+
+    blocked = [None if s else jax.tree.map(split, c) for c, s in zip(cols, shared)]
+
+    def one_block(parts):
+        return columns_fn(*[c if s else p for c, p, s in zip(cols, parts, shared)])
+
+    return jax.tree.map(join, jax.lax.map(one_block, blocked))
+
+
+def per_point(columns_fn: Callable, shared: Sequence[bool], differentiable: bool = False,
+              rows: int | None = None) -> Callable:
     """One-point form of `columns_fn`.
 
     `columns_fn(*args)` takes each argument with `shared[i]` False as a batch with a
@@ -38,6 +69,8 @@ def per_point(columns_fn: Callable, shared: Sequence[bool], differentiable: bool
 
     `differentiable`: also give it JVPs (and so gradients) of the one-point program;
     without it the arguments must not carry tangents (call it on stopped-gradient inputs).
+    `rows`: the row count of the largest per-point arrays; given, a batch larger than
+    `block_size(rows)` points is computed block by block (cache-sized working arrays).
     """
     shared = tuple(shared)
 
@@ -58,7 +91,9 @@ def per_point(columns_fn: Callable, shared: Sequence[bool], differentiable: bool
             return jnp.moveaxis(x, 0, -1) if is_batched else jnp.broadcast_to(x[..., None], x.shape + (axis_size,))
 
         cols = [a if s else jax.tree.map(as_columns, a, b) for a, b, s in zip(args, in_batched, shared)]
-        out = jax.tree.map(lambda x: jnp.moveaxis(x, -1, 0), columns_fn(*cols))
+        block = axis_size if rows is None else block_size(rows)
+        out = columns_fn(*cols) if axis_size <= block else _in_blocks(columns_fn, cols, shared, axis_size, block)
+        out = jax.tree.map(lambda x: jnp.moveaxis(x, -1, 0), out)
         return out, jax.tree.map(lambda _: True, out)
 
     if not differentiable:

@@ -380,7 +380,7 @@ def _distflow(grid: Grid, s_spec, x_set, x_init, tol, max_iter, tree, warm: bool
     dtype = fd.v0.dtype
     # a vmapped batch of points with the feeder shared runs as columns (`columns.per_point`)
     run = columns.per_point(functools.partial(_distflow_columns, max_iter=max_iter, warm=warm),
-                            shared=(True, False, True, False, True))
+                            shared=(True, False, True, False, True), rows=grid.n_bus)
     x_solved, res, it = run(fd, sg(s_spec), sg(x_set), sg(x_init), jnp.asarray(sg(tol), dtype))
 
     def tangent_solve(g, y):
