@@ -147,12 +147,13 @@ def test_missing_file_and_wrong_inputs(ieee13, tmp_path):
         powerflow.solve(grid, method="distflow")
 
 
-def test_a_precomputed_z_matrix_gives_the_same_solution(ieee13):
+def test_a_prepared_grid_gives_the_same_solution(ieee13):
     grid, _ = ieee13
     g = jax.tree.map(jnp.asarray, grid)
-    z = threephase.z_matrix(g, threephase.network_admittance(g))
-    with_z = jax.jit(lambda p, z: threephase.solve(grid, p, None, max_iter=200, z=z))(g.load.p_kw * 1.1, z)
+    prepared = threephase.prepare(g)
+    with_prep = jax.jit(lambda p, pr: threephase.solve(grid, p, None, max_iter=200, prepared=pr))(
+        g.load.p_kw * 1.1, prepared)
     without = SOLVE(grid, g.load.p_kw * 1.1, g.load.q_kvar)
-    np.testing.assert_allclose(with_z.v_re_pu, without.v_re_pu, atol=1e-10)
-    with pytest.raises(InputError, match="z: expected shape"):
-        threephase.solve(grid, z=z[:3])
+    np.testing.assert_allclose(with_prep.v_re_pu, without.v_re_pu, atol=1e-10)
+    with pytest.raises(InputError, match="prepared: expected"):
+        threephase.solve(grid, prepared=prepared.v0)
