@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     bus = parser.add_argument_group("protocol messages over an MQTT broker")
     bus.add_argument("--broker", metavar="URL", help="mqtt://HOST:PORT (mqtts:// for TLS): exchange the protocol's "
                      "messages with the other agents' processes")
+    bus.add_argument("--child", metavar="NAME", help="run grid agent NAME's process of a vertical protocol (e.g. "
+                     "MG1 of multi_microgrid_dso): what its parent sends over the broker, written to its EMS unit")
     bus.add_argument("--secret", metavar="FILE", help="the agent's password file (written by --write-acl)")
     bus.add_argument("--tls-ca", metavar="CA.pem", help="CA certificate of the broker's TLS listener")
     bus.add_argument("--lockstep", action="store_true", help="pace the periods with the other processes and a "
@@ -105,16 +107,22 @@ def make_controller(args):
               heartbeat=not args.no_heartbeat)
     if not args.broker:
         return Controller(args.export_dir, load_map(args.map), **kw), period
-    from pgjax.deploy.agents import MessagingController
+    from pgjax.deploy import agents
 
-    credentials = {}
-    if args.secret:
-        if not args.agents or len(args.agents) != 1:
-            raise OSError("--secret is one agent's password: name that agent with --agents NAME")
-        credentials = {args.agents[0]: open(args.secret).read().strip()}
-    return MessagingController(args.export_dir, load_map(args.map), args.broker, lockstep=args.lockstep,
-                               wait_s=args.wait, bus_log=args.bus_log, credentials=credentials,
-                               tls={"cafile": args.tls_ca} if args.tls_ca else None, **kw), period
+    me = args.child or (args.agents[0] if args.agents and len(args.agents) == 1 else None)
+    if args.secret and me is None:
+        raise OSError("--secret is one agent's password: name that agent with --agents NAME (or --child NAME)")
+    credentials = {me: open(args.secret).read().strip()} if args.secret else {}
+    common = dict(lockstep=args.lockstep, wait_s=args.wait, bus_log=args.bus_log, credentials=credentials,
+                  tls={"cafile": args.tls_ca} if args.tls_ca else None)
+    env = agents.scenario_env(read_manifest(args.export_dir))
+    dmap = load_map(args.map)
+    if args.child:
+        kw.pop("agents")
+        return agents.ChildRelay(args.export_dir, dmap, args.broker, args.child, env=env, **common, **kw), period
+    vertical = env.coordinator.vertical.values is not None and env.coordinator.links.tracked.any()
+    cls = agents.VerticalParent if vertical else agents.MessagingController
+    return cls(args.export_dir, dmap, args.broker, env=env, **common, **kw), period
 
 
 def write_acl(args) -> int:

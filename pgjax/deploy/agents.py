@@ -90,14 +90,15 @@ class MessagingController(Controller):
         self.env = env if env is not None else scenario_env(self.manifest)
         coord = self.env.coordinator
         if coord.vertical.values is not None and coord.links.v_links.any():
-            raise DataError(f"scenario '{self.env.name}': vertical protocol messages over the broker are not "
-                            "supported yet (horizontal ones are: p2p_trading, consensus, admm_dispatch)")
+            raise DataError(f"scenario '{self.env.name}': its agents send vertical messages: run the parent with "
+                            "`VerticalParent` and each child with `ChildRelay` (pgjax deploy --broker does)")
         from pgjax.protocols import host
 
         self.spec = host.spec(coord, "horizontal")
         self.kind = KIND.get(self.spec.name)
         self.links, self.dtype = coord.links, np.dtype(self.env.dtype)
         self.names = list(self.env.agents)
+        self.participants = self.names[:self.links.n_grid]
         if self.env.num_agents != self.links.n_grid or self.spec.name not in KIND:
             raise DataError(f"scenario '{self.env.name}': messages over the broker need the learned agents to be "
                             f"the grid agents and a horizontal protocol of {sorted(KIND)} "
@@ -267,7 +268,7 @@ class MessagingController(Controller):
         if not self.heartbeat:
             return
         bus = next(iter(self.buses.values()))
-        others = [a for a in self.names[:self.links.n_grid] if a not in self.buses]
+        others = [a for a in self.participants if a not in self.buses]
         got = await bus.collect("ack", k, others, self.wait_s)
         if set(got) != set(others):
             faults.append({"kind": "ack", "detail": f"no ack from {sorted(set(others) - set(got))}"})
@@ -285,7 +286,7 @@ class MessagingController(Controller):
         if not self.lockstep:
             return
         first = next(iter(self.buses.values()))
-        others = set(self.names) - set(self.buses)
+        others = set(self.participants) - set(self.buses)
         for phase in (-2, -1):
             deadline = time.monotonic() + start_timeout_s
             while time.monotonic() < deadline:
@@ -315,3 +316,148 @@ class MessagingController(Controller):
         finally:
             for bus in self.buses.values():
                 bus.close()
+
+
+# ----------------------------------------------------------------------------- vertical: parent and children
+
+def vertical_setup(env):
+    """`(spec, parent name, children names, delay)` of a scenario whose learned agent is the parent of grid agents."""
+    from pgjax.protocols import host
+
+    coord = env.coordinator
+    links = coord.links
+    spec = host.spec(coord, "vertical")
+    if coord.vertical.values is None or not links.tracked.any() or env.num_agents != 1:
+        raise DataError(f"scenario '{env.name}': vertical messages over the broker need one learned parent of "
+                        f"tracked grid agents (learned {list(env.agents)}, protocol {spec.name})")
+    children = [child_name(env, i) for i in range(links.n_grid)]
+    delay = int(np.asarray(links.vparams.delay).max(initial=0))
+    return spec, env.agents[0], children, delay
+
+
+def child_name(env, i: int) -> str:
+    """The scenario id of grid agent `i` (e.g. MG1)."""
+    return str(env.scenario.tree_ids[int(env.coordinator.links.grid_nodes[i])])
+
+
+class _Vertical(MessagingController):
+    """Common set-up of `VerticalParent` and `ChildRelay`: the scenario, one bus, the lock-step helpers."""
+
+    def _setup(self, export_dir, dmap, broker_url, me, env, lockstep, wait_s, max_age, bus_log, credentials, tls,
+               **kw):
+        Controller.__init__(self, export_dir, dmap, **kw)
+        self.env = env if env is not None else scenario_env(self.manifest)
+        self.spec, self.parent, self.children, self.delay_steps = vertical_setup(self.env)
+        self.links, self.dtype = self.env.coordinator.links, np.dtype(self.env.dtype)
+        self.participants = [self.parent] + self.children
+        if me not in self.participants:
+            raise DataError(f"--child {me!r}: not a grid agent of '{self.env.name}' ({self.children})")
+        self.lockstep, self.wait_s, self.max_age = bool(lockstep), float(wait_s), int(max_age)
+        reads = self.children if me == self.parent else [self.parent]
+        auth = {"username": me, "password": credentials[me]} if me in (credentials or {}) else {}
+        self.buses = {me: Bus(broker_url, self.env.name, self.spec.name, me, self.participants, reads,
+                              delay={self.parent: self.delay_steps}, log_path=bus_log, tls=tls, **auth)}
+        _, _, default = self.env.coordinator.vertical.values(self.links, np.zeros(self.links.n_grid, self.dtype),
+                                                            np.asarray(0.0, self.dtype))
+        self.default_mw = np.asarray(default, np.float64)
+
+
+class VerticalParent(_Vertical):
+    """The learned parent (e.g. the system operator of `multi_microgrid_dso`): its device setpoints over
+    Modbus, its values for the children (message actions) over the broker, retained; it observes what
+    each child reports it received (the children's receipts), as the simulated step's features."""
+
+    def __init__(self, export_dir, dmap, broker_url: str, *, env=None, lockstep=False, wait_s=2.0, max_age=1,
+                 bus_log=None, credentials=None, tls=None, **kw):
+        from pgjax.deploy.policy import read_manifest
+
+        env = env if env is not None else scenario_env(read_manifest(export_dir))
+        self._setup(export_dir, dmap, broker_url, env.agents[0], env, lockstep, wait_s, max_age, bus_log,
+                    credentials, tls, **kw)
+        self.message_cols = {c["key"]: c["column"] for _, _, _, cols in self.agents for c in cols
+                             if c["key"].startswith("message/")}
+        self.setpoints = {k: v for k, v in self.setpoints.items() if k not in self.message_cols}
+        self.received = {c: (0.0, -1) for c in self.children}  # child -> (value it reported, period)
+
+    async def period(self, k: int) -> dict:
+        from pgjax.protocols import host
+
+        faults = []
+        t0 = time.perf_counter()
+        values = await self.read(faults)
+        for c in self.children:
+            v, at = self.received[c]
+            values[f"message/{c}/setpoint_mw"] = v if at >= 0 and k - at <= self.max_age else 0.0
+        obs, actions, modes = self.decide(values)
+        targets = self.targets(actions, modes)
+        t1 = time.perf_counter()
+        writes, refused = await self._write_no_heartbeat(targets, k, faults)
+        bus = self.buses[self.parent]
+        if modes.get(self.parent) == "policy" and "time//price" in values:
+            payload = self.spec.send(self.links, 0, host.Local(price=values["time//price"],
+                                                               actions=np.asarray(actions[self.parent])), self.dtype)
+            bus.publish("setpoint", k, [None if np.isnan(x) else float(x) for x in payload], retain=True)
+        got = await bus.collect("receipt", k, self.children, self.wait_s)
+        for c, payload in got.items():
+            self.received[c] = (float(payload[0]), k)
+        if set(got) != set(self.children):
+            faults.append({"kind": "messages", "detail": f"no receipt from {sorted(set(self.children) - set(got))}"})
+        if self.lockstep:
+            await self._barrier(k, faults, writes, refused)
+        bus.flush()
+        return {"k": k, "faults": faults, "modes": modes, "observations": obs, "actions": actions,
+                "setpoints": [[u, a, v] for (u, a), v in targets.items()], "writes": len(writes),
+                "refused": refused, "compute_s": t1 - t0, "protocol": {"received": dict(self.received)}}
+
+
+class ChildRelay(_Vertical):
+    """A tracked child's process (e.g. MG1 of `multi_microgrid_dso`): writes what its parent sent over the
+    broker into its `<child>_ems` exchange-setpoint register; the last valid value within `max_age`
+    periods, else the coupling's default (0 MW: the microgrid balances itself, local dispatch)."""
+
+    def __init__(self, export_dir, dmap, broker_url: str, child: str, *, env=None, lockstep=False, wait_s=2.0,
+                 max_age=3, bus_log=None, credentials=None, tls=None, **kw):
+        self._setup(export_dir, dmap, broker_url, child, env, lockstep, wait_s, max_age, bus_log, credentials, tls,
+                    agents=(), **kw)
+        self.child, self.index = child, self.children.index(child)
+        hit = dmap.setpoint(f"message/{child}/setpoint_mw")
+        if hit is None:
+            raise DataError(f"device map: no setpoint carries message/{child}/setpoint_mw (pgjax hil --write-map "
+                            "maps it to the unit '{child.lower()}_ems')")
+        self.unit, self.point = hit
+        cp = self.env.coordinator.vertical
+        lo = np.asarray(cp.values(self.links, np.zeros(self.links.n_grid, self.dtype), np.asarray(0.0))[0])
+        hi = np.asarray(cp.values(self.links, np.ones(self.links.n_grid, self.dtype), np.asarray(0.0))[0])
+        self.span = (float(lo[self.index]), float(hi[self.index]))  # value at action -1 and +1 (linear)
+        self.value = (float(self.default_mw[self.index]), -1)
+
+    def action_of(self, value_mw: float) -> float:
+        """The parent's action column that sends `value_mw` (the coupling's `values`, inverted)."""
+        lo, hi = self.span
+        return 2.0 * (value_mw - lo) / (hi - lo) - 1.0
+
+    async def period(self, k: int) -> dict:
+        from pgjax.deploy import registers
+
+        faults = []
+        if self.lockstep and k > 0:
+            await self._wait_clock(k, faults)
+        await self.read(faults)
+        bus = self.buses[self.child]
+        got = await bus.collect("setpoint", k, [self.parent] if k - self.delay_steps >= 0 else [], self.wait_s)
+        if self.parent in got and got[self.parent][self.index] is not None:
+            self.value = (float(got[self.parent][self.index]), k)
+        value, at = self.value
+        if at < 0 or k - at > self.max_age:
+            value = float(self.default_mw[self.index])
+            faults.append({"kind": "messages", "detail": f"no setpoint from {self.parent} within {self.max_age} periods"})
+        target = {(self.unit.unit_id, self.point.address):
+                  registers.bounded(self.action_of(value) * self.point.full_scale, self.point)}
+        writes, refused = await self._write_no_heartbeat(target, k, faults)
+        bus.publish("receipt", k, [value])
+        if self.lockstep:
+            await self._barrier(k, faults, writes, refused)
+        bus.flush()
+        return {"k": k, "faults": faults, "modes": {self.child: "relay"}, "observations": {}, "actions": {},
+                "setpoints": [[u, a, v] for (u, a), v in target.items()], "writes": len(writes), "refused": refused,
+                "compute_s": 0.0, "protocol": {"setpoint_mw": value}}

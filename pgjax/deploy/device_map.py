@@ -73,7 +73,9 @@ SUNSPEC_MODELS = {"storage": "SunSpec 103 (inverter) + 124 (storage), simplified
                   "pv": "SunSpec 103 (inverter) + 123 (immediate controls), simplified",
                   "wind": "SunSpec 103 (inverter) + 123 (immediate controls), simplified",
                   "generator": "no SunSpec model (generic genset: 103-style measurements, 123-style controls)",
-                  "pcc": "SunSpec 201 (meter), simplified", "site": "site meter and EMS feeds (no SunSpec model)"}
+                  "pcc": "SunSpec 201 (meter), simplified", "site": "site meter and EMS feeds (no SunSpec model)",
+                  "ems": "a microgrid controller's exchange setpoint input (no SunSpec model), written by the "
+                         "microgrid's process with what its parent sent over the broker"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,25 +169,37 @@ def _plausible(feature) -> tuple[float, float]:
     return feature.offset - span, feature.offset + span
 
 
+def _dead_buses(env, observed: dict) -> set:
+    """Observed bus features that read 0 p.u. at the start of an episode (de-energized buses: 0 is plausible)."""
+    import jax
+    import numpy as np
+
+    _, state = env.reset(jax.random.PRNGKey(0))
+    world = np.asarray(env.world_state(state, env.default_params), np.float64)
+    schema = env.layout.observation
+    return {k for k, f in observed.items() if f.kind == "bus" and f.decode(world[schema.position(k)]) == 0.0}
+
+
 def map_for_env(env, host: str = "127.0.0.1", port: int = 5020, reversion_s: float = 5.0) -> dict:
     """The device map (YAML data) of an environment's learned agents: a site unit (unit 1) with
     every observed bus, time and profile feature, then one unit per device that an agent
     observes or controls (unit ids from 2, scenario order). Message features (protocols) have no
-    device: the agents get them over the broker (`pgjax deploy --broker`, `pgjax.deploy.agents`);
-    message actions have none either: a `DataError` names them."""
+    device: the agents get them over the broker (`pgjax deploy --broker`, `pgjax.deploy.agents`).
+    A message action (a parent's value for a child grid agent, e.g. an exchange setpoint) becomes
+    the setpoint of the child's `<child>_ems` unit, which the child's process writes with what it
+    received over the broker."""
     layout = env.layout
     observed = {f.key: f for a in range(layout.num_agents) for f in layout.observation.agent_features(a)}
     actions = [c for cols in layout.action.columns for c in cols]
-    unmappable = sorted(c.key for c in actions if c.kind == "message")
-    if unmappable:
-        raise DataError(f"scenario '{env.name}': protocol messages have no Modbus device: {unmappable[:6]}")
     observed = {k: f for k, f in observed.items() if f.kind != "message"}  # they come over the broker
     site = [{"name": "Seq", "role": "sequence", "address": 0, "dtype": "uint16", "sf": 0, "unit": "",
              "min": 0.0, "max": 65534.0}]
     address = 1
+    dead = _dead_buses(env, observed)
     for key, f in observed.items():
         if f.kind == "bus":
-            site.append(_int16_point(f"V_{f.owner}", address, f.unit, 0.5, 1.5, feature=key))
+            lo = 0.0 if key in dead else 0.5
+            site.append(_int16_point(f"V_{f.owner}", address, f.unit, lo, 1.5, feature=key))
             address += 1
         elif f.kind in ("time", "profile"):
             site.append({"name": f.name, "address": address, "dtype": "float32", "sf": 0, "unit": f.unit,
@@ -221,6 +235,16 @@ def map_for_env(env, host: str = "127.0.0.1", port: int = 5020, reversion_s: flo
                                               "sf": -2, "unit": "s", "value": float(reversion_s)}
             devices[str(name)] = entry
             unit_id += 1
+    for c in (c for c in actions if c.kind == "message"):  # a parent's value for a child: the child's EMS input
+        a = layout.agents.index(c.agent)
+        devices[f"{str(c.target).lower()}_ems"] = {
+            "unit_id": unit_id, "kind": "ems", "model": SUNSPEC_MODELS["ems"], "measurements": [],
+            "setpoints": [{"name": "ExchSetPct", "action": c.key, "address": CONTROLS_BASE + 1, "dtype": "int16",
+                           "sf": -2, "unit": "%", "full_scale": 100.0, "min": -100.0, "max": 100.0,
+                           "ramp_per_s": None, "safe": "default", "default": float(layout.default_actions[a, c.column])}],
+            "reversion_timeout": {"name": "RvrtTms", "address": CONTROLS_BASE, "dtype": "uint16", "sf": -2,
+                                  "unit": "s", "value": float(reversion_s)}}
+        unit_id += 1
     return {"format": FORMAT, "scenario": env.name, "host": host, "port": int(port), "devices": devices}
 
 

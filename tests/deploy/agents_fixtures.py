@@ -68,3 +68,44 @@ def run_day(env, export, url, steps, tmp_path, groups, faults=(), during=None, *
         return plant, ctls, summaries[:len(ctls)]
 
     return asyncio.run(main())
+
+
+DSO = "multi_microgrid_dso"
+
+
+@pytest.fixture(scope="session")
+def dso_export(tmp_path_factory):
+    return export_for(DSO, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def dso_env():
+    import pgjax
+
+    return pgjax.make(DSO, **CONFIG_KW["env_kwargs"])
+
+
+def run_dso_day(env, export, url, steps, tmp_path, **kw):
+    """A lock-step plant, the operator's process (`VerticalParent`, heartbeat) and one `ChildRelay` per
+    microgrid, in one event loop."""
+    from pgjax.deploy.agents import ChildRelay, VerticalParent
+    from pgjax.deploy.device_map import map_for_env, parse_map
+    from pgjax.deploy.plant import Plant
+
+    dmap = parse_map(map_for_env(env, port=0))
+
+    async def main():
+        plant = Plant(env, dmap, day=0, log_path=tmp_path / "plant.jsonl", steps=steps)
+        await plant.start()
+        common = dict(env=env, lockstep=True, port=plant.port, read_timeout_s=2.0, period_s=0.01, **kw)
+        ctls = [VerticalParent(export, dmap, url, log_path=tmp_path / "op.jsonl", bus_log=tmp_path / "bus_op.jsonl",
+                               **common)]
+        ctls += [ChildRelay(export, dmap, url, c, heartbeat=False, bus_log=tmp_path / f"bus_{c}.jsonl", **common)
+                 for c in ("MG1", "MG2", "MG3")]
+        try:
+            summaries = await asyncio.gather(*[c.run(periods=steps) for c in ctls])
+        finally:
+            await plant.stop()
+        return plant, ctls, summaries
+
+    return asyncio.run(main())

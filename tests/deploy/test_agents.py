@@ -115,3 +115,41 @@ def test_write_acl_command(p2p_env, p2p_export, tmp_path, capsys):
     assert "allow_anonymous false" in conf and "listener 18830 127.0.0.1" in conf
     assert main([str(p2p_export), "--write-acl", str(out), "--tls-cert", "c.pem", "k.pem"]) != 0
     assert "--tls-cert needs --tls-ca" in capsys.readouterr().err
+
+
+def test_dso_day_with_the_operator_as_its_own_process(broker, tmp_path):
+    """`multi_microgrid_dso`: the learned operator's process sends each microgrid its exchange setpoint
+    over the broker; each microgrid's process writes it to its EMS register; the plant's microgrid
+    controllers track it. The day equals the simulated day through the registers."""
+    import pgjax
+    from agents_fixtures import CONFIG_KW, DSO, export_for, run_dso_day
+
+    env = pgjax.make(DSO, **CONFIG_KW["env_kwargs"])
+    export = export_for(DSO, _Factory(tmp_path))
+    started = broker()
+    plant, ctls, summaries = run_dso_day(env, export, started.url, STEPS, tmp_path)
+    assert all(s["periods"] == STEPS and s["faults"] == {} for s in summaries), summaries
+    policies = {a: load_policy(export, a) for a in env.agents}
+    from pgjax.deploy.device_map import map_for_env, parse_map
+
+    quantized = simulate_day(env, policies, day=0, steps=STEPS, dmap=parse_map(map_for_env(env, port=0)))
+    hil = np.array([r["actions"] for r in plant.rows])
+    sim = np.array([r["actions"] for r in quantized])
+    assert np.abs(sim[:, 0, 4:]).max() > 0.1  # the operator sends non-trivial setpoints
+    np.testing.assert_allclose(hil, sim, atol=2e-3)
+    np.testing.assert_allclose([r["vm_pu"] for r in plant.rows], [r["vm_pu"] for r in quantized], atol=2e-4)
+    hil_cost = sum(r["info"]["cost_total"] for r in plant.rows)
+    assert hil_cost == pytest.approx(sum(r["info"]["cost_total"] for r in quantized), rel=1e-4)
+
+
+class _Factory:
+    """A `tmp_path_factory` stand-in for `export_for` inside one test."""
+
+    def __init__(self, root):
+        self.root, self.n = root, 0
+
+    def mktemp(self, name):
+        self.n += 1
+        path = self.root / f"{name}{self.n}"
+        path.mkdir()
+        return path
