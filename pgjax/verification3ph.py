@@ -90,8 +90,9 @@ def compare(name: str, dtype=np.float64, path=None) -> dict:
     """One row: feeder `name` (or the master file `path`, labelled `name`) solved by pgjax in
     `dtype` against OpenDSS (float64 needs JAX's 64-bit mode on)."""
     grid, netmap, ref = reference_file(DATA / FEEDERS[name] if path is None else path, dtype)
-    solve = jax.jit(lambda g: threephase.solve(g, max_iter=MAX_ITER))
-    result = jax.block_until_ready(solve(grid))
+    prepared = threephase.prepare(grid)  # float32 grids: prepared in float64 (see `prepare`)
+    solve = jax.jit(lambda g, pr: threephase.solve(g, max_iter=MAX_ITER, prepared=pr))
+    result = jax.block_until_ready(solve(grid, prepared))
     row = {"feeder": name, "dtype": np.dtype(dtype).name, "nodes": grid.n_node, "elements": grid.n_elem,
            "loads": grid.n_load, "converged": bool(result.converged), "iterations": int(result.iterations),
            **differences(grid, result, ref)}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from pgjax import checks
@@ -204,7 +205,24 @@ class Prepared3ph:
 def prepare(grid: Grid3ph) -> Prepared3ph:
     """Invert the system matrix once (`O(n_node^3)`) for repeated solves of one grid: pass the
     result as `solve(..., prepared=...)`. Not differentiated (it only steers the iteration;
-    gradients come from the residual)."""
+    gradients come from the residual).
+
+    A concrete float32 grid is prepared in float64 (under `jax.enable_x64`, then cast back):
+    the float32 solve then only rounds `v0 + zi @ d`, instead of inverting a matrix whose
+    condition number (1e8 .. 1e15 on the IEEE feeders: near-zero-impedance switches and
+    regulators, anti-float shunts) float32 cannot carry. Traced grids are prepared in their
+    own dtype."""
+    if not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(grid)) \
+            and jnp.result_type(grid.node.vbase_kv) == jnp.float32:
+        with jax.enable_x64(True):
+            g64 = jax.tree.map(lambda x: np.asarray(x, np.float64) if np.issubdtype(np.asarray(x).dtype, np.floating)
+                               else np.asarray(x), grid)
+            prep = jax.tree.map(np.asarray, jax.jit(_prepare)(g64))
+        return jax.tree.map(lambda x: jnp.asarray(x.astype(np.complex64)), prep)
+    return _prepare(grid)
+
+
+def _prepare(grid: Grid3ph) -> Prepared3ph:
     grid = jax.lax.stop_gradient(jax.tree.map(jnp.asarray, grid))
     nd = grid.node
     z = z_matrix(grid, network_admittance(grid))
