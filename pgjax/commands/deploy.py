@@ -128,20 +128,18 @@ def make_controller(args):
 def write_acl(args) -> int:
     """`--write-acl DIR`: the broker's ACL, password file, per-agent secrets and mosquitto.conf."""
     from pgjax.commands.common import error
-    from pgjax.deploy.agents import peers_of, scenario_env
+    from pgjax.deploy.agents import acl_reads, scenario_env
     from pgjax.deploy.broker import parse_url, write_security
     from pgjax.deploy.policy import PolicyFileError, read_manifest
     from pgjax.errors import PgjaxError
-    from pgjax.protocols import host
-
     try:
         host_, port, _ = parse_url(args.broker or "mqtt://127.0.0.1:1883")
         env = scenario_env(read_manifest(args.export_dir))
-        protocol = host.spec(env.coordinator, "horizontal").name
+        protocol, reads = acl_reads(env)
         tls = dict(zip(("certfile", "keyfile"), args.tls_cert), cafile=args.tls_ca) if args.tls_cert else None
         if tls and not args.tls_ca:
             raise PolicyFileError("--tls-cert needs --tls-ca (the CA the clients check the certificate with)")
-        files = write_security(args.write_acl, env.name, protocol, peers_of(env), port, host_, tls)
+        files = write_security(args.write_acl, env.name, protocol, reads, port, host_, tls)
     except (PgjaxError, PolicyFileError, OSError, ValueError) as e:
         return error("pgjax deploy", e)
     print(f"pgjax deploy: wrote {files.acl}, {files.passwords}, {files.conf} and "

@@ -60,6 +60,18 @@ def peers_of(env) -> dict:
     return {grid[i]: [grid[j] for j in np.flatnonzero(links.adjacency[:, i])] for i in range(links.n_grid)}
 
 
+def acl_reads(env) -> tuple[str, dict]:
+    """`(protocol, {agent: agents it reads})` of a scenario's messages between processes (`--write-acl`):
+    peers on the horizontal protocol's graph, or a vertical parent and its children."""
+    from pgjax.protocols import host
+
+    coord = env.coordinator
+    if coord.vertical.values is not None and coord.links.tracked.any():
+        spec, parent, children, _ = vertical_setup(env)
+        return spec.name, {parent: children, **{c: [parent] for c in children}}
+    return host.spec(coord, "horizontal").name, peers_of(env)
+
+
 def channel_losses(env, steps: int, seed: int = 0) -> dict:
     """The messages the simulated channel loses on the plant's day (`Plant(seed=seed)`: step `t` runs
     on `fold_in(PRNGKey(seed), t)`), as `drop` for `MessagingController`: receiver -> `[(period, sender)]`.
