@@ -157,3 +157,11 @@ def test_a_prepared_grid_gives_the_same_solution(ieee13):
     np.testing.assert_allclose(with_prep.v_re_pu, without.v_re_pu, atol=1e-10)
     with pytest.raises(InputError, match="prepared: expected"):
         threephase.solve(grid, prepared=prepared.v0)
+
+
+def test_unmodelled_load_model_is_named(tmp_path):
+    path = tmp_path / "zip.dss"
+    path.write_text("clear\nnew circuit.t basekv=12.47 bus1=src\nnew line.l1 bus1=src bus2=b1 length=1\n"
+                    "new load.zip1 bus1=b1 kv=12.47 kw=100 kvar=20 model=8 zipv=[0.2 0.3 0.5 0.2 0.3 0.5 0.5]\n")
+    with pytest.raises(InputError, match=r"load\.zip1.*model 8"):
+        opendss.from_opendss(path)
