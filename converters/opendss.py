@@ -232,6 +232,11 @@ def from_opendss(path, commands=(), *, dtype=np.float64) -> tuple[Grid3ph, NetMa
 def from_engine(dss, *, dtype=np.float64) -> tuple[Grid3ph, NetMap3ph]:
     """Convert the circuit compiled in the OpenDSS engine `dss` (see `from_opendss`)."""
     names = _check_elements(dss)
+    if dss.Circuit.NumNodes() == 0:
+        try:  # a circuit never solved: let OpenDSS build its buses and nodes
+            dss.Text.Command("calcvoltagebases")
+        except Exception as err:
+            raise DataError(f"OpenDSS circuit '{dss.Circuit.Name()}': could not initialise it: {err}") from err
     node_names, node_index, bus_kv, vbase = _nodes(dss)
     n = len(node_names)
     blocks = _elements(dss, names, node_index, bus_kv)
