@@ -85,9 +85,9 @@ def dso_env():
     return pgjax.make(DSO, **CONFIG_KW["env_kwargs"])
 
 
-def run_dso_day(env, export, url, steps, tmp_path, **kw):
+def run_dso_day(env, export, url, steps, tmp_path, passwords=None, **kw):
     """A lock-step plant, the operator's process (`VerticalParent`, heartbeat) and one `ChildRelay` per
-    microgrid, in one event loop."""
+    microgrid, in one event loop (`passwords`: agent -> its broker password)."""
     from pgjax.deploy.agents import ChildRelay, VerticalParent
     from pgjax.deploy.device_map import map_for_env, parse_map
     from pgjax.deploy.plant import Plant
@@ -98,9 +98,11 @@ def run_dso_day(env, export, url, steps, tmp_path, **kw):
         plant = Plant(env, dmap, day=0, log_path=tmp_path / "plant.jsonl", steps=steps)
         await plant.start()
         common = dict(env=env, lockstep=True, port=plant.port, read_timeout_s=2.0, period_s=0.01, **kw)
+        pw = passwords or {}
         ctls = [VerticalParent(export, dmap, url, log_path=tmp_path / "op.jsonl", bus_log=tmp_path / "bus_op.jsonl",
-                               **common)]
-        ctls += [ChildRelay(export, dmap, url, c, heartbeat=False, bus_log=tmp_path / f"bus_{c}.jsonl", **common)
+                               credentials={k: v for k, v in pw.items() if k == "DSO"}, **common)]
+        ctls += [ChildRelay(export, dmap, url, c, heartbeat=False, bus_log=tmp_path / f"bus_{c}.jsonl",
+                            credentials={k: v for k, v in pw.items() if k == c}, **common)
                  for c in ("MG1", "MG2", "MG3")]
         try:
             summaries = await asyncio.gather(*[c.run(periods=steps) for c in ctls])

@@ -119,15 +119,20 @@ def test_write_acl_command(p2p_env, p2p_export, tmp_path, capsys):
 
 def test_dso_day_with_the_operator_as_its_own_process(broker, tmp_path):
     """`multi_microgrid_dso`: the learned operator's process sends each microgrid its exchange setpoint
-    over the broker; each microgrid's process writes it to its EMS register; the plant's microgrid
-    controllers track it. The day equals the simulated day through the registers."""
+    over the broker (with the generated ACL and passwords); each microgrid's process writes it to its EMS
+    register; the plant's microgrid controllers track it. The day equals the simulated day through the
+    registers."""
     import pgjax
     from agents_fixtures import CONFIG_KW, DSO, export_for, run_dso_day
 
     env = pgjax.make(DSO, **CONFIG_KW["env_kwargs"])
+    from pgjax.deploy.agents import acl_reads
+
     export = export_for(DSO, _Factory(tmp_path))
-    started = broker()
-    plant, ctls, summaries = run_dso_day(env, export, started.url, STEPS, tmp_path)
+    protocol, reads = acl_reads(env)  # the ACL of `pgjax deploy --write-acl`: operator <-> each microgrid
+    started = broker(reads=reads, site=env.name, protocol=protocol)
+    plant, ctls, summaries = run_dso_day(env, export, started.url, STEPS, tmp_path,
+                                         passwords={a: started.password(a) for a in reads})
     assert all(s["periods"] == STEPS and s["faults"] == {} for s in summaries), summaries
     policies = {a: load_policy(export, a) for a in env.agents}
     from pgjax.deploy.device_map import map_for_env, parse_map
