@@ -117,6 +117,7 @@ def test_write_acl_command(p2p_env, p2p_export, tmp_path, capsys):
     assert "--tls-cert needs --tls-ca" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~55 s: its own export and four controllers (the P2P days above stay in the quick set)
 def test_dso_day_with_the_operator_as_its_own_process(broker, tmp_path):
     """`multi_microgrid_dso`: the learned operator's process sends each microgrid its exchange setpoint
     over the broker (with the generated ACL and passwords); each microgrid's process writes it to its EMS

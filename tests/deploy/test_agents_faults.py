@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from agents_fixtures import p2p_env, p2p_export, run_day  # noqa: F401 (fixtures)
 from broker_fixtures import broker, needs_mosquitto  # noqa: F401 (fixtures)
 
@@ -61,6 +63,7 @@ def test_broker_restart_mid_day(broker, p2p_env, p2p_export, tmp_path):
     assert len(bids_after) >= 6
 
 
+@pytest.mark.slow  # ~35 s; the broker restart above covers losing and regaining the broker in the quick set
 def test_partitioned_agent_trades_nothing_and_resumes(broker, p2p_env, p2p_export, tmp_path):
     started = broker()
     cut = {}
