@@ -16,7 +16,6 @@ from pgjax.perf import pgm, points
 from pgjax.powerflow import solve
 
 
-
 @pytest.mark.parametrize("name", ["case33bw", "ieee34_3x_ieee13", "create_cigre_network_mv"])
 def test_power_grid_model_equals_pgjax(name):
     grid, _ = from_pandapower(networks.load(name), dtype="float64")

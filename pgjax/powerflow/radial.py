@@ -262,10 +262,16 @@ def _ac_residual(grid: Grid, s_spec, x_set, eq_mask):
 
 
 def _as_columns(fd: Feeder) -> Feeder:
-    """`fd` with every per-bus array as a column `[n, 1]`, to broadcast against a batch
-    laid out as columns `[n, B]` (the tree's index arrays stay `[n]`)."""
+    """`fd` with every per-bus array `[n]` as a column `[n, 1]`, to broadcast against a
+    batch laid out as columns `[n, B]`; values that differ per point already are `[n, B]`
+    (and the scalars `[B]`); the tree's index arrays stay `[n]`."""
     scalar_or_tree = ("tree", "v0", "va0")
-    return fd._replace(**{k: getattr(fd, k)[:, None] for k in Feeder._fields if k not in scalar_or_tree})
+    return fd._replace(**{k: _column(getattr(fd, k)) for k in Feeder._fields if k not in scalar_or_tree})
+
+
+def _column(a):
+    """A per-bus array `[n]` as a column `[n, 1]`; a batch of them `[n, B]` as it is."""
+    return a[:, None] if a.ndim == 1 else a
 
 
 def _state(fd: Feeder, v, delta, x_set):
@@ -273,7 +279,7 @@ def _state(fd: Feeder, v, delta, x_set):
     (`fd` as columns); the set values `x_set [2n]` elsewhere."""
     va = fd.va0 + tree_lib.path_sum(fd.tree, fd.shift - delta)
     vm = jnp.sqrt(jnp.maximum(v, 0))
-    return jnp.where(jnp.concatenate([fd.free, fd.free]), jnp.concatenate([va, vm]), x_set[:, None])
+    return jnp.where(jnp.concatenate([fd.free, fd.free]), jnp.concatenate([va, vm]), _column(x_set))
 
 
 def _flows_from_voltages(fd: Feeder, x):
@@ -329,14 +335,17 @@ def _sweep(fd: Feeder, load, y):
     return jnp.stack([p_new, q_new, v_new])
 
 
-def _distflow_columns(fd: Feeder, s_spec, x_set, x_init, tol, max_iter: int, warm: bool):
-    """DistFlow on a batch laid out as columns: `s_spec [n, B]`, `x_init [2n, B]`; `fd`,
-    `x_set [2n]` and `tol` shared. Returns `(x [2n, B], residual [2n, B], iterations [B])`.
+def _distflow_columns(tree, fd: Feeder, s_spec, x_set, x_init, tol, max_iter: int, warm: bool):
+    """DistFlow on a batch laid out as columns: `s_spec [n, B]`, `x_init [2n, B]`; the
+    `tree` and `tol` shared; the feeder's values `fd` (its `tree` field None) and `x_set`
+    shared (`[n]`, `[2n]`) or per point (`[n, B]`, `[2n, B]`). Returns
+    `(x [2n, B], residual [2n, B], iterations [B])`.
 
     Every point iterates until its own flows change by at most `tol` between sweeps (or
     `max_iter`); a point that is done keeps its state while the others go on, as under `vmap`.
     """
-    n = fd.tree.parent.shape[0]
+    n = tree.parent.shape[0]
+    fd = fd._replace(tree=tree)
     fc = _as_columns(fd)
     load = jnp.where(fc.free, -s_spec, 0)  # constant-power consumption, p.u.
     if warm:
@@ -378,10 +387,12 @@ def _distflow(grid: Grid, s_spec, x_set, x_init, tol, max_iter, tree, warm: bool
     sg = jax.lax.stop_gradient
     fd = jax.tree.map(sg, _feeder(grid, tree))
     dtype = fd.v0.dtype
-    # a vmapped batch of points with the feeder shared runs as columns (`columns.per_point`)
-    run = columns.per_point(functools.partial(_distflow_columns, max_iter=max_iter, warm=warm),
-                            shared=(True, False, True, False, True), rows=grid.n_bus)
-    x_solved, res, it = run(fd, sg(s_spec), sg(x_set), sg(x_init), jnp.asarray(sg(tol), dtype))
+    # a vmapped batch of points on one feeder tree runs as columns (`columns.per_point`)
+    c = columns
+    run = c.per_point(functools.partial(_distflow_columns, max_iter=max_iter, warm=warm),
+                      (c.SHARED, c.EITHER, c.POINT, c.EITHER, c.POINT, c.SHARED), rows=grid.n_bus)
+    x_solved, res, it = run(fd.tree, fd._replace(tree=None), sg(s_spec), sg(x_set), sg(x_init),
+                            jnp.asarray(sg(tol), dtype))
 
     def tangent_solve(g, y):
         return jnp.linalg.solve(jax.jacfwd(g)(y), y)

@@ -72,7 +72,7 @@ def _finish_columns(grid: Grid, vm_pu, va_rad, p_mw, q_mvar, converged, iteratio
     slack_q = jnp.where(is_ref, s_bus.imag - q_mvar, 0)
     gen_q = jnp.where(is_pv & ~is_ref, s_bus.imag - q_mvar, 0)
     eg, gen = grid.ext_grid, grid.gen
-    batch = vm_pu.shape[1:]
+    batch, dtype = vm_pu.shape[1:], vm_pu.dtype
     return PowerFlowResult(
         vm_pu=jnp.where(c(on), vm_pu, 0),
         va_deg=jnp.where(c(on), jnp.rad2deg(va_rad), 0),
@@ -87,16 +87,26 @@ def _finish_columns(grid: Grid, vm_pu, va_rad, p_mw, q_mvar, converged, iteratio
         p_loss_mw=jnp.sum(s_from.real + s_to.real, axis=0),
         q_loss_mvar=jnp.sum(s_from.imag + s_to.imag, axis=0),
         slack_p_mw=_share(grid, eg.bus, eg.in_service, eg.slack_weight, slack_p),
-        slack_q_mvar=_share(grid, eg.bus, eg.in_service, jnp.ones_like(eg.vm_pu), slack_q),
-        gen_q_mvar=_share(grid, gen.bus, gen.in_service & ~is_ref[gen.bus, 0], jnp.ones_like(gen.p_mw), gen_q),
+        slack_q_mvar=_share(grid, eg.bus, eg.in_service, jnp.ones(eg.bus.shape, dtype), slack_q),
+        gen_q_mvar=_share(grid, gen.bus, gen.in_service & ~is_ref[gen.bus, 0], jnp.ones(gen.bus.shape, dtype), gen_q),
         converged=jnp.broadcast_to(converged, batch),
         iterations=jnp.broadcast_to(iterations, batch),
         max_mismatch=jnp.broadcast_to(max_mismatch, batch),
     )
 
 
-# A vmapped batch with the grid shared computes its results as columns (`columns.per_point`).
-_finish = columns.per_point(_finish_columns, shared=(True,) + (False,) * 7, differentiable=True)
+# A vmapped batch with the network shared computes its results as columns (`columns.per_point`).
+_finish = columns.per_point(_finish_columns, (columns.SHARED,) + (columns.POINT,) * 7, differentiable=True)
+
+
+def _network_only(grid: Grid) -> Grid:
+    """`grid` without the injection tables (loads, static generators, storage, wards), which
+    the results do not read: a batch whose loads differ per point keeps a shared network."""
+    def empty(table):
+        return jax.tree.map(lambda x: jnp.zeros((0,), x.dtype), table)
+
+    return grid.replace(load=empty(grid.load), sgen=empty(grid.sgen), storage=empty(grid.storage),
+                        ward=empty(grid.ward))
 
 
 def finish(grid: Grid, vm_pu, va_rad, p_mw, q_mvar, converged, iterations, max_mismatch) -> PowerFlowResult:
@@ -107,5 +117,5 @@ def finish(grid: Grid, vm_pu, va_rad, p_mw, q_mvar, converged, iterations, max_m
     grid shared the batch is computed as columns (`pgjax.powerflow.columns`).
     """
     dtype = vm_pu.dtype
-    return _finish(grid, vm_pu, va_rad, p_mw, q_mvar, jnp.asarray(converged, bool),
+    return _finish(_network_only(grid), vm_pu, va_rad, p_mw, q_mvar, jnp.asarray(converged, bool),
                    jnp.asarray(iterations, jnp.int32), jnp.asarray(max_mismatch, dtype))

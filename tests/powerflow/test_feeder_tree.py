@@ -108,8 +108,16 @@ def test_batch_as_columns_equals_point_by_point_solves(feeders):
     trees = jax.tree.map(lambda a: jnp.stack([a] * 6), tree)
     stacked = jax.jit(jax.vmap(lambda g, t, p, q: powerflow.solve(g, p, q, method="distflow", tree=t)))(
         grids, trees, p0 * scale, q0 * scale)
+    # branch values per point on one topology (an env's tap changers): columns with per-point feeder values
+    taps = jnp.asarray(grid.branch.tap)[None, :] * jnp.linspace(0.97, 1.03, 6)[:, None]
+    with_tap = lambda t: jax.tree.map(jnp.asarray, grid).replace(branch=grid.branch.replace(tap=t))  # noqa: E731
+    tapped = jax.jit(jax.vmap(lambda t, p, q: powerflow.solve(with_tap(t), p, q, method="distflow", tree=tree)))(
+        taps, p0 * scale, q0 * scale)
     assert int(jnp.min(batched.iterations)) < int(jnp.max(batched.iterations))  # points stop on their own
     for i in range(6):
+        tapped_single = powerflow.solve(with_tap(taps[i]), p0 * scale[i], q0 * scale[i], method="distflow", tree=tree)
+        np.testing.assert_allclose(tapped.vm_pu[i], tapped_single.vm_pu, atol=1e-12)
+        assert int(tapped.iterations[i]) == int(tapped_single.iterations)
         single = one(p0 * scale[i], q0 * scale[i])
         for other in (batched, stacked, jax.tree.map(lambda a: a.reshape((6,) + a.shape[2:]), nested)):
             for field, a, b in zip(single.__dataclass_fields__, jax.tree.leaves(single), jax.tree.leaves(other)):
