@@ -376,7 +376,8 @@ def _distflow_columns(tree, fd: Feeder, s_spec, x_set, x_init, tol, max_iter: in
         # cheap convergence test: the change of the flows is the subtree sum of the KCL
         # mismatch of `y` (NaN: done, reported by the finite check below)
         change = jnp.max(jnp.abs(f[:2]), axis=(0, 1))
-        y_next = jax.lax.cond(it >= PLAIN_SWEEPS, mixed, lambda y, g, *_: g, y, g, f, f_prev, g_prev)
+        # (mixing needs one step of history: never on the first sweep)
+        y_next = jax.lax.cond(it >= max(PLAIN_SWEEPS, 1), mixed, lambda y, g, *_: g, y, g, f, f_prev, g_prev)
         # a point that is done keeps `y`, so each further sweep returns the same `g`, its result
         still = active & (change > tol)
         return jnp.where(still, y_next, y), f, g, iterations + active, still, it + 1
