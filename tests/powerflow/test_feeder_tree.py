@@ -205,3 +205,34 @@ def test_grid_with_traced_loads_and_numpy_topology_solves(feeders):
     result = jax.jit(jax.vmap(lambda f: powerflow.solve(scale_injections(grid, f), method="distflow")))(factors)
     assert bool(result.converged.all())
     np.testing.assert_allclose(np.asarray(result.vm_pu[1])[netmap.bus_lookup], vm_ref, atol=1e-8)
+
+
+def test_solve_without_a_method_picks_distflow_on_feeders_and_newton_elsewhere(feeders):
+    grid = feeders["case33bw"][0]
+    meshed, _ = from_pandapower(networks.load("case9"))
+    assert powerflow.default_method(grid) == "distflow"
+    assert powerflow.default_method(meshed) == "newton"  # PV buses, a loop
+    assert powerflow.default_method(grid, jacobian="chord") == "newton"
+    assert powerflow.default_method(grid, tree=tree_lib.tree_of(grid)) == "distflow"
+    seen = []
+    jax.jit(lambda g: seen.append(powerflow.default_method(g)) or g.sn_mva)(grid)
+    assert seen == ["newton"]  # a traced grid without a tree
+    auto, dist = powerflow.solve(grid), powerflow.solve(grid, method="distflow")
+    assert int(auto.iterations) == int(dist.iterations)  # the DistFlow sweeps, not Newton's steps
+    np.testing.assert_allclose(auto.vm_pu, dist.vm_pu, atol=0)
+
+
+def test_a_batch_larger_than_a_block_equals_one_block(feeders, monkeypatch):
+    """Batches over `columns.block_size` points go block by block (the last one padded)."""
+    from pgjax.powerflow import columns
+
+    grid = feeders["case33bw"][0]
+    tree = tree_lib.tree_of(grid)
+    p0, q0 = powerflow.bus_injections(grid)
+    scale = jnp.asarray(np.random.default_rng(5).uniform(0.6, 1.4, (11, 1)))
+    solve = lambda p, q: powerflow.solve(grid, p, q, method="distflow", tree=tree)  # noqa: E731
+    whole = jax.jit(jax.vmap(solve))(p0 * scale, q0 * scale)
+    monkeypatch.setattr(columns, "block_size", lambda rows: 4)  # 3 blocks, the last one padded
+    blocked = jax.jit(jax.vmap(solve))(p0 * scale, q0 * scale)
+    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(blocked)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
