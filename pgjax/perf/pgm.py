@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pgjax.grid import NONE, PV, REF
+from pgjax.grid import PV, REF
 from pgjax.powerflow import network
 
 # the exact methods of power-grid-model's symmetric power flow
@@ -77,7 +77,7 @@ class PGMBatch:
         shunt["g1"], shunt["b1"], shunt["g0"], shunt["b0"] = y_sh.real, y_sh.imag, y_sh.real, y_sh.imag
         vm_set, va_set = (np.asarray(a) for a in network.setpoints(grid))
         bus_type = np.asarray(grid.bus.bus_type)
-        ref = np.flatnonzero(on & (bus_type == REF) & (bus_type != NONE))
+        ref = np.flatnonzero(on & (bus_type == REF))
         source = initialize_array("input", "source", len(ref))
         source["id"], source["node"], source["status"] = [next(ids) for _ in ref], ref, 1
         source["u_ref"], source["u_ref_angle"], source["sk"] = vm_set[ref], va_set[ref], 1e20
