@@ -15,6 +15,12 @@ from pgjax.baselines.mappo import CHECKPOINT, CONFIG, MAPPOConfig, make_train, s
 from pgjax.runio import write_atomic
 from deploy_fixtures import CONFIG_KW, fixed_policy_state
 
+# How long a lock-step agent waits for a period's messages. The controllers and the plant of a test
+# share one event loop, and on a loaded CI machine (another xdist worker compiling) the loop can stall
+# for seconds; a healthy period takes milliseconds, so this bounds only a failing run. Fault tests
+# that want the fallback pass a short `wait_s` themselves.
+LOCKSTEP_WAIT_S = 20.0
+
 P2P = "multi_microgrid_p2p"
 
 
@@ -52,6 +58,7 @@ def run_day(env, export, url, steps, tmp_path, groups, faults=(), during=None, *
     from pgjax.deploy.plant import Plant
 
     dmap = parse_map(map_for_env(env, port=0))
+    ctl_kw.setdefault("wait_s", LOCKSTEP_WAIT_S)
 
     async def main():
         plant = Plant(env, dmap, day=0, faults=faults, log_path=tmp_path / "plant.jsonl", steps=steps)
@@ -97,7 +104,8 @@ def run_dso_day(env, export, url, steps, tmp_path, passwords=None, **kw):
     async def main():
         plant = Plant(env, dmap, day=0, log_path=tmp_path / "plant.jsonl", steps=steps)
         await plant.start()
-        common = dict(env=env, lockstep=True, port=plant.port, read_timeout_s=2.0, period_s=0.01, **kw)
+        common = dict(env=env, lockstep=True, port=plant.port, read_timeout_s=2.0, period_s=0.01,
+                      **{"wait_s": LOCKSTEP_WAIT_S, **kw})
         pw = passwords or {}
         ctls = [VerticalParent(export, dmap, url, log_path=tmp_path / "op.jsonl", bus_log=tmp_path / "bus_op.jsonl",
                                credentials={k: v for k, v in pw.items() if k == "DSO"}, **common)]

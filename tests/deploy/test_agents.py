@@ -69,8 +69,9 @@ def test_p2p_day_with_delay_and_loss_equals_the_simulated_channel(broker, p2p_ex
     env = pgjax.make("multi_microgrid_p2p", dtype="float32", loss_prob=0.3)
     drop = channel_losses(env, STEPS)
     started = broker()
+    # a dropped bid is waited for until `wait_s`, which must stay inside the plant's lock-step patience
     plant, ctls, summaries = run_day(env, p2p_export, started.url, STEPS, tmp_path, [["MG1"], ["MG2", "MG3"]],
-                                     drop=drop)
+                                     drop=drop, wait_s=2.0)
     assert len(plant.rows) == STEPS and all(s["agent_periods"] == {"policy": STEPS * len(c.agents)}
                                             for s, c in zip(summaries, ctls))
     check_day(env, p2p_export, plant, ctls, STEPS)

@@ -50,7 +50,7 @@ def test_three_agent_processes_trade_over_a_secured_broker(p2p_env, p2p_export, 
             agents.append(subprocess.Popen(
                 PGJAX + ["deploy", str(p2p_export), "--map", mapfile, "--port", plant_port.group(1), "--period", "0.01",
                          "--periods", str(STEPS), "--agents", name, "--broker", url, "--lockstep",
-                         "--secret", str(tmp_path / "broker" / f"{name}.secret"), "--wait", "5",
+                         "--secret", str(tmp_path / "broker" / f"{name}.secret"), "--wait", "20",
                          "--bus-log", str(tmp_path / f"bus_{name}.jsonl"), "--summary", str(tmp_path / f"{name}.json")]
                 + ([] if j == 0 else ["--no-heartbeat"]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         for a in agents:
