@@ -20,9 +20,10 @@ none over devices, agents or environments):
   `_coordinate`     protocols (`pgjax.protocols.coordination`): messages through the channels, the
                     device actions of tracked children and of joint dispatches
   `_act`            per-device actions -> feasible setpoints, dynamics, grid changes, injections
-  `_power_flow`     AC power flow (the scenario's method, warm-started); a power flow that
-                    does not converge keeps the last voltages and zero flows for the step:
-                    `info["nonconverged"]` is 1 and the step is penalized, never inf / NaN
+  `_power_flow`     AC power flow (the scenario's method, warm-started; the grid model's, see
+                    `pgjax.env.grid_model`); a power flow that does not converge keeps the
+                    last voltages and zero flows for the step: `info["nonconverged"]` is 1 and
+                    the step is penalized, never inf / NaN
   `_account`        cost and safety per device, attributed to learned agents (`Layout` accounts)
   `pgjax.env.reward` safety, reward and `info`; then observations (`get_obs`, observation delay)
 At reset the voltages observed are the nominal setpoints (no power flow is run).
@@ -39,6 +40,7 @@ batches: the checks see the unbatched shapes.
 from __future__ import annotations
 
 import importlib
+import types
 
 import jax
 import jax.numpy as jnp
@@ -48,14 +50,13 @@ from pgjax import checks
 from pgjax import devices as dev
 from pgjax.protocols.coordination import Coordinator
 from pgjax.devices.base import Context
+from pgjax.env import grid_model as grid_model_lib
 from pgjax.env import layout as layout_lib
 from pgjax.env.base import MultiAgentEnv
 from pgjax.env import reward as reward_lib
 from pgjax.env.types import EnvParams, EnvState
 from pgjax.errors import InputError
-from pgjax.grid import Grid, astype
-from pgjax.powerflow import bus_injections, check_method, network, solve
-from pgjax.powerflow.tree import tree_of
+from pgjax.env.grid_model import scaled_grid
 from pgjax.precision import require_x64
 from pgjax.protocols.coupling import Inputs, grid_imports
 from pgjax.scenario import compile_scenario
@@ -67,15 +68,7 @@ ENV_FAMILIES: dict[str, str] = {"frequency_68bus": "pgjax.frequency.env:make"}
 # Power-flow methods started from the previous step's voltages (`powerflow.solve(init=...)`).
 WARM_START_METHODS = ("newton", "distflow")
 
-
-def scaled_grid(params: EnvParams, ctx: Context, grid: Grid) -> Grid:
-    """`grid` with its loads and static generators scaled by the step's profile values."""
-    load_f = jnp.where(params.load_series >= 0, ctx.series[jnp.maximum(params.load_series, 0)], 1.0)
-    sgen_f = jnp.where(params.sgen_series >= 0, ctx.series[jnp.maximum(params.sgen_series, 0)], 1.0)
-    return grid.replace(
-        load=grid.load.replace(p_mw=grid.load.p_mw * load_f * params.load_scale,
-                               q_mvar=grid.load.q_mvar * load_f * params.load_scale),
-        sgen=grid.sgen.replace(p_mw=grid.sgen.p_mw * sgen_f, q_mvar=grid.sgen.q_mvar * sgen_f))
+__all__ = ["ENV_FAMILIES", "WARM_START_METHODS", "Env", "make", "scaled_grid"]
 
 
 class Env(MultiAgentEnv):
@@ -105,7 +98,8 @@ class Env(MultiAgentEnv):
         self.episode_steps = c.episode_steps
         self.centralized, self.shared_reward = c.centralized, c.shared
         self.reward_fn = reward_fn
-        check_method(c.grid, c.method)
+        self.grid_model = grid_model_lib.for_scenario(c)
+        self.cost_signals = types.MappingProxyType({**self.cost_signals, **self.grid_model.cost_signals})
         layout = layout_lib.build_layout(c)
         self.coordinator = Coordinator(c, layout, self.dtype)
         self.layout = layout_lib.with_message_scales(layout, self.coordinator.scales)
@@ -125,12 +119,12 @@ class Env(MultiAgentEnv):
         devices = {g.type: jax.tree.map(lambda x: jnp.asarray(x, dt) if np.issubdtype(np.asarray(x).dtype, np.floating)
                                         else jnp.asarray(x), g.params) for g in c.groups}
         return EnvParams(
-            grid=astype(c.grid, dt), devices=devices, profiles=f(c.profiles),
+            **self.grid_model.params_fields(dt), devices=devices, profiles=f(c.profiles),
             load_series=jnp.asarray(c.load_series), sgen_series=jnp.asarray(c.sgen_series),
             starts=jnp.asarray(c.starts), hour0=f(c.hour0), flat_price=f(c.flat_price), dt_h=f(c.dt_h),
             load_scale=f(c.load_scale), vm_min_pu=f(c.vm_min_pu), vm_max_pu=f(c.vm_max_pu),
             loading_max_percent=f(c.loading_max_percent), penalty=f(c.penalty),
-            reward_scale=f(c.reward_scale), tree=tree_of(c.grid) if self.method == "distflow" else None)
+            reward_scale=f(c.reward_scale))
 
     # ------------------------------------------------------------------ observations
 
@@ -254,16 +248,15 @@ class Env(MultiAgentEnv):
             ns = t.dynamics(prm, st, sp, ctx)
             if t.apply_to_grid is not None:
                 grid = t.apply_to_grid(prm, ns, grid)
-            p_bus = p_bus + jax.ops.segment_sum(sp.p_mw, prm.bus, grid.n_bus)
-            q_bus = q_bus + jax.ops.segment_sum(sp.q_mvar, prm.bus, grid.n_bus)
+            p_bus = p_bus + jax.ops.segment_sum(sp.p_mw, prm.bus, p_bus.shape[0])
+            q_bus = q_bus + jax.ops.segment_sum(sp.q_mvar, prm.bus, q_bus.shape[0])
             setpoints[g.type], new_states[g.type] = sp, ns
         return setpoints, new_states, grid, p_bus, q_bus
 
     def _power_flow(self, grid, p_bus, q_bus, state: EnvState, params: EnvParams):
         """The AC power flow; a non-converged one keeps the last voltages and zero flows."""
         warm = (state.vm_pu, state.va_deg) if self.method in WARM_START_METHODS else None
-        pf = solve(grid, p_bus, q_bus, method=self.method, max_iter=self.max_iter, jacobian=self.jacobian,
-                   init=warm, tree=params.tree)
+        pf = self.grid_model.solve(grid, p_bus, q_bus, params, warm)
         ok = jnp.all(jnp.isfinite(pf.vm_pu)) & (pf.converged | (self.method == "lindistflow"))
         pf = jax.tree.map(lambda x: jnp.where(ok, x, jnp.zeros_like(x))
                           if jnp.issubdtype(x.dtype, jnp.floating) else x, pf)
@@ -299,12 +292,10 @@ class Env(MultiAgentEnv):
         keys = jax.random.split(k_dev, max(len(self.layout.groups), 1))
         states = {g.type: dev.get(g.type).init(params.devices[g.type], keys[i])
                   for i, g in enumerate(self.layout.groups)}
-        vm, va = network.setpoints(params.grid)
-        on = network.energized(params.grid)
+        vm, va_deg = self.grid_model.start(params.grid)
         dummy_obs = jnp.zeros((self.num_agents, self.obs_dim), self.dtype)
         state = EnvState(t=jnp.asarray(0, jnp.int32), start=start.astype(jnp.int32), devices=states,
-                         vm_pu=jnp.where(on, vm, 0.0).astype(self.dtype),
-                         va_deg=jnp.where(on, jnp.rad2deg(va), 0.0).astype(self.dtype),
+                         vm_pu=vm.astype(self.dtype), va_deg=va_deg.astype(self.dtype),
                          coord=self.coordinator.init(self.default_actions, dummy_obs))
         obs = self.get_obs(state, params)
         # fold_in: the episode's link conditions (communication.randomize) leave the other draws as they were
@@ -316,8 +307,7 @@ class Env(MultiAgentEnv):
         dt, coord = self.dtype, self.coordinator
         actions, nan_actions, clipped_actions, cs = self._clean_actions(state, actions)
         ctx = self.context(state.start + state.t, params, state.vm_pu)
-        grid = scaled_grid(params, ctx, params.grid)
-        p_bus, q_bus = bus_injections(grid)
+        grid, p_bus, q_bus = self.grid_model.loaded(params, ctx, params.grid)
         v_out, h_out, cs = self._coordinate(key, cs, actions, params, state, ctx, p_bus)
         setpoints, new_states, grid, p_bus, q_bus = self._act(actions, params, state, ctx, grid, p_bus, q_bus,
                                                               (v_out, h_out))
@@ -334,10 +324,13 @@ class Env(MultiAgentEnv):
             cost_total = cost_total + jnp.sum(adjust)
         cs = cs.replace(features=coord.features(v_out, h_out))
 
-        out = reward_lib.outcome(self.layout, params, grid, pf, cost, cost_total, dev_safety)
+        unbalance = self.grid_model.unbalance(params, pf)
+        out = reward_lib.outcome(self.layout, params, self.grid_model.energized(grid), pf, cost, cost_total, dev_safety,
+                                 None if unbalance is None else unbalance[0])
         reward = self.reward_fn(out, params, self.shared_reward)
         net_load = -(p_bus @ jnp.asarray(self.layout.bus_grid, dt)) if coord.links.n_grid else jnp.zeros(1, dt)
-        info = {**reward_lib.info(out, params, pf, p_bus, net_load, totals, dt), **coord.info(v_out, h_out),
+        info = {**reward_lib.info(out, params, pf, p_bus, net_load, totals, dt, self.grid_model.import_mw(params, pf)),
+                **({} if unbalance is None else unbalance[1]), **coord.info(v_out, h_out),
                 "nan_actions": nan_actions, "clipped_actions": clipped_actions, "price": ctx.price,
                 "grid_import_mw": import_now}
         new_state = EnvState(t=state.t + 1, start=state.start, devices=new_states, vm_pu=pf.vm_pu.astype(dt),

@@ -158,9 +158,9 @@ def _controllers(c, agents, learned, tracked_nodes):
 
 
 def bus_names(c) -> list[str]:
-    """Owner names of the bus features: the pandapower bus index of each grid bus."""
-    index = list(np.asarray(c.netmap.bus_index))
-    return [str(b) for b in index] + [f"pad{i}" for i in range(len(index), c.grid.n_bus)]
+    """Owner names of the bus features `[n_bus]`: the pandapower bus index of each grid bus (the
+    OpenDSS node name, `bus.phase`, on a three-phase feeder)."""
+    return c.network.bus_labels()
 
 
 def _device_features(c) -> tuple[list, list]:
@@ -310,7 +310,7 @@ def build_layout(c) -> Layout:
         tree_parent=np.asarray(c.tree_parent), groups=tuple(groups), grid_nodes=np.asarray(grid_nodes, np.int64),
         tracked=tracked, parent_agent=parent_agent, parent_col=parent_col, action_mask=action_mask,
         default_actions=default, bus_account=bus_account,
-        branch_account=bus_account[np.asarray(c.grid.branch.to_bus)],
+        branch_account=bus_account[c.network.branch_to_bus()],
         grid_account=w_tree[grid_nodes].reshape(len(grid_nodes), n_agents),
         bus_grid=(c.bus_owner[:, None] == np.asarray(grid_nodes)[None, :]).astype(float),
         observation=ObservationSchema(tuple(agents), tuple(feats), index, sizes),

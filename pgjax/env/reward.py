@@ -4,7 +4,8 @@ After the power flow the step gathers an `Outcome`: per-agent cost ($) and devic
 bus voltage and branch loading excesses, and whether the power flow converged. Then
 
     safety = voltage excess @ bus accounts + loading excess / 100 @ branch accounts
-             + device safety + nonconverged                                  [n_agents]
+             + device safety + nonconverged
+             (+ voltage-unbalance excess, %, @ bus accounts: three-phase grids)   [n_agents]
     reward = -(cost + penalty * safety) * reward_scale                       [n_agents]
 (or the sum over agents for every agent with `reward.shared`). `Env(..., reward_fn=f)`
 replaces the second line: `f(outcome, params, shared) -> [n_agents]`.
@@ -17,7 +18,6 @@ import jax.numpy as jnp
 from flax import struct
 
 from pgjax.env.types import CostSignal
-from pgjax.powerflow import network
 
 # The entries of `info` with one value per learned agent `[n_agents]`; the others are scalars
 # `[]` or, for protocol values, one per grid agent `[n_grid]`.
@@ -47,26 +47,30 @@ class Outcome:
     l_excess: jax.Array  # [n_branch] loading above the limit / 100
     nonconverged: jax.Array  # [] 1.0 where the power flow did not converge
     energized: jax.Array  # [n_bus] bool
+    u_excess: jax.Array | None = None  # [n_bus] % voltage unbalance above the limit (three-phase grids), else None
 
 
-def grid_excess(params, grid, pf):
-    """`(v_excess [n_bus], l_excess [n_branch], energized [n_bus])` of a power-flow result."""
-    on = network.energized(grid)
+def grid_excess(params, on, pf):
+    """`(v_excess [n_bus], l_excess [n_branch], energized [n_bus])` of a power-flow result on the
+    energized buses `on [n_bus]`."""
     vm = pf.vm_pu
     v_excess = jnp.where(on, jnp.maximum(params.vm_min_pu - vm, 0) + jnp.maximum(vm - params.vm_max_pu, 0), 0)
     l_excess = jnp.maximum(jnp.nan_to_num(pf.loading_percent, posinf=0.0) - params.loading_max_percent, 0) / 100
     return v_excess, l_excess, on
 
 
-def outcome(layout, params, grid, pf, cost, cost_total, device_safety) -> Outcome:
-    """The step's `Outcome` from its attributed costs and device safety and its power flow."""
+def outcome(layout, params, on, pf, cost, cost_total, device_safety, u_excess=None) -> Outcome:
+    """The step's `Outcome` from its attributed costs and device safety, its power flow, the
+    energized buses `on [n_bus]` and the voltage-unbalance excess `u_excess [n_bus]` (or None)."""
     dt = cost.dtype
-    v_excess, l_excess, on = grid_excess(params, grid, pf)
+    v_excess, l_excess, on = grid_excess(params, on, pf)
     nonconv = 1.0 - pf.converged.astype(dt)
     safety = (v_excess @ jnp.asarray(layout.bus_account, dt) + l_excess @ jnp.asarray(layout.branch_account, dt)
               + device_safety + nonconv)
+    if u_excess is not None:
+        safety = safety + u_excess.astype(dt) @ jnp.asarray(layout.bus_account, dt)
     return Outcome(cost=cost, cost_total=cost_total, safety=safety, device_safety=device_safety,
-                   v_excess=v_excess, l_excess=l_excess, nonconverged=nonconv, energized=on)
+                   v_excess=v_excess, l_excess=l_excess, nonconverged=nonconv, energized=on, u_excess=u_excess)
 
 
 def default_reward(out: Outcome, params, shared: bool):
@@ -77,12 +81,12 @@ def default_reward(out: Outcome, params, shared: bool):
     return -(out.cost + params.penalty * out.safety) * params.reward_scale
 
 
-def info(out: Outcome, params, pf, p_bus, net_load_mw, totals: dict, dt) -> dict:
-    """The scalar and per-agent diagnostics every step reports (protocol values are added by the step)."""
+def info(out: Outcome, params, pf, p_bus, net_load_mw, totals: dict, dt, slack) -> dict:
+    """The scalar and per-agent diagnostics every step reports (protocol and grid-model values are
+    added by the step); `slack` `[]` is the power drawn from the external grids, MW."""
     on, vm = out.energized, pf.vm_pu
     n_on = jnp.maximum(jnp.sum(on), 1)
     v_viol = on & (out.v_excess > 0)
-    slack = jnp.sum(jnp.where(params.grid.ext_grid.in_service, pf.slack_p_mw, 0))
     total = lambda k: jnp.asarray(totals.get(k, 0.0), dt)  # noqa: E731
     return {
         "cost": out.cost, "safety": out.safety, "cost_total": out.cost_total,

@@ -32,7 +32,7 @@ from pgjax.powerflow.tree import FeederTree
 class EnvParams:
     """Everything numeric a step reads; replace fields to vary scenarios without retracing."""
 
-    grid: Grid
+    grid: Grid  # or a pgjax.grid3ph.Grid3ph (three-phase scenarios: the bus axis is its nodes)
     devices: dict  # type name -> that type's Params, arrays [n_type]
     profiles: jax.Array  # [n_steps, n_series]
     load_series: jax.Array  # [n_load] int, -1: constant
@@ -48,6 +48,7 @@ class EnvParams:
     penalty: jax.Array
     reward_scale: jax.Array
     tree: FeederTree | None = None  # the grid's feeder tree (`distflow`), from its topology
+    network_aux: Any = None  # what the grid model precomputes (three-phase: `grid_model.Aux3ph`)
 
 
 @struct.dataclass

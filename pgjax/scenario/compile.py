@@ -29,6 +29,9 @@ from pgjax.scenario.specs import CommunicationSpec, ProfileSpec, ProtocolSpec
 # The environment's dtype when neither the scenario nor the caller names one: float32 works
 # whatever JAX's 64-bit mode (the training path's dtype); float64 only on request.
 DEFAULT_DTYPE = "float32"
+# Voltage-unbalance factor limit of three-phase networks when `limits` names none: IEC
+# 61000-2-2's compatibility level for LV / MV networks, |V2| / |V1| in %.
+VUF_MAX_PERCENT = 2.0
 
 
 @dataclasses.dataclass
@@ -81,15 +84,61 @@ class Compiled:
     protocol: ProtocolSpec
     communication: CommunicationSpec
     profile_spec: ProfileSpec  # the `profiles` section (`profiles` holds the compiled series)
+    network: Any = None  # the Network (or opendss_network.Network3ph) compiled against
+    vuf_max_percent: float = 2.0  # voltage-unbalance limit (three-phase networks), %
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Network:
-    """The network a scenario compiles against; device `complete` hooks read it."""
+    """The network a scenario compiles against; device `complete` hooks read it.
+
+    The compiler and the layout read a network only through the methods below, so a network
+    of another kind (`pgjax.scenario.opendss_network.Network3ph`, a three-phase feeder whose
+    buses are OpenDSS nodes) compiles the same way.
+    """
 
     net: Any  # pandapower net
     grid: Any  # pgjax Grid converted from it
     netmap: Any  # pgjax.converters.pandapower NetMap: pandapower rows -> grid indices
+
+    @property
+    def n_bus(self) -> int:
+        """Length of the env's bus axis (the grid's buses)."""
+        return self.grid.n_bus
+
+    @property
+    def n_ext_grid(self) -> int:
+        return len(self.netmap.ext_grid_index)
+
+    def bus_names(self) -> list[str]:
+        """`[n_net_bus]` name of each bus row of the network (YAML references match them)."""
+        return [str(n) for n in self.net.bus.name.values]
+
+    def bus_ids(self) -> list:
+        """`[n_net_bus]` the index a YAML file may use instead of a name."""
+        return list(self.net.bus.index)
+
+    def bus_lookup(self) -> np.ndarray:
+        """`[n_net_bus]` grid bus of each network bus row."""
+        return np.asarray(self.netmap.bus_lookup)
+
+    def bus_labels(self) -> list[str]:
+        """`[n_bus]` owner names of the observed bus features: the pandapower bus index per grid bus."""
+        index = list(np.asarray(self.netmap.bus_index))
+        return [str(b) for b in index] + [f"pad{i}" for i in range(len(index), self.grid.n_bus)]
+
+    def branch_to_bus(self) -> np.ndarray:
+        """`[n_branch]` grid bus at the to end of each branch (whose owner is charged its overload)."""
+        return np.asarray(self.grid.branch.to_bus)
+
+    def element_names(self, kind: str) -> list:
+        """Names of the grid's `"load"` or `"sgen"` entries, in grid order (profile rules match them)."""
+        index = self.netmap.load_index if kind == "load" else self.netmap.sgen_index
+        return list(self.net[kind].name.loc[index].values) if len(index) else []
+
+    def branch_names(self, kind: str) -> list:
+        """Names of the network's `"line"` or `"trafo"` rows (for error messages)."""
+        return list(self.net[kind].name.astype(str).values)
 
     def branch(self, ref: dict) -> tuple[int, str, Any] | None:
         """`(grid branch row, "line" | "trafo", pandapower index)` of `{line|trafo: name|index}`; None if absent."""
@@ -113,9 +162,8 @@ class _Resolver:
     def __init__(self, c: _Checker, network: Network, data):
         self.c, self.network, self.data = c, network, data
         self.series: list[str] = []  # the profile columns used, in first-use order
-        net = network.net
-        self.bus_names = [str(n) for n in net.bus.name.values]
-        self.bus_pos = {idx: i for i, idx in enumerate(net.bus.index)}
+        self.bus_names = network.bus_names()
+        self.bus_pos = {idx: i for i, idx in enumerate(network.bus_ids())}
         self.name_pos = {}
         for i, n in enumerate(self.bus_names):
             self.name_pos.setdefault(n, i)
@@ -143,7 +191,7 @@ class _Resolver:
         return out
 
     def bus(self, ref, path) -> int:
-        lookup = self.network.netmap.bus_lookup
+        lookup = self.network.bus_lookup()
         if isinstance(ref, int) and not isinstance(ref, bool):
             if ref not in self.bus_pos:
                 self.c.add(path, f"a bus index of the network (0..{max(self.bus_pos)})", ref)
@@ -161,9 +209,8 @@ class _Resolver:
         if hit is not None:
             return hit[0]
         kind, key = next(iter(ref.items()))
-        table = self.network.net[kind]
         if isinstance(key, str):
-            self.c.add(path, f"a {kind} name of the network (e.g. {list(table.name.astype(str).values[:6])})", key)
+            self.c.add(path, f"a {kind} name of the network (e.g. {self.network.branch_names(kind)[:6]})", key)
         else:
             self.c.add(path, f"a {kind} index of the network", key)
         return 0
@@ -177,7 +224,7 @@ class _Resolver:
         if f.kind == "branch":
             return -1 if v is None else self.branch(v, path)
         if f.kind == "ext_grid":
-            n = len(self.network.netmap.ext_grid_index)
+            n = self.network.n_ext_grid
             if v is not None and not 0 <= v < n:
                 self.c.add(path, f"an external-grid index in [0, {n})", v)
                 return -1
@@ -233,8 +280,8 @@ def _load_data(c: _Checker, spec: ProfileSpec, dt_h: float, source: str):
 def _bus_owner(r: _Resolver, agents: list, tree_parent: np.ndarray) -> np.ndarray:
     """`[n_bus]` tree index of the agent owning each bus (the first root by default)."""
     roots = [i for i, p in enumerate(tree_parent) if p < 0]
-    bus_owner = np.full(r.network.grid.n_bus, roots[0] if roots else 0, np.int32)
-    lookup = r.network.netmap.bus_lookup
+    bus_owner = np.full(r.network.n_bus, roots[0] if roots else 0, np.int32)
+    lookup = r.network.bus_lookup()
     for i, a in enumerate(agents):
         for j, pat in enumerate(a.get("buses", [])):
             if isinstance(pat, int):
@@ -341,6 +388,13 @@ def _network(raw: dict, source: str) -> Network:
         text = str(e) if spec in str(e) else f"{spec}: {e}"
         return ScenarioError(source, [Problem("network", expected, text)])
 
+    if isinstance(raw["network"], dict) and "opendss" in raw["network"]:
+        from pgjax.scenario.opendss_network import load_network3ph
+
+        try:
+            return load_network3ph(raw["network"], source)
+        except Exception as e:  # noqa: BLE001 (DataError / InputError name the file, element or line)
+            raise problem("an OpenDSS feeder pgjax can convert", e) from None
     try:
         net = _resolve_network(raw["network"], source)
     except Exception as e:  # noqa: BLE001 (report any failure as a problem)
@@ -360,7 +414,6 @@ def compile_scenario(name_or_raw, **overrides) -> Compiled:
 def _compile(raw: dict, source: str) -> Compiled:
     """`Compiled` of a structurally valid mapping (device entries may be None: skipped)."""
     network = _network(raw, source)
-    net, netmap = network.net, network.netmap
     c = _Checker()
     spec = ProfileSpec.from_raw(raw.get("profiles", {}))
     r = _Resolver(c, network, _load_data(c, spec, float(raw["time"].get("dt_h", 1.0)), source))
@@ -370,10 +423,8 @@ def _compile(raw: dict, source: str) -> Compiled:
         price_col = r.series_index(spec.price, "profiles.price")
     elif spec.price is not None:
         flat_price = float(spec.price)
-    load_names = net.load.name.loc[netmap.load_index].values if len(netmap.load_index) else []
-    sgen_names = net.sgen.name.loc[netmap.sgen_index].values if len(netmap.sgen_index) else []
-    load_series = r.rules(spec.loads, load_names, "profiles.loads")
-    sgen_series = r.rules(spec.sgens, sgen_names, "profiles.sgens")
+    load_series = r.rules(spec.loads, network.element_names("load"), "profiles.loads")
+    sgen_series = r.rules(spec.sgens, network.element_names("sgen"), "profiles.sgens")
 
     agents = raw["agents"]
     tree_ids = tuple(a["id"] for a in agents)
@@ -391,7 +442,7 @@ def _compile(raw: dict, source: str) -> Compiled:
         raise ScenarioError(source, c.problems)
     lim, rw, pf = raw.get("limits", {}), raw.get("reward", {}), raw.get("powerflow", {})
     return Compiled(
-        name=raw["name"], source=source, net=net, grid=network.grid, netmap=netmap,
+        name=raw["name"], source=source, net=network.net, grid=network.grid, netmap=network.netmap,
         dtype=raw.get("dtype", DEFAULT_DTYPE), method=pf.get("method", "newton"),
         jacobian=pf.get("jacobian", "exact"), max_iter=int(pf.get("max_iter", 20)), dt_h=dt_h,
         episode_steps=steps, starts=starts, hour0=np.asarray(hour0),
@@ -406,7 +457,8 @@ def _compile(raw: dict, source: str) -> Compiled:
         learned=raw.get("hierarchy", {}).get("learned", "grid"), tree_ids=tree_ids,
         tree_level=tuple(a["level"] for a in agents), tree_parent=tree_parent, bus_owner=bus_owner,
         groups=groups, protocol=ProtocolSpec.from_raw(raw.get("protocol", {})),
-        communication=CommunicationSpec.from_raw(raw.get("communication", {})), profile_spec=spec)
+        communication=CommunicationSpec.from_raw(raw.get("communication", {})), profile_spec=spec, network=network,
+        vuf_max_percent=float(lim.get("vuf_max_percent", VUF_MAX_PERCENT)))
 
 
 _KEY = re.compile(r"([^.\[\]]+)|\[(\d+)\]")

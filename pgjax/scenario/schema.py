@@ -151,7 +151,13 @@ def check_numbers(c: _Checker, node, path: str = "") -> None:
 def _check_network(c: _Checker, raw: dict) -> None:
     net = raw.get("network")
     if net is None:
-        c.add("network", "a network name, .json path or {builder, kwargs} (required key missing)", None)
+        c.add("network", "a network name, .json path, {builder, kwargs} or {opendss, commands} (required key missing)",
+              None)
+    elif isinstance(net, dict) and "opendss" in net:  # a three-phase feeder (pgjax.scenario.opendss_network)
+        c.keys(net, {"opendss", "commands"}, "network")
+        c.value(net, "opendss", "string", "network", required=True)
+        if not isinstance(net.get("commands", []), list) or not all(isinstance(x, str) for x in net.get("commands", [])):
+            c.add("network.commands", "a list of OpenDSS commands (strings)", net.get("commands"))
     elif isinstance(net, dict):
         c.keys(net, {"builder", "kwargs"}, "network")
         c.value(net, "builder", "string", "network", required=True)
@@ -209,7 +215,8 @@ def _check_profiles(c: _Checker, raw: dict) -> None:
 def _check_objective(c: _Checker, raw: dict) -> None:
     """`limits`, `reward`, `observation` and `hierarchy`."""
     lim = c.section(raw, "limits")
-    c.keys(lim, {"vm_min_pu", "vm_max_pu", "loading_max_percent"}, "limits")
+    c.keys(lim, {"vm_min_pu", "vm_max_pu", "loading_max_percent", "vuf_max_percent"}, "limits")
+    c.value(lim, "vuf_max_percent", "number", "limits", within=POSITIVE)
     lo = c.value(lim, "vm_min_pu", "number", "limits", within=Range(0.0, VOLTAGE_PU.hi))
     hi = c.value(lim, "vm_max_pu", "number", "limits", within=VOLTAGE_PU)
     if lo is not None and hi is not None and lo >= hi:
