@@ -169,7 +169,7 @@ def pgjax_configs(name, batches):
     """`(method, jacobian, batch sizes)` of the pgjax rows of network `name`."""
     radial = name in RADIAL
     return ([("distflow", "exact", batches)] if radial else []) + [("newton", "chord", batches)] + (
-        [] if radial else [("newton", "sparse", batches)]) + [("newton", "exact", [1])]
+        [] if radial else [("newton", "sparse_lu", batches), ("newton", "sparse", batches)]) + [("newton", "exact", [1])]
 
 
 def batched_solve(grid, method, jacobian):

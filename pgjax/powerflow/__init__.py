@@ -30,13 +30,13 @@ from pgjax import checks
 from pgjax.errors import InputError
 from pgjax.grid import TABLES, Grid
 from pgjax.grid3ph import Grid3ph
-from pgjax.powerflow import network, newton, radial, reference, sparse, threephase
+from pgjax.powerflow import network, newton, radial, reference, sparse, sparse_newton, threephase
 from pgjax.powerflow.network import bus_injections, make_ybus
 from pgjax.powerflow.result import PowerFlowResult, finish
 from pgjax.precision import is_64bit, require_x64
 
 METHODS = ("newton", "fixed_point", "distflow", "lindistflow", "pandapower")
-JACOBIANS = ("exact", "chord", "sparse")
+JACOBIANS = ("exact", "chord", "sparse", "sparse_lu")
 
 __all__ = ["METHODS", "PowerFlowResult", "bus_injections", "check_grid", "check_method", "default_method", "make_ybus",
            "solve"]
@@ -239,8 +239,8 @@ def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str | None = None, max_
     s_spec = (p_mw + 1j * q_mvar).astype(network.complex_dtype(grid)) / grid.sn_mva
     vm_set, va_set = network.setpoints(grid)
     x_set = jnp.concatenate([va_set, vm_set])
-    if method in radial.FEEDER_METHODS:  # they start from their own (LinDistFlow-like) point
-        x_init = x_set
+    if method in radial.FEEDER_METHODS or jacobian in ("sparse", "sparse_lu"):
+        x_init = x_set  # they start from their own point (LinDistFlow-like; the host base case)
     else:
         x_init = jnp.concatenate([network.dc_angles(grid, s_spec.real, va_set), vm_set])
     if init is not None:
@@ -248,6 +248,8 @@ def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str | None = None, max_
 
     if method == "newton" and jacobian == "sparse":  # the chord on sparse factors
         x, (res, iterations) = sparse.solve(grid, s_spec, x_set, x_init, tol, max_iter, warm=init is not None)
+    elif method == "newton" and jacobian == "sparse_lu":  # exact Newton, batched sparse LU
+        x, (res, iterations) = sparse_newton.solve(grid, s_spec, x_set, x_init, tol, max_iter, warm=init is not None)
     elif method == "newton":
         x, (res, iterations) = newton.solve(grid, s_spec, x_set, x_init, tol, max_iter, jacobian,
                                             warm=init is not None)
