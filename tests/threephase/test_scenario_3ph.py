@@ -4,8 +4,9 @@ Its power flow equals OpenDSS itself on the scenario's network (the same taps, l
 as the profiles scale them, the devices' injections as OpenDSS loads on their nodes) and the
 float32 env stays within 1e-4 p.u. of it; the voltage-unbalance factor equals numpy's
 sequence components of the returned phase voltages and its excess over the limit is the
-`unbalance` safety cost; the env steps finite under `jit` + `vmap`; the PettingZoo shim
-passes PettingZoo's own API test; a short `pgjax train` + `pgjax eval` runs end to end.
+`unbalance` safety cost; the env steps finite under `jit` + `vmap`; a short `pgjax train` +
+`pgjax eval` runs end to end. (PettingZoo's `parallel_api_test` runs on it with every
+registered scenario: `tests/wrappers/test_pettingzoo.py::test_parallel_api_every_scenario`.)
 """
 
 from __future__ import annotations
@@ -152,15 +153,6 @@ def test_per_phase_observations_and_actions_in_the_schema(env32):
     assert float(obs_schema.decode(obs[1], "B", "bus/48.2/vm_pu")) == pytest.approx(1.0)
 
 
-def test_pettingzoo_parallel_api():
-    from pettingzoo.test import parallel_api_test
-
-    from pgjax.wrappers import pettingzoo as pz
-
-    env = pz.parallel_env(NAME)
-    parallel_api_test(env, num_cycles=30)
-
-
 def _cli(argv) -> int:
     """`pgjax ARGV` in this process: its exit status (the commands return it or raise SystemExit)."""
     from pgjax.cli import main
@@ -182,3 +174,16 @@ def test_train_and_eval_smoke(tmp_path):
     assert {"mappo", "do_nothing", "rule_based"} <= set(results)
     for row in results.values():
         assert np.isfinite(row["safety_unbalance"]) and row["converged"] == 24.0  # every step converged
+
+
+def test_bad_three_phase_scenarios_name_the_problem():
+    from pgjax.errors import InputError
+    from pgjax.scenario import ScenarioError
+
+    raw = pgjax.scenario.load(NAME)[0]
+    with pytest.raises(ScenarioError, match=r"network.*no_such\.dss"):
+        pgjax.make({**raw, "network": {"opendss": "no_such.dss"}})
+    with pytest.raises(ScenarioError, match=r"network\.cmds"):
+        pgjax.make({**raw, "network": {**raw["network"], "cmds": []}})
+    with pytest.raises(InputError, match="fixed_point"):
+        pgjax.make(NAME, method="newton")
