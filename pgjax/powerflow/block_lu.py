@@ -9,7 +9,7 @@ sequence of static gathers, 2x2 products and scatter-adds (`factor`, `solve`):
 - **Ordering**: minimum degree on the bus graph (`minimum_degree`), without pivoting.
   On a radial feeder it eliminates leaves first and creates no fill: the factorization is
   O(n) like a backward sweep. On a meshed grid it keeps the fill small (case118: 179
-  lines, 57 fill blocks).
+  connected bus pairs, 86 fill pairs, 16 levels).
 - **Levels**: pivots are grouped by height in the elimination tree. Pivots of one level
   do not depend on each other; each level is a handful of array operations on all its
   pivots at once, and updates that several pivots make to one block are summed.
@@ -191,9 +191,9 @@ def factor(a, pat: Pattern):
     blocks `L_ik = A_ik D_k^-1`, upper blocks `A_kj` and the inverted pivots `D_k^-1`."""
     for lv in pat.levels:
         d_inv = _inv(a[lv.piv_entry])
-        a = a.at[lv.piv_entry].set(d_inv)
+        a = a.at[lv.piv_entry].set(d_inv, unique_indices=True)
         if len(lv.l_entry):
-            a = a.at[lv.l_entry].set(_mm(a[lv.l_entry], d_inv[lv.l_piv]))
+            a = a.at[lv.l_entry].set(_mm(a[lv.l_entry], d_inv[lv.l_piv]), unique_indices=True)
         if len(lv.upd_dst):
             a = a.at[lv.upd_dst].add(-_mm(a[lv.upd_l], a[lv.upd_u]))
     return a
@@ -209,5 +209,5 @@ def solve(lu, r, pat: Pattern):
         y = r[lv.piv_row]
         if len(lv.u_entry):
             y = y - jnp.zeros_like(y).at[lv.u_piv].add(_mv(lu[lv.u_entry], x[lv.u_col]))
-        x = x.at[lv.piv_row].set(_mv(lu[lv.piv_entry], y))
+        x = x.at[lv.piv_row].set(_mv(lu[lv.piv_entry], y), unique_indices=True)
     return x

@@ -99,15 +99,13 @@ def bus_current(v, yv, pl: Plan):
 
 
 def rect_residual(y, yv, s_spec, eqs: newton.Equations, pl: Plan) -> jax.Array:
-    """Sparse twin of `newton.rect_residual` (one point): `[2 n]` p.u. at `y = [e, f]`."""
-    n = y.shape[-1] // 2
-    e, f = y[:n], y[n:]
-    i = bus_current(e + 1j * f, yv, pl)
-    p = e * i.real + f * i.imag - s_spec.real
-    q = f * i.real - e * i.imag - s_spec.imag
-    top = jnp.where(eqs.p_row, p, e - eqs.y_set[:n])
-    bottom = jnp.where(eqs.q_row, q, jnp.where(eqs.v_row, e * e + f * f - eqs.vm_set ** 2, f - eqs.y_set[n:]))
-    return jnp.concatenate([top, bottom])
+    """`sparse.rect_residual` (one point, `[2 n]` p.u. at `y = [e, f]`) with the currents
+    from the admittance entries `yv` `[n_y]`."""
+    def current(e, f, *_):
+        i = bus_current(e + 1j * f, yv, pl)
+        return i.real, i.imag
+
+    return sparse.rect_residual(y, None, None, None, s_spec, eqs, current)
 
 
 def rotation(t):
@@ -125,8 +123,8 @@ def rotation(t):
     return c, s
 
 
-def _newton_columns(pl: Plan, max_iter: int):
-    """The Newton loop on columns: `(e0, f0 [n, B], g, b, s_re, s_im, p_row, q_row, tol)` ->
+def _newton_columns(pl: Plan):
+    """The Newton loop on columns: `(e0, f0 [n, B], g, b, s_re, s_im, p_row, q_row, tol, max_iter)` ->
     `(e, f [n, B], residual [2n, B], iterations [B])`.
 
     The state is the rectangular voltage: the mismatch and the Jacobian are polynomials in
@@ -142,7 +140,7 @@ def _newton_columns(pl: Plan, max_iter: int):
     diag_of_row = np.empty(n, np.int64)
     diag_of_row[rows[diag]] = diag
 
-    def run(e0, f0, g, b, s_re, s_im, p_row, q_row, tol):
+    def run(e0, f0, g, b, s_re, s_im, p_row, q_row, tol, max_iter):
         batch = e0.shape[1:]
         g, b = _trail(g, e0[:1]), _trail(b, e0[:1])
         p_eq, q_eq = _trail(p_row, e0), _trail(q_row, e0)
@@ -217,12 +215,12 @@ def solve(grid: Grid, s_spec, x_set, x_init, tol, max_iter, warm: bool = False):
     sg = jax.lax.stop_gradient
     E, P = columns.EITHER, columns.POINT
     n = grid.n_bus
-    loop = columns.per_point(_newton_columns(pl, max_iter), (P, P, E, E, E, E, E, E, columns.SHARED),
+    loop = columns.per_point(_newton_columns(pl), (P, P, E, E, E, E, E, E, columns.SHARED, columns.SHARED),
                              rows=pl.pattern.n_blocks)
 
     def run(y0):
         e, f, _, it = loop(y0[:n], y0[n:], sg(yv.real), sg(yv.imag), sg(s_spec.real), sg(s_spec.imag), eqs.p_row,
-                           eqs.q_row, sg(jnp.asarray(tol, x_set.dtype)))
+                           eqs.q_row, sg(jnp.asarray(tol, x_set.dtype)), jnp.asarray(max_iter, jnp.int32))
         y = jnp.concatenate([e, f])
         return y, rect_residual(y, sg(yv), sg(s_spec), sg(eqs), pl), it
 

@@ -44,6 +44,7 @@ CASES = (
     ("newton", "exact", "case30"),
     ("newton", "chord", "case30"),
     ("newton", "sparse", "case30"),
+    ("newton", "sparse_lu", "case30"),
     ("fixed_point", "exact", "case33bw"),
     ("distflow", "exact", "case33bw"),
 )
