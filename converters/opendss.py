@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pgjax.errors import DataError, InputError
-from pgjax.grid3ph import KIND_NAMES, OTHER, Elements3ph, Grid3ph, Loads3ph, Nodes3ph, Sources3ph
+from pgjax.grid3ph import KIND_NAMES, OTHER, Elements3ph, Grid3ph, Loads3ph, Nodes3ph, Sources3ph, astype
 
 S_BASE_KVA = 1000.0
 # Element classes read; anything else in `Circuit.AllElementNames` is refused.
@@ -221,7 +221,8 @@ def from_opendss(path, commands=(), *, dtype=np.float64) -> tuple[Grid3ph, NetMa
     """Compile the OpenDSS file `path` (then run `commands`) and convert the circuit.
 
     Returns `(grid, netmap)`: a `Grid3ph` of numpy arrays of `dtype` (float64 solves need
-    JAX's 64-bit mode) and a `NetMap3ph` whose `node_names` are OpenDSS's `bus.phase` names
+    JAX's 64-bit mode; a float32 grid keeps what rounding dropped of the admittances,
+    `pgjax.grid3ph.astype`) and a `NetMap3ph` whose `node_names` are OpenDSS's `bus.phase` names
     (lower case) in the order of the node axis. Ends with the circuit still compiled in the
     engine (`engine()`), e.g. for a comparison.
     """
@@ -243,7 +244,6 @@ def from_engine(dss, *, dtype=np.float64) -> tuple[Grid3ph, NetMap3ph]:
     src_name, ys, s_idx, s_kv, e_kv = _source(dss, node_index, bus_kv)
     loads, load_names, load_phase = _loads(dss, node_index, bus_kv)
     m = max(len(b[3]) for b in blocks)
-    f = np.dtype(dtype)
     y = np.zeros((len(blocks), m, m), complex)
     node = np.full((len(blocks), m), n)
     kv = np.ones((len(blocks), m))
@@ -253,17 +253,17 @@ def from_engine(dss, *, dtype=np.float64) -> tuple[Grid3ph, NetMap3ph]:
         y[i, :c, :c] = _per_unit(yp, ckv, ckv)
         node[i, :c] = np.where(idx < 0, n, idx)
         kv[i, :c], term[i, :c] = ckv, t
-    elem = Elements3ph(y.real.astype(f), y.imag.astype(f), node, kv.astype(f), term,
+    elem = Elements3ph(y.real, y.imag, np.zeros(y.shape), np.zeros(y.shape), node, kv, term,
                        np.array([b[1] for b in blocks]), np.ones(len(blocks), bool))
     ys_pu = _per_unit(ys, s_kv, s_kv)[None]
     e_pu = (e_kv / s_kv)[None]
-    source = Sources3ph(ys_pu.real.astype(f), ys_pu.imag.astype(f), np.where(s_idx < 0, n, s_idx)[None],
-                        e_pu.real.astype(f), e_pu.imag.astype(f), np.ones(1, bool))
+    source = Sources3ph(ys_pu.real, ys_pu.imag, np.where(s_idx < 0, n, s_idx)[None], e_pu.real, e_pu.imag,
+                        np.ones(1, bool))
     cols = list(zip(*loads)) if loads else [[]] * 7
     la, lb = (np.array([n if i < 0 else i for i in c], int) for c in cols[:2])
-    load = Loads3ph(la, lb, *(np.array(c, f) for c in cols[2:]), np.ones(len(loads), bool))
-    nodes = Nodes3ph(vbase.astype(f), np.ones(n, bool), np.zeros(n, bool), np.zeros(n, f), np.zeros(n, f))
-    grid = Grid3ph(nodes, elem, source, load, np.asarray(S_BASE_KVA, f))
+    load = Loads3ph(la, lb, *(np.array(c, float) for c in cols[2:]), np.ones(len(loads), bool))
+    nodes = Nodes3ph(vbase, np.ones(n, bool), np.zeros(n, bool), np.zeros(n), np.zeros(n))
+    grid = astype(Grid3ph(nodes, elem, source, load, np.asarray(S_BASE_KVA)), dtype)
     netmap = NetMap3ph(tuple(node_names), tuple(b[0].lower() for b in blocks), tuple(load_names),
                        np.array(load_phase, int), (src_name,))
     return grid, netmap

@@ -13,6 +13,10 @@ Conventions:
   siemens becomes per unit as `y_pu = y_S * vb_i * vb_j * 1e3 / s_base_kva` (kV, kVA);
 - node index `n_node` is ground (and where padded conductors point): its voltage is 0;
 - loads consume (`p_kw > 0` draws power); sources inject;
+- float32: admittances are double-float32 pairs, `y = y_pu + y_lo_pu` (the remainder that
+  rounding `y` to float32 drops, `astype`), so the host can prepare the ill-conditioned
+  system matrix of a concrete float32 grid from the float64 network (`exact_float64`);
+  float64 grids carry `y_lo_pu = 0`;
 - padding: `mask = False` entries (nodes, elements, sources, loads) change no result, so
   feeders padded to one shape (`pad`) batch with `jax.vmap` (`stack`).
 
@@ -56,6 +60,8 @@ class Elements3ph:
 
     y_re_pu: jax.Array  # [n_elem, n_cond, n_cond] primitive admittance, p.u.
     y_im_pu: jax.Array  # [n_elem, n_cond, n_cond]
+    y_lo_re_pu: jax.Array  # [n_elem, n_cond, n_cond] what rounding to the grid's dtype dropped of y (astype)
+    y_lo_im_pu: jax.Array  # [n_elem, n_cond, n_cond]
     node: jax.Array  # int [n_elem, n_cond]
     vbase_kv: jax.Array  # [n_elem, n_cond] base of each conductor's bus (for amperes), kV
     terminal: jax.Array  # int [n_elem, n_cond]: 0, 1, ... ; -1 for padding
@@ -118,12 +124,30 @@ class Grid3ph:
         return self.load.p_kw.shape[-1]
 
 
+def _split(y, lo, dtype):
+    """`(hi, lo)` in `dtype` with `hi + lo = y + lo_in` to twice `dtype`'s precision."""
+    wide = np.promote_types(y.dtype, dtype)
+    y_w, lo_w = y.astype(wide), lo.astype(wide)
+    hi = (y_w + lo_w).astype(dtype)
+    return hi, ((y_w - hi.astype(wide)) + lo_w).astype(dtype)
+
+
 def astype(grid: Grid3ph, dtype) -> Grid3ph:
-    """Cast every float leaf to `dtype` (float64 needs JAX's 64-bit mode for jnp leaves)."""
+    """Cast every float leaf to `dtype` (float64 needs JAX's 64-bit mode for jnp leaves);
+    element admittances keep what the cast rounds off in `y_lo_*_pu` (module docstring)."""
     dtype = np.dtype(dtype)
-    if dtype == np.float64:
+    if dtype == np.float64 and not all(isinstance(x, np.ndarray) for x in jax.tree.leaves(grid)):
         require_x64("pgjax.grid3ph.astype to float64")
-    return jax.tree.map(lambda x: x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x, grid)
+    e = grid.elem
+    (y_re, lo_re), (y_im, lo_im) = _split(e.y_re_pu, e.y_lo_re_pu, dtype), _split(e.y_im_pu, e.y_lo_im_pu, dtype)
+    cast = jax.tree.map(lambda x: x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x, grid)
+    return cast.replace(elem=cast.elem.replace(y_re_pu=y_re, y_im_pu=y_im, y_lo_re_pu=lo_re, y_lo_im_pu=lo_im))
+
+
+def exact_float64(grid: Grid3ph) -> Grid3ph:
+    """A concrete grid as numpy float64 leaves with the admittance remainders folded in
+    (`y_lo_*_pu = 0`): the float64 network a float32 grid was rounded from."""
+    return astype(jax.tree.map(np.asarray, grid), np.float64)
 
 
 def _pad_axis(x, axis: int, size: int, fill):
@@ -158,7 +182,8 @@ def pad(grid: Grid3ph, n_node: int, n_elem: int, n_cond: int, n_load: int,
     e = g.elem
     pe = lambda x, fill, axes: _pad_axis(_pad_axis(x, 0, n_elem, fill), axes[0], n_cond, fill) if len(axes) == 1 \
         else _pad_axis(_pad_axis(_pad_axis(x, 0, n_elem, fill), 1, n_cond, fill), 2, n_cond, fill)
-    elem = Elements3ph(pe(e.y_re_pu, 0.0, (1, 2)), pe(e.y_im_pu, 0.0, (1, 2)), pe(idx(e.node), n_node, (1,)),
+    elem = Elements3ph(*[pe(y, 0.0, (1, 2)) for y in (e.y_re_pu, e.y_im_pu, e.y_lo_re_pu, e.y_lo_im_pu)],
+                       pe(idx(e.node), n_node, (1,)),
                        pe(e.vbase_kv, 1.0, (1,)), pe(e.terminal, -1, (1,)), _pad_axis(e.kind, 0, n_elem, OTHER),
                        _pad_axis(e.mask, 0, n_elem, False))
     s = g.source

@@ -27,6 +27,7 @@ from flax import struct
 
 from pgjax import checks
 from pgjax.errors import InputError
+from pgjax import grid3ph
 from pgjax.grid3ph import CAPACITOR, Grid3ph
 
 
@@ -207,16 +208,19 @@ def prepare(grid: Grid3ph) -> Prepared3ph:
     result as `solve(..., prepared=...)`. Not differentiated (it only steers the iteration;
     gradients come from the residual).
 
-    A concrete float32 grid is prepared in float64 (under `jax.enable_x64`, then cast back):
-    the float32 solve then only rounds `v0 + zi @ d`, instead of inverting a matrix whose
-    condition number (1e8 .. 1e15 on the IEEE feeders: near-zero-impedance switches and
-    regulators, anti-float shunts) float32 cannot carry. Traced grids are prepared in their
-    own dtype."""
+    A concrete float32 grid is prepared in float64 from the float64 network it was rounded
+    from (`grid3ph.exact_float64`: its admittances plus the remainders `astype` kept; under
+    `jax.enable_x64`), then cast back: the float32 solve then only rounds `v0 + zi @ d`.
+    The system matrix's condition number is 1e8 .. 1e15 on the IEEE feeders (near-zero
+    impedance switches and regulators, delta windings held to ground by OpenDSS's ppm
+    anti-float shunts); rounding the transformers' near-cancelling `YPrim` entries to
+    float32 alone changes the network by more than those shunts (IEEE 123: 2.8 p.u. on a
+    floating delta secondary even with a float64 inverse). Traced grids are prepared in
+    their own dtype from the rounded admittances (the documented float32 limit under jit)."""
     if not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(grid)) \
             and jnp.result_type(grid.node.vbase_kv) == jnp.float32:
+        g64 = grid3ph.exact_float64(grid)
         with jax.enable_x64(True):
-            g64 = jax.tree.map(lambda x: np.asarray(x, np.float64) if np.issubdtype(np.asarray(x).dtype, np.floating)
-                               else np.asarray(x), grid)
             prep = jax.tree.map(np.asarray, jax.jit(_prepare)(g64))
         return jax.tree.map(lambda x: jnp.asarray(x.astype(np.complex64)), prep)
     return _prepare(grid)
@@ -410,7 +414,8 @@ def from_balanced(grid) -> Grid3ph:
     node_sh = np.concatenate([3 * np.arange(nb)[:, None] + ph, np.full((nb, 3), 3 * nb)], 1)
     y = np.concatenate([y_br, y_sh])
     vb = np.repeat(np.asarray(grid.bus.vn_kv) / np.sqrt(3), 3)
-    elem = Elements3ph(y.real.astype(f), y.imag.astype(f), np.concatenate([node_br, node_sh]),
+    elem = Elements3ph(y.real.astype(f), y.imag.astype(f), np.zeros(y.shape, f), np.zeros(y.shape, f),
+                       np.concatenate([node_br, node_sh]),
                        np.ones((len(y), 6), f), np.tile(np.repeat([0, 1], 3), (len(y), 1)),
                        np.array([LINE] * len(y_br) + [OTHER] * nb), np.ones(len(y), bool))
     vm_set, va_set = (np.asarray(x) for x in network.setpoints(grid))

@@ -165,3 +165,18 @@ def test_unmodelled_load_model_is_named(tmp_path):
                     "new load.zip1 bus1=b1 kv=12.47 kw=100 kvar=20 model=8 zipv=[0.2 0.3 0.5 0.2 0.3 0.5 0.5]\n")
     with pytest.raises(InputError, match=r"load\.zip1.*model 8"):
         opendss.from_opendss(path)
+
+
+def test_float32_grid_keeps_the_float64_admittances(ieee13):
+    """`astype` to float32 keeps what rounding drops of each admittance, so the float64
+    network comes back to ~1e-14 (float32 alone: ~1e-8), through padding too."""
+    g, _ = ieee13
+    g32 = grid3ph.astype(g, np.float32)
+    assert g32.elem.y_re_pu.dtype == np.float32 and np.any(g32.elem.y_lo_re_pu != 0)
+    back = grid3ph.exact_float64(grid3ph.pad(g32, g.n_node + 2, g.n_elem + 1, g.elem.node.shape[1], g.n_load))
+    y = g.elem.y_re_pu + 1j * g.elem.y_im_pu
+    y_back = back.elem.y_re_pu[:g.n_elem] + 1j * back.elem.y_im_pu[:g.n_elem]
+    scale = np.max(np.abs(y))
+    assert np.max(np.abs(y_back - y)) <= 1e-13 * scale
+    assert np.max(np.abs(g32.elem.y_re_pu.astype(float) - y.real)) > 1e-9 * scale
+    assert not np.any(back.elem.y_lo_re_pu)
