@@ -72,6 +72,8 @@ RADIAL = ("case33bw", "ieee34_3x_ieee13", "radial300", "radial1000")
 PEER_TARGETS = {"case33bw": 1.5, "ieee34_3x_ieee13": 1.5, "radial300": 1.5, "radial1000": 1.5,
                 "case118": 1.0, "case300": 1.0}
 VM_TOL = 1e-8
+# float32 DistFlow on the radial feeders (issue 23 item 5): >= 2x the float64 one, within 1e-4 pu
+FLOAT32_TARGET, FLOAT32_VM_TOL = 2.0, 1e-4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,6 +159,8 @@ def bench_network(name, args, peaks):
     p_all, q_all = points.operating_points(grid, factors, scale_gen)
     energized = np.asarray(solve(grid).energized)
     rows, vm_pgjax = pgjax_rows(name, grid, p_all, q_all, args, peaks.get("float64", {}).get("gflops"), out)
+    if name in RADIAL:
+        rows += float32_rows(grid, p_all, q_all, vm_pgjax, rows, args, out)
     rows += lightsim_rows(net, bnet, netmap, energized, vm_pgjax, factors, scale_gen, args, out)
     rows += pgm_rows(grid, vm_pgjax, p_all, q_all, args, out)
     rows += pandapower_rows(net, bnet, netmap, energized, vm_pgjax, factors, base, scale_gen, args, out)
@@ -221,6 +225,31 @@ def pgjax_rows(name, grid, p_all, q_all, args, peak, out):
     out["pgjax_converged"] = first[-1]["converged"] if first else None
     out["pgjax_reference_method"] = rows[0]["variant"].split(" b=")[0]
     return rows, vm_pgjax
+
+
+def float32_rows(grid, p_all, q_all, vm_pgjax, rows64, args, out):
+    """DistFlow on the float32 copy of `grid` (engine "pgjax float32", not an exact-peer row):
+    its rows, and in `out["float32"]` its best rate over float64 DistFlow's and its largest
+    voltage difference to the float64 solution `vm_pgjax` on all points."""
+    import jax
+    import jax.numpy as jnp
+
+    from pgjax.grid import astype
+
+    g32 = astype(grid, jnp.float32)
+    fn = jax.jit(batched_solve(g32, "distflow", "exact"))
+    rows = []
+    for b in [b for b in args.batches if b <= args.points]:
+        p, q = (jax.device_put(np.asarray(x[:b], np.float32)) for x in (p_all, q_all))
+        row, _, _ = time_pgjax(fn, p, q, "distflow float32", "distflow", "exact", args, out)
+        if row is not None:
+            rows.append({**row, "engine": "pgjax float32"})
+    best64 = max((r["pf_per_s"] for r in rows64 if r["method"] == "distflow"), default=None)
+    if rows and best64:
+        vm32 = np.asarray(fn(*(np.asarray(x, np.float32) for x in (p_all, q_all)))[0], float)
+        out["float32"] = {"ratio_to_float64": max(r["pf_per_s"] for r in rows) / best64,
+                          "max_dvm_vs_float64": float(np.max(np.abs(vm32 - vm_pgjax)))}
+    return rows
 
 
 def time_pgjax(fn, p, q, label, method, jac, args, out):
@@ -445,6 +474,11 @@ def print_network(o):
           + f"  [{'OK' if worst <= VM_TOL else 'FAIL'} <= {VM_TOL:g}]")
     print(f"pgjax converged fraction ({o['pgjax_reference_method']}, all points; its voltages are "
           f"the ones compared): {o['pgjax_converged']:.4f}")
+    if "float32" in o:
+        f = o["float32"]
+        print(f"float32 distflow best / float64 distflow best: {f['ratio_to_float64']:.2f}x [target >= "
+              f"{FLOAT32_TARGET:g}x]; max |vm float32 - vm float64| {f['max_dvm_vs_float64']:.1e} pu "
+              f"[{'OK' if f['max_dvm_vs_float64'] <= FLOAT32_VM_TOL else 'FAIL'} <= {FLOAT32_VM_TOL:g}]")
 
 
 def print_summary(results):
