@@ -279,6 +279,14 @@ def run_three_phase(args) -> int:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
+    if "european_lv" in names and dtype == "float64":
+        from pgjax import verification3ph_pandapower as VPP
+
+        pp_row = VPP.compare("european_lv")
+        print(f"\npandapower runpp_3ph (sequence networks; source as a stiff ext_grid behind its impedance) on "
+              f"european_lv: converged {pp_row['converged']}; vs OpenDSS |dV| {_e(pp_row['dvm_pu_opendss'])} pu, "
+              f"angle {_e(pp_row['dva_deg_opendss'])} deg; vs pgjax |dV| {_e(pp_row['dvm_pu_pgjax'])} pu, "
+              f"angle {_e(pp_row['dva_deg_pgjax'])} deg")
     failed = [r["feeder"] for r in rows if r["status"] == "FAIL"]
     print(f"\n{len(rows) - len(failed)} of {len(rows)} feeders " + ("pass" if dtype == "float64" else "solved")
           + (f"; failing: {failed}" if failed else ""))
