@@ -186,8 +186,9 @@ def from_engine(dss) -> PgmFeeder:
             "transformer": _array("transformer", tag([r for _, r in trafos])),
             "source": _array("source", tag([source])),
             "asym_load": _array("asym_load", tag([r[0] for _, r in loads]))}
-    return PgmFeeder(data, tuple(buses), tuple(n.split(".", 1)[1].lower() for n, _ in loads),
-                     np.array([r[1] for _, r in loads]).reshape(-1, 3), np.array([r[2] for _, r in loads]).reshape(-1, 2))
+    share = np.array([r[1] for _, r in loads]).reshape(-1, 3)
+    scale = np.array([r[2] for _, r in loads]).reshape(-1, 2)
+    return PgmFeeder(data, tuple(buses), tuple(n.split(".", 1)[1].lower() for n, _ in loads), share, scale)
 
 
 def load_update(feeder: PgmFeeder, p_kw, q_kvar) -> dict:

@@ -208,22 +208,29 @@ def prepare(grid: Grid3ph) -> Prepared3ph:
     result as `solve(..., prepared=...)`. Not differentiated (it only steers the iteration;
     gradients come from the residual).
 
-    A concrete float32 grid is prepared in float64 from the float64 network it was rounded
+    A float32 grid is prepared in float64 from the float64 network it was rounded
     from (`grid3ph.exact_float64`: its admittances plus the remainders `astype` kept; under
     `jax.enable_x64`), then cast back: the float32 solve then only rounds `v0 + zi @ d`.
     The system matrix's condition number is 1e8 .. 1e15 on the IEEE feeders (near-zero
     impedance switches and regulators, delta windings held to ground by OpenDSS's ppm
     anti-float shunts); rounding the transformers' near-cancelling `YPrim` entries to
     float32 alone changes the network by more than those shunts (IEEE 123: 2.8 p.u. on a
-    floating delta secondary even with a float64 inverse). Traced grids are prepared in
-    their own dtype from the rounded admittances (the documented float32 limit under jit)."""
-    if not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(grid)) \
-            and jnp.result_type(grid.node.vbase_kv) == jnp.float32:
-        g64 = grid3ph.exact_float64(grid)
-        with jax.enable_x64(True):
-            prep = jax.tree.map(np.asarray, jax.jit(_prepare)(g64))
-        return jax.tree.map(lambda x: jnp.asarray(x.astype(np.complex64)), prep)
-    return _prepare(grid)
+    floating delta secondary even with a float64 inverse). This runs on the host through
+    `jax.pure_callback`, so traced grids (under `jit`, `vmap`, `grad`) get it too: one call
+    per grid (a vmap over stacked grids calls it per grid, one over operating points once).
+    float64 grids are prepared in place."""
+    if jnp.result_type(grid.node.vbase_kv) != jnp.float32:
+        return _prepare(grid)
+    shapes = jax.eval_shape(_prepare, grid)
+    return jax.pure_callback(_prepare_float64, shapes, jax.lax.stop_gradient(grid), vmap_method="sequential")
+
+
+def _prepare_float64(grid: Grid3ph) -> Prepared3ph:
+    """`_prepare` of a concrete float32 grid's float64 network, cast to complex64 (numpy)."""
+    g64 = grid3ph.exact_float64(grid)
+    with jax.enable_x64(True):
+        prep = jax.tree.map(np.asarray, jax.jit(_prepare)(g64))
+    return jax.tree.map(lambda x: x.astype(np.complex64), prep)
 
 
 def _prepare(grid: Grid3ph) -> Prepared3ph:

@@ -82,3 +82,19 @@ def test_transformer_connections_in_a_feeder(tmp_path, conns):
     OYOD cases; wye loads on an ungrounded delta secondary, held only by OpenDSS's ppm
     anti-float shunts, make the fixed point diverge)."""
     _assert_within_targets(V.compare("conn", path=write_circuit(tmp_path, 1, *conns)))
+
+
+@pytest.mark.parametrize("name", ["4bus_grdyd", "ieee123"])
+def test_float32_traced_grid_within_1e_4_pu_of_opendss(name):
+    """A float32 grid traced under jit and vmap over stacked copies (no `prepared=`) is
+    prepared from its float64 network on the host too (`threephase.prepare`'s callback)."""
+    import jax
+
+    from pgjax import grid3ph
+    from pgjax.powerflow import threephase
+
+    grid, _, ref = V.reference(name, np.float32)
+    solve = jax.jit(jax.vmap(lambda g: threephase.solve(g, max_iter=V.MAX_ITER)))
+    result = solve(grid3ph.stack([grid, grid]))
+    one = jax.tree.map(lambda x: x[1], result)
+    assert bool(result.converged.all()) and V.differences(grid, one, ref)["dvm_pu"] <= 1e-4
