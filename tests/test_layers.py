@@ -23,7 +23,7 @@ LAYERS = (  # lowest first; a top-level module or package of pgjax per entry
      "pgjax.distributed", "pgjax.splits", "pgjax.networks", "pgjax.profiles"),
     ("pgjax.grid", "pgjax.grid3ph"),
     ("pgjax.powerflow",),
-    ("pgjax.converters", "pgjax.verification", "pgjax.verification3ph"),
+    ("pgjax.converters", "pgjax.verification", "pgjax.verification3ph", "pgjax.verification3ph_pandapower"),
     ("pgjax.devices",),
     ("pgjax.protocols",),
     ("pgjax.scenario",),
