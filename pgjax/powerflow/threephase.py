@@ -226,9 +226,10 @@ def prepare(grid: Grid3ph) -> Prepared3ph:
 
 
 def _prepare_float64(grid: Grid3ph) -> Prepared3ph:
-    """`_prepare` of a concrete float32 grid's float64 network, cast to complex64 (numpy)."""
+    """`_prepare` of a concrete float32 grid's float64 network, cast to complex64 (numpy);
+    on the CPU whatever the default device (it may run inside a host callback)."""
     g64 = grid3ph.exact_float64(grid)
-    with jax.enable_x64(True):
+    with jax.enable_x64(True), jax.default_device(jax.devices("cpu")[0]):
         prep = jax.tree.map(np.asarray, jax.jit(_prepare)(g64))
     return jax.tree.map(lambda x: x.astype(np.complex64), prep)
 
