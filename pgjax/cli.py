@@ -23,7 +23,7 @@ COMMANDS = {
     "verify": ("verify", "compare pgjax's power flow with pandapower on the network zoo"),
     "bench": (None, "benchmarks: 'pgjax bench powerflow', 'pgjax bench env' (env steps/s, JAX vs pandapower), "
                     "'pgjax bench train' (training over devices / processes, memory per env), "
-                    "'pgjax bench threephase' (three-phase power flows/s against OpenDSS)"),
+                    "'pgjax bench threephase' (three-phase power flows/s against OpenDSS and power-grid-model)"),
     "validate": (None, "check a scenario YAML file (or registered name) and print every problem"),
     "train": ("train", "train MAPPO on a scenario into a run folder (progress, checkpoints, curves)"),
     "eval": ("eval", "evaluate a run on the test split against random, do-nothing, rule-based and oracle"),

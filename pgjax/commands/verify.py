@@ -25,6 +25,8 @@ OpenDSS feeder (`pgjax.verification3ph.FEEDERS`, or the ones `--networks` names)
 taps pinned where OpenDSS's controls leave them, loads kept at their model, OpenDSS at
 tolerance 1e-10; per-node |V| and angle, conductor currents, losses and source power against
 `pgjax.verification3ph.TARGETS` (float64; `--float32` solves in float32 and reports only).
+With the European LV feeder, pandapower's `runpp_3ph` on it is compared with OpenDSS and
+pgjax too (`pgjax.verification3ph_pandapower`; printed, not judged).
 
 Exit code 0 when every newton/fixed_point row passes and every named network ran, 1
 otherwise (2 for an unknown method or network name).
