@@ -105,7 +105,8 @@ def _check_elements(dss) -> list[str]:
     return names
 
 
-def _yprim(dss) -> np.ndarray:
+def yprim(dss) -> np.ndarray:
+    """The active element's primitive admittance matrix `[n_cond, n_cond]`, complex siemens."""
     y = np.asarray(dss.CktElement.YPrim(), float)
     n = int(round(np.sqrt(y.size // 2)))
     return (y[0::2] + 1j * y[1::2]).reshape(n, n)
@@ -144,7 +145,7 @@ def _elements(dss, names, node_index, bus_kv):
         idx, kv, term = _conductors(dss, node_index, bus_kv, name)
         if any(dss.CktElement.IsOpen(t, 0) for t in range(1, dss.CktElement.NumTerminals() + 1)):
             raise InputError(f"OpenDSS element '{name}': an open terminal; pgjax models closed elements only")
-        blocks.append((name, KIND_NAMES.get(cls, OTHER), _yprim(dss), idx, kv, term))
+        blocks.append((name, KIND_NAMES.get(cls, OTHER), yprim(dss), idx, kv, term))
     return blocks
 
 
@@ -194,7 +195,7 @@ def _source(dss, node_index, bus_kv):
     nph = dss.CktElement.NumPhases()
     if np.any(idx[nph:] >= 0):
         raise InputError(f"OpenDSS element '{name}': bus2 is not grounded; pgjax models a grounded source")
-    y = _yprim(dss)[:nph, :nph]
+    y = yprim(dss)[:nph, :nph]
     vmag = dss.Vsources.BasekV() * dss.Vsources.PU() / (np.sqrt(3.0) if nph > 1 else 1.0)
     ang = np.deg2rad(dss.Vsources.AngleDeg() - 360.0 / max(nph, 3) * np.arange(nph))
     e_kv = vmag * np.exp(1j * ang)

@@ -23,7 +23,7 @@ import dataclasses
 
 import numpy as np
 
-from pgjax.converters.opendss import LOAD_EXPONENTS
+from pgjax.converters.opendss import LOAD_EXPONENTS, yprim
 from pgjax.errors import InputError
 
 IGNORED_CLASSES = ("energymeter", "monitor", "regcontrol", "capcontrol")  # controls are off once taps are pinned
@@ -110,12 +110,10 @@ def _transformer(dss, name, bus_id) -> dict:
 
 
 def _source(dss, bus_id, u_rated) -> dict:
-    from pgjax.converters.opendss import _yprim
-
     dss.Vsources.First()
     name = f"vsource.{dss.Vsources.Name()}"
     dss.Circuit.SetActiveElement(name)
-    z1, z0 = _sequence(np.linalg.inv(_yprim(dss)[:3, :3]), name)
+    z1, z0 = _sequence(np.linalg.inv(yprim(dss)[:3, :3]), name)
     bus = dss.CktElement.BusNames()[0].split(".")[0].lower()
     return {"node": bus_id[bus], "status": 1, "u_ref": dss.Vsources.PU(),
             "u_ref_angle": np.deg2rad(dss.Vsources.AngleDeg()), "sk": u_rated[bus_id[bus]] ** 2 / abs(z1),
