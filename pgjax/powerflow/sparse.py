@@ -361,15 +361,22 @@ def precompute(grid: Grid) -> Precomputed:
 
 # ------------------------------------------------------------------ traced kernels
 
+def scatter_admittances(grid: Grid, slots, size: int) -> jax.Array:
+    """`[size]` complex p.u.: each branch's two-port admittances `y_ff, y_ft, y_tf, y_tt`
+    `[n_branch]` and each bus shunt `[n_bus]` added into the value slots `slots = (slot_ff,
+    slot_ft, slot_tf, slot_tt, slot_diag)` of a sparse bus-admittance layout (traceable)."""
+    y_ff, y_ft, y_tf, y_tt = network.branch_admittances(grid)
+    vals = jnp.zeros(size, y_ff.dtype)
+    for slot, y in zip(slots, (y_ff, y_ft, y_tf, y_tt, network.bus_shunt(grid)), strict=True):
+        vals = vals.at[jnp.asarray(slot)].add(y)
+    return vals
+
+
 def ybus_values(grid: Grid, pre: Precomputed) -> jax.Array:
     """ELL admittances `[n_bus, k]` complex p.u. for `pre.ybus_cols` (traceable in the grid)."""
     n, k = pre.ybus_cols.shape
-    y_ff, y_ft, y_tf, y_tt = network.branch_admittances(grid)
-    vals = jnp.zeros(n * k, y_ff.dtype)
-    for slot, y in ((pre.slot_ff, y_ff), (pre.slot_ft, y_ft), (pre.slot_tf, y_tf), (pre.slot_tt, y_tt),
-                    (pre.slot_diag, network.bus_shunt(grid))):
-        vals = vals.at[jnp.asarray(slot)].add(y)
-    return vals.reshape(n, k)
+    slots = (pre.slot_ff, pre.slot_ft, pre.slot_tf, pre.slot_tt, pre.slot_diag)
+    return scatter_admittances(grid, slots, n * k).reshape(n, k)
 
 
 def _trail(a, like):

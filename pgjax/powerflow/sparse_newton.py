@@ -36,19 +36,15 @@ _CACHE_SIZE = 16
 @dataclass(frozen=True)
 class Plan:
     """Host plan of one grid: the block-LU `pattern` (its given blocks are the bus-admittance
-    nonzeros `rows`, `cols` `[n_y]`), the entry each branch admittance (`slot_ff`, ...
-    `[n_branch]`) and bus shunt (`slot_diag` `[n_bus]`) adds into, and the base-case polar
-    solution `x_base` `[2 n_bus]`."""
+    nonzeros `rows`, `cols` `[n_y]`, `is_diag` where row == col), the entries the branch
+    admittances and bus shunts add into (`slots`, see `sparse.scatter_admittances`), and the
+    base-case polar solution `x_base` `[2 n_bus]`."""
 
     pattern: block_lu.Pattern
     rows: np.ndarray
     cols: np.ndarray
     is_diag: np.ndarray
-    slot_ff: np.ndarray
-    slot_ft: np.ndarray
-    slot_tf: np.ndarray
-    slot_tt: np.ndarray
-    slot_diag: np.ndarray
+    slots: tuple
     x_base: np.ndarray
 
 
@@ -68,7 +64,7 @@ def plan(grid: Grid) -> Plan:
         return np.searchsorted(pair, r * n + c).astype(np.int32)
 
     x_base, _, _ = sparse.host_base_case(grid)
-    out = Plan(pattern, rows, cols, rows == cols, slot(f, f), slot(f, t), slot(t, f), slot(t, t), slot(diag, diag),
+    out = Plan(pattern, rows, cols, rows == cols, (slot(f, f), slot(f, t), slot(t, f), slot(t, t), slot(diag, diag)),
                np.asarray(x_base, float))
     if len(_CACHE) >= _CACHE_SIZE:
         _CACHE.pop(next(iter(_CACHE)))
@@ -78,12 +74,7 @@ def plan(grid: Grid) -> Plan:
 
 def ybus_entries(grid: Grid, pl: Plan) -> jax.Array:
     """Bus-admittance values `[n_y]` complex p.u. at `pl.rows`, `pl.cols` (traceable in the grid)."""
-    y_ff, y_ft, y_tf, y_tt = network.branch_admittances(grid)
-    vals = jnp.zeros(len(pl.rows), y_ff.dtype)
-    for s, y in ((pl.slot_ff, y_ff), (pl.slot_ft, y_ft), (pl.slot_tf, y_tf), (pl.slot_tt, y_tt),
-                 (pl.slot_diag, network.bus_shunt(grid))):
-        vals = vals.at[s].add(y)
-    return vals
+    return sparse.scatter_admittances(grid, pl.slots, len(pl.rows))
 
 
 def _trail(a, like):
