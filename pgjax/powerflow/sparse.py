@@ -330,7 +330,8 @@ def host_base_case(grid: Grid):
     return best, host_polar_jacobian(best, ybus, eq_mask), bool(best_res <= HOST_TOL)
 
 
-def _grid_key(grid: Grid) -> str:
+def grid_key(grid: Grid) -> str:
+    """A hash of every array of `grid` (dtype, shape, bytes): the key of the host caches."""
     h = hashlib.sha1()
     for leaf in jax.tree.leaves(grid):
         a = np.asarray(leaf)
@@ -346,7 +347,7 @@ def is_concrete(grid: Grid) -> bool:
 
 def precompute(grid: Grid) -> Precomputed:
     """Host precomputation for a concrete, unbatched grid (cached by the grid's contents)."""
-    key = _grid_key(grid)
+    key = grid_key(grid)
     if key in _CACHE:
         return _CACHE[key]
     cols, s_ff, s_ft, s_tf, s_tt, s_diag = ybus_pattern(grid.branch.from_bus, grid.branch.to_bus, grid.n_bus)

@@ -50,7 +50,7 @@ class Plan:
 
 def plan(grid: Grid) -> Plan:
     """The host plan for a concrete grid (cached by the grid's contents)."""
-    key = sparse._grid_key(grid)
+    key = sparse.grid_key(grid)
     if key in _CACHE:
         return _CACHE[key]
     n = grid.n_bus

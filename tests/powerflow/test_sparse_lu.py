@@ -186,3 +186,25 @@ def test_new_operating_points_do_not_retrace():
     for f in (0.9, 1.1, 1.2):
         fn(*_points(grid, [f, f]))
     assert len(traces) == 1
+
+
+def test_newton_without_a_jacobian_uses_the_sparse_lu_on_a_concrete_grid_and_dense_when_traced():
+    from pgjax.powerflow import default_jacobian
+
+    grid = _grid("case118")
+    p, q = _points(grid, [1.2])
+    assert default_jacobian(grid) == "sparse_lu"
+    plain = solve(grid, p[0], q[0], method="newton")
+    lu = solve(grid, p[0], q[0], method="newton", jacobian="sparse_lu")
+    dense = solve(grid, p[0], q[0], method="newton", jacobian="exact")
+    assert int(lu.iterations) != int(dense.iterations)  # base-case start against the DC start: tells them apart
+    assert int(plain.iterations) == int(lu.iterations)
+    np.testing.assert_array_equal(plain.vm_pu, lu.vm_pu)
+    seen = []
+
+    def traced(g):
+        seen.append(default_jacobian(g))
+        return solve(g, p[0], q[0], method="newton").iterations
+
+    assert int(jax.jit(traced)(grid)) == int(dense.iterations)
+    assert seen == ["exact"]
