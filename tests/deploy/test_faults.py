@@ -235,7 +235,9 @@ def test_shutdown_leaves_safe_values_and_devices_revert_without_controller(env, 
     # margin: the loop above waits for three such steps however late they come)
     late = [r for r in plant.rows if r["wall_s"] > t_done + SETTLED_S]
     assert len(late) >= 3 and all(sorted(r["reverted"]) == controlled for r in late)
-    first = next(i for i, r in enumerate(plant.rows) if r["reverted"])  # once reverted, it stays reverted
-    assert all(sorted(r["reverted"]) == controlled for r in plant.rows[first:])
+    # after the last write a unit once reverted stays reverted (before it, a loaded machine may stall the
+    # controller past the timeout and its next write legitimately takes the unit back)
+    reverted_sets = [set(r["reverted"]) for r in plant.rows if r["wall_s"] > t_done]
+    assert all(a <= b for a, b in zip(reverted_sets, reverted_sets[1:]))
     assert all(r["actions"] == np.asarray(env.default_actions).tolist() for r in late)
     assert plant_events(tmp_path, "refused") == []
