@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import time
@@ -62,10 +63,11 @@ def machine_info() -> dict:
     info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "jax": jax.__version__, "numpy": np.__version__,
             "jax_backend": jax.default_backend()}
-    for mod in ("pandapower", "lightsim2grid", "numba", "power_grid_model"):
-        try:
-            info[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - optional engines
+    for mod, dist in (("pandapower", "pandapower"), ("lightsim2grid", "lightsim2grid"), ("numba", "numba"),
+                      ("power_grid_model", "power-grid-model")):
+        try:  # the installed distribution's version (power_grid_model has no __version__)
+            info[mod] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:  # optional engines
             info[mod] = None
     try:
         info["loadavg"] = os.getloadavg()
