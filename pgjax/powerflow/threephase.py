@@ -20,6 +20,8 @@ inside; results in p.u., degrees, amperes, kW and kvar.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,6 +31,7 @@ from pgjax import checks
 from pgjax.errors import InputError
 from pgjax import grid3ph
 from pgjax.grid3ph import CAPACITOR, Grid3ph
+from pgjax.powerflow import columns
 
 
 @struct.dataclass
@@ -72,8 +75,8 @@ def _cdtype(grid: Grid3ph):
 
 
 def _ext(x, fill=0):
-    """Append the ground entry (index n_node)."""
-    return jnp.concatenate([x, jnp.full((1,), fill, x.dtype)])
+    """Append the ground row (index n_node) to `x` `[n, ...]`."""
+    return jnp.concatenate([x, jnp.full((1,) + x.shape[1:], fill, x.dtype)])
 
 
 def network_admittance(grid: Grid3ph) -> jax.Array:
@@ -117,55 +120,74 @@ def load_admittance(grid: Grid3ph, p_kw, q_kvar) -> jax.Array:
     return y[:n, :n]
 
 
+# The kernels below take a batch of operating points as columns (`pgjax.powerflow.columns`):
+# node arrays `[n_node, B]`, load arrays `[n_load, B]`; grid arrays get a trailing axis.
+
+
 def load_currents(grid: Grid3ph, v, p_kw, q_kvar):
-    """Current drawn by each load branch `[n_load]` (A, from node_a to node_b) at node
-    voltages `v` `[n_node]` (p.u.), and the branch voltages `u` (kV)."""
+    """Current drawn by each load branch `[n_load, B]` (A, from node_a to node_b) at node
+    voltages `v` `[n_node, B]` (p.u.), and the branch voltages `u` `[n_load, B]` (kV)."""
     ld = grid.load
-    vb = _ext(grid.node.vbase_kv)
-    ve = _ext(v)
-    u = ve[ld.node_a] * vb[ld.node_a] - ve[ld.node_b] * vb[ld.node_b]
+    ve = _ext(v) * _ext(grid.node.vbase_kv)[:, None]
+    u = ve[ld.node_a] - ve[ld.node_b]
     return _draw(grid, u, p_kw, q_kvar), u
 
 
 def _draw(grid: Grid3ph, u, p_kw, q_kvar):
-    """Current drawn by each load branch `[n_load]` (A) at branch voltages `u` (kV)."""
+    """Current drawn by each load branch `[n_load, B]` (A) at branch voltages `u` (kV), powers
+    `p_kw`, `q_kvar` `[n_load, B]`."""
     ld = grid.load
-    ratio = jnp.abs(u) / ld.vnom_kv
+    ratio = jnp.abs(u) / ld.vnom_kv[:, None]
     safe = jnp.where(ratio > 0, ratio, 1.0)
-    s = p_kw * safe ** ld.exp_p + 1j * q_kvar * safe ** ld.exp_q
+    s = p_kw * safe ** ld.exp_p[:, None] + 1j * q_kvar * safe ** ld.exp_q[:, None]
     u_safe = jnp.where(jnp.abs(u) > 0, u, 1.0)
-    return jnp.where(ld.mask & (ratio > 0), jnp.conj(s / u_safe), 0)
+    return jnp.where(ld.mask[:, None] & (ratio > 0), jnp.conj(s / u_safe), 0)
 
 
 def load_injection(grid: Grid3ph, i_a) -> jax.Array:
-    """`[n_node]` p.u. current injected into the nodes by load branch currents `i_a` (A)."""
-    ld, n = grid.load, grid.n_node
-    vb = _ext(grid.node.vbase_kv)
-    scale = 1 / grid.s_base_kva
-    inj = jnp.zeros(n + 1, i_a.dtype)
-    inj = inj.at[ld.node_a].add(-i_a * vb[ld.node_a] * scale).at[ld.node_b].add(i_a * vb[ld.node_b] * scale)
-    return inj[:n]
+    """`[n_node, B]` p.u. current injected into the nodes by load branch currents `i_a` (A)."""
+    ld = grid.load
+    vb = _ext(grid.node.vbase_kv)[:, None] / grid.s_base_kva
+    inj = jnp.zeros((grid.n_node + 1,) + i_a.shape[1:], i_a.dtype)
+    return inj.at[ld.node_a].add(-i_a * vb[ld.node_a]).at[ld.node_b].add(i_a * vb[ld.node_b])[:-1]
 
 
-def network_current(grid: Grid3ph, v) -> jax.Array:
-    """`Y_net V` `[n_node]` p.u., element by element (`O(n_elem n_cond^2)`, no dense matrix)."""
-    e, s = grid.elem, grid.source
-    ve = _ext(v)
-    y_elem = (e.y_re_pu + 1j * e.y_im_pu).astype(v.dtype)
-    y_src = (s.y_re_pu + 1j * s.y_im_pu).astype(v.dtype)
-    i_e = jnp.where(e.mask[:, None], jnp.einsum("eij,ej->ei", y_elem, ve[e.node]), 0)
-    i_s = jnp.where(s.mask[:, None], jnp.einsum("sij,sj->si", y_src, ve[s.node]), 0)
-    return jnp.zeros(grid.n_node + 1, v.dtype).at[e.node].add(i_e).at[s.node].add(i_s)[:-1]
+def element_currents(grid: Grid3ph, ve) -> tuple[jax.Array, jax.Array]:
+    """Real and imaginary parts `[n_elem, n_cond, B]` of the p.u. current into each element
+    conductor at node voltages `ve` `[n_node + 1, B]` (ground row last), 0 for padded
+    elements; in real arithmetic (XLA's CPU runs these batched products of complex numbers
+    at about half the speed)."""
+    e = grid.elem
+    vr, vi = ve.real[e.node], ve.imag[e.node]
+    yr, yi = (jnp.where(e.mask[:, None, None], y, 0).astype(vr.dtype) for y in (e.y_re_pu, e.y_im_pu))
+    mm = functools.partial(jnp.einsum, "eij,ejb->eib")
+    return mm(yr, vr) - mm(yi, vi), mm(yr, vi) + mm(yi, vr)
+
+
+def network_current(grid: Grid3ph, ve, i_elem) -> jax.Array:
+    """`Y_net V` `[n_node, B]` p.u. from element currents `i_elem` (`element_currents`' pair)
+    and the sources' at node voltages `ve` `[n_node + 1, B]`."""
+    s = grid.source
+    y_src = jnp.where(s.mask[:, None, None], s.y_re_pu + 1j * s.y_im_pu, 0).astype(ve.dtype)
+    i_s = jnp.einsum("sij,sjb->sib", y_src, ve[s.node])
+    out = jnp.zeros((grid.n_node + 1,) + ve.shape[1:], ve.dtype)
+    return out.at[grid.elem.node].add(jax.lax.complex(*i_elem)).at[s.node].add(i_s)[:-1]
 
 
 def residual(grid: Grid3ph, i_src, v, p_kw, q_kvar) -> jax.Array:
-    """Current mismatch `[n_node]` p.u.: `Y_net V - I_source - I_load(V)`; `V - V_set` at
-    fixed nodes, 0 at padded ones."""
+    """Current mismatch `[n_node, B]` p.u.: `Y_net V - I_source - I_load(V)`; `V - V_set` at
+    fixed nodes, 0 at padded ones (`i_src` `[n_node]`, `v` `[n_node, B]`)."""
+    ve = _ext(v)
+    return _residual(grid, i_src, v, network_current(grid, ve, element_currents(grid, ve)), p_kw, q_kvar)
+
+
+def _residual(grid: Grid3ph, i_src, v, i_net, p_kw, q_kvar):
+    """`residual` given the network current `i_net` `[n_node, B]`."""
     i_load, _ = load_currents(grid, v, p_kw, q_kvar)
-    r = network_current(grid, v) - i_src - load_injection(grid, i_load)
+    r = i_net - i_src[:, None] - load_injection(grid, i_load)
     nd = grid.node
-    v_set = (nd.v_set_re_pu + 1j * nd.v_set_im_pu).astype(v.dtype)
-    return jnp.where(nd.fixed, v - v_set, jnp.where(nd.mask, r, 0))
+    v_set = (nd.v_set_re_pu + 1j * nd.v_set_im_pu).astype(v.dtype)[:, None]
+    return jnp.where(nd.fixed[:, None], v - v_set, jnp.where(nd.mask[:, None], r, 0))
 
 
 def z_matrix(grid: Grid3ph, y_net) -> jax.Array:
@@ -246,35 +268,41 @@ def _prepare(grid: Grid3ph) -> Prepared3ph:
 
 
 def _fixed_point(grid: Grid3ph, prep: Prepared3ph, p_kw, q_kvar, tol, max_iter):
-    """Iterate `V <- Z (I_source + I_comp(V))` to the solution; returns `(v, iterations, last
-    change)`. `I_comp` is each load's current beyond its admittance at the grid's nominal
-    powers (the part `Z` holds); it depends only on the voltages across the load branches,
-    so the loop runs on those (`u <- u0 + M d(u)`, `[n_load]`, `M` `[n_load, n_load]`) and
-    the node voltages follow once at the end. The change is `max |u_new - u| / vnom`.
+    """Iterate `V <- Z (I_source + I_comp(V))` to the solution for a batch of operating points
+    as columns (`p_kw`, `q_kvar` `[n_load, B]`); returns `(v_re, v_im, iterations [B], last
+    change [B])`, the voltages as real and imaginary parts `[n_node, B]` (XLA's CPU
+    transposes complex arrays several times slower). `I_comp` is each load's current beyond
+    its admittance at the grid's nominal powers (the part `Z` holds); it depends only on the
+    voltages across the load branches, so the loop runs on those (`u <- u0 + M d(u)`, `[n_load, B]`, `M` `[n_load, n_load]`) and
+    the node voltages follow once at the end. The change is `max |u_new - u| / vnom` per
+    point; the batch iterates until its last point has converged.
 
     (Anderson mixing, `pgjax.powerflow.anderson`, was measured: memory 3 takes the 4-bus
     cases from 36 to 14 iterations but IEEE 123 from 13 to 30; not used.)"""
     ld = grid.load
-    vb = _ext(grid.node.vbase_kv)
-    y_nom, _, _ = _load_terms(grid, ld.p_kw, ld.q_kvar)
-    v0e = _ext(prep.v0)
-    u0 = v0e[ld.node_a] * vb[ld.node_a] - v0e[ld.node_b] * vb[ld.node_b]
+    vnom = ld.vnom_kv[:, None]
+    y_nom = _load_terms(grid, ld.p_kw, ld.q_kvar)[0][:, None]
+    v0e = _ext(prep.v0) * _ext(grid.node.vbase_kv)
+    u0 = (v0e[ld.node_a] - v0e[ld.node_b])[:, None]
 
     def comp(u):
-        return jnp.where(ld.mask, _draw(grid, u, p_kw, q_kvar) - y_nom * u, 0)
+        return jnp.where(ld.mask[:, None], _draw(grid, u, p_kw, q_kvar) - y_nom * u, 0)
 
     def body(carry):
-        u, it, _ = carry
+        u, it, change = carry
         u_new = u0 + prep.m @ comp(u)
-        return u_new, it + 1, jnp.max(jnp.abs(u_new - u) / ld.vnom_kv, initial=0.0)
+        return u_new, it + (change > tol), jnp.max(jnp.abs(u_new - u) / vnom, axis=0, initial=0.0)
 
     def cond(carry):
         _, it, change = carry
-        return (it < max_iter) & (change > tol)
+        return jnp.any((it < max_iter) & (change > tol))
 
-    inf = jnp.asarray(jnp.inf, jnp.real(prep.v0).dtype)
-    u, it, change = jax.lax.while_loop(cond, body, (u0, jnp.asarray(0), inf))
-    return prep.v0 + prep.zi @ comp(u), it, change
+    batch = p_kw.shape[1:]
+    inf = jnp.full(batch, jnp.inf, jnp.real(prep.v0).dtype)
+    u, it, change = jax.lax.while_loop(cond, body, (jnp.broadcast_to(u0, ld.p_kw.shape + batch),
+                                                    jnp.zeros(batch, int), inf))
+    v = prep.v0[:, None] + prep.zi @ comp(u)
+    return v.real, v.imag, it, change
 
 
 def solve_state(grid: Grid3ph, p_kw, q_kvar, tol, max_iter, prepared=None):
@@ -283,12 +311,15 @@ def solve_state(grid: Grid3ph, p_kw, q_kvar, tol, max_iter, prepared=None):
     i_src = source_current(grid)
     n = grid.n_node
     prep = prepare(grid) if prepared is None else sg(prepared)
-    v, it, change = _fixed_point(*jax.tree.map(sg, (grid, prep, p_kw, q_kvar)), tol, max_iter)
+    fixed_point = columns.per_point(functools.partial(_fixed_point, tol=tol, max_iter=max_iter),
+                                    (columns.SHARED, columns.SHARED, columns.POINT, columns.POINT))
+    v_re, v_im, it, change = fixed_point(*jax.tree.map(sg, (grid, prep, p_kw, q_kvar)))
+    v = jax.lax.complex(v_re, v_im)
     to_c = lambda x: x[:n] + 1j * x[n:]
     to_r = lambda z: jnp.concatenate([z.real, z.imag])
 
     def f(x):
-        return to_r(residual(grid, i_src, to_c(x), p_kw, q_kvar))
+        return to_r(residual(grid, i_src, to_c(x)[:, None], p_kw[:, None], q_kvar[:, None])[:, 0])
 
     def tangent_solve(g, y):
         return jnp.linalg.solve(jax.jacfwd(g)(y), y)
@@ -297,33 +328,45 @@ def solve_state(grid: Grid3ph, p_kw, q_kvar, tol, max_iter, prepared=None):
     return to_c(x), it, change
 
 
-def finish(grid: Grid3ph, v, p_kw, q_kvar, i_src, tol, iterations, change) -> PowerFlowResult3ph:
-    """Flows, losses, load and source powers at the node voltages `v` `[n_node]` (p.u.)."""
+def _flows(grid: Grid3ph, v_re, v_im, p_kw, q_kvar, i_src) -> dict:
+    """`finish`'s arrays for a batch of node voltages as columns `v_re`, `v_im` `[n_node, B]`
+    (p.u.), powers `[n_load, B]`: each `[..., B]`."""
     e, s, sb = grid.elem, grid.source, grid.s_base_kva
+    v = jax.lax.complex(v_re, v_im)
     ve = _ext(v)
-    v_c = ve[e.node]  # [n_elem, n_cond]
-    y_elem = (e.y_re_pu + 1j * e.y_im_pu).astype(v.dtype)
-    i_pu = jnp.where(e.mask[:, None], jnp.einsum("eij,ej->ei", y_elem, v_c), 0)
-    s_c = v_c * jnp.conj(i_pu) * sb  # kVA into the element per conductor (ground conductors: V = 0)
-    i_a = i_pu * sb / e.vbase_kv
+    i_re, i_im = element_currents(grid, ve)  # [n_elem, n_cond, B]
+    vr, vi = ve.real[e.node], ve.imag[e.node]
+    p_c, q_c = (vr * i_re + vi * i_im) * sb, (vi * i_re - vr * i_im) * sb  # kW, kvar into each conductor
+    to_a = sb / e.vbase_kv[:, :, None]
     i_load, u = load_currents(grid, v, p_kw, q_kvar)
     s_load = u * jnp.conj(i_load)
     ys = (s.y_re_pu + 1j * s.y_im_pu).astype(v.dtype)
-    es = (s.e_re_pu + 1j * s.e_im_pu).astype(v.dtype)
+    es = (s.e_re_pu + 1j * s.e_im_pu).astype(v.dtype)[:, :, None]
     vs = ve[s.node]
-    s_src = jnp.where(s.mask[:, None], vs * jnp.conj(jnp.einsum("sij,sj->si", ys, es - vs)), 0).sum(-1) * sb
-    res = residual(grid, i_src, v, p_kw, q_kvar)
-    mismatch = jnp.max(jnp.abs(jnp.where(grid.node.fixed, 0, v * jnp.conj(res))))
-    loss = s_c.sum(-1)
-    is_loss = e.mask & (e.kind != CAPACITOR)  # OpenDSS's circuit losses leave capacitors out
-    return PowerFlowResult3ph(
+    s_src = jnp.where(s.mask[:, None, None], vs * jnp.conj(jnp.einsum("sij,sjb->sib", ys, es - vs)), 0).sum(1) * sb
+    res = _residual(grid, i_src, v, network_current(grid, ve, (i_re, i_im)), p_kw, q_kvar)
+    mismatch = jnp.max(jnp.abs(jnp.where(grid.node.fixed[:, None], 0, v * jnp.conj(res))), axis=0)
+    loss_kw, loss_kvar = p_c.sum(1), q_c.sum(1)
+    is_loss = (e.mask & (e.kind != CAPACITOR))[:, None]  # OpenDSS's circuit losses leave capacitors out
+    return dict(
         v_re_pu=v.real, v_im_pu=v.imag, vm_pu=jnp.abs(v), va_deg=jnp.rad2deg(jnp.angle(v)),
-        i_re_a=i_a.real, i_im_a=i_a.imag, p_kw=s_c.real, q_kvar=s_c.imag,
-        loss_kw=loss.real, loss_kvar=loss.imag, p_loss_kw=jnp.where(is_loss, loss.real, 0).sum(),
-        q_loss_kvar=jnp.where(is_loss, loss.imag, 0).sum(),
+        i_re_a=i_re * to_a, i_im_a=i_im * to_a, p_kw=p_c, q_kvar=q_c,
+        loss_kw=loss_kw, loss_kvar=loss_kvar, p_loss_kw=jnp.where(is_loss, loss_kw, 0).sum(0),
+        q_loss_kvar=jnp.where(is_loss, loss_kvar, 0).sum(0),
         load_p_kw=s_load.real, load_q_kvar=s_load.imag, source_p_kw=s_src.real, source_q_kvar=s_src.imag,
-        converged=(change <= tol) & jnp.all(jnp.isfinite(v)), iterations=iterations,
-        max_mismatch=mismatch, max_step_pu=change)
+        max_mismatch=mismatch)
+
+
+def finish(grid: Grid3ph, v, p_kw, q_kvar, i_src, tol, iterations, change) -> PowerFlowResult3ph:
+    """Flows, losses, load and source powers at the node voltages `v` `[n_node]` (p.u.);
+    under `vmap` computed as columns in cache-sized blocks (`pgjax.powerflow.columns`; real
+    and imaginary parts apart: XLA's CPU transposes complex arrays several times slower)."""
+    point, shared = columns.POINT, columns.SHARED
+    flows = columns.per_point(_flows, (shared, point, point, point, point, shared), differentiable=True,
+                              rows=grid.elem.node.size)
+    return PowerFlowResult3ph(**flows(grid, v.real, v.imag, p_kw, q_kvar, i_src), iterations=iterations, max_step_pu=change,
+                              converged=(change <= tol) & jnp.all(jnp.isfinite(v)))
+
 
 
 def check_grid(grid: Grid3ph, name: str = "grid") -> None:
