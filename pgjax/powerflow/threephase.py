@@ -8,7 +8,7 @@ constant-impedance loads are exact in the matrix and the loop only carries each 
 
     V_{k+1} = Y^{-1} (I_source + I_comp(V_k))
 
-`Y` is factored once per grid (shared by a `vmap` over operating points). Nodes with
+run as a chord iteration on the load branch voltages (`_fixed_point`). `Y` is factored once per grid (shared by a `vmap` over operating points). Nodes with
 `fixed = True` (ideal sources) keep their set voltage: their rows of `Y` are identity rows.
 The iteration stops when the largest voltage change is at most `tol` p.u. Gradients of
 every result are implicit (`jax.lax.custom_root` on the current residual
@@ -222,7 +222,10 @@ class Prepared3ph:
 
     v0: jax.Array  # [n_node] complex p.u.: voltages with every load at its nominal admittance
     zi: jax.Array  # [n_node, n_load] p.u. voltage per ampere drawn by each load branch
-    m: jax.Array  # [n_load, n_load] kV across each load branch per ampere drawn by each
+    u0: jax.Array  # [n_load] complex kV: the chord iteration's start (`_fixed_point`)
+    w: jax.Array  # [n_load, 2 n_load] complex kV per ampere of the remainders' real, then imaginary parts
+    alpha: jax.Array  # [n_load] complex A/kV: each load's draw linearized at the grid's own solution,
+    beta: jax.Array  # [n_load] complex A/kV: di = alpha du + beta conj(du)
 
 
 def prepare(grid: Grid3ph) -> Prepared3ph:
@@ -258,39 +261,60 @@ def _prepare_float64(grid: Grid3ph) -> Prepared3ph:
 
 def _prepare(grid: Grid3ph) -> Prepared3ph:
     grid = jax.lax.stop_gradient(jax.tree.map(jnp.asarray, grid))
-    nd = grid.node
+    nd, ld = grid.node, grid.load
     z = z_matrix(grid, network_admittance(grid))
     v_set = (nd.v_set_re_pu + 1j * nd.v_set_im_pu).astype(z.dtype)
     keep = nd.mask & ~nd.fixed
     v0 = z @ jnp.where(keep, source_current(grid), jnp.where(nd.fixed, v_set, 0))
     zi, m = _transfer(grid, z, keep)
-    return Prepared3ph(v0=v0, zi=zi, m=m)
+    v0e = _ext(v0) * _ext(nd.vbase_kv)
+    u_z = v0e[ld.node_a] - v0e[ld.node_b]  # branch voltages with the loads at their admittances
+    y_nom = _load_terms(grid, ld.p_kw, ld.q_kvar)[0]
+    zero = jnp.zeros_like(y_nom)
+    plain = jnp.concatenate([m, 1j * m], 1)  # the plain fixed point: alpha = y_nom, beta = 0
+    u_ref = _iterate(grid, u_z[:, None], plain, y_nom[:, None], zero[:, None], ld.p_kw[:, None],
+                     ld.q_kvar[:, None], 1e-12, 100)[0][:, 0]
+    alpha, beta = _linearize(grid, u_ref)
+    # u = u_z + M (draw(u) - y_nom u) with draw(u) = alpha u + beta conj(u) + r(u) is
+    # (1 - M D) u = u_z + M r(u), D: du -> (alpha - y_nom) du + beta conj(du); in real form:
+    real = lambda x: jnp.concatenate([x.real, x.imag], 0)
+    a, b = alpha - y_nom, beta
+    d = jnp.block([[jnp.diag(a.real + b.real), jnp.diag(b.imag - a.imag)],
+                   [jnp.diag(a.imag + b.imag), jnp.diag(a.real - b.real)]])
+    m_r = jnp.block([[m.real, -m.imag], [m.imag, m.real]])
+    k = jnp.eye(2 * grid.n_load, dtype=m_r.dtype) - m_r @ d
+    sol = jnp.linalg.solve(k, jnp.concatenate([real(u_z)[:, None], m_r], 1))
+    n = grid.n_load
+    cplx = lambda x: x[:n] + 1j * x[n:]
+    return Prepared3ph(v0=v0, zi=zi, u0=cplx(sol[:, 0]), w=cplx(sol[:, 1:]), alpha=alpha, beta=beta)
 
 
-def _fixed_point(grid: Grid3ph, prep: Prepared3ph, p_kw, q_kvar, tol, max_iter):
-    """Iterate `V <- Z (I_source + I_comp(V))` to the solution for a batch of operating points
-    as columns (`p_kw`, `q_kvar` `[n_load, B]`); returns `(v_re, v_im, iterations [B], last
-    change [B])`, the voltages as real and imaginary parts `[n_node, B]` (XLA's CPU
-    transposes complex arrays several times slower). `I_comp` is each load's current beyond
-    its admittance at the grid's nominal powers (the part `Z` holds); it depends only on the
-    voltages across the load branches, so the loop runs on those (`u <- u0 + M d(u)`, `[n_load, B]`, `M` `[n_load, n_load]`) and
-    the node voltages follow once at the end. The change is `max |u_new - u| / vnom` per
-    point; the batch iterates until its last point has converged.
+def _linearize(grid: Grid3ph, u):
+    """`(alpha, beta)` `[n_load]`: the load branches' draw at the grid's own powers near branch
+    voltages `u` `[n_load]` (kV), `draw(u + du) ~ draw(u) + alpha du + beta conj(du)`."""
+    ld = grid.load
+    draw = lambda x: _draw(grid, x[:, None], ld.p_kw[:, None], ld.q_kvar[:, None])[:, 0]
+    d1 = jax.jvp(draw, (u,), (jnp.ones_like(u),))[1]
+    d2 = jax.jvp(draw, (u,), (jnp.full_like(u, 1j),))[1]
+    return (d1 - 1j * d2) / 2, (d1 + 1j * d2) / 2
 
-    (Anderson mixing, `pgjax.powerflow.anderson`, was measured: memory 3 takes the 4-bus
-    cases from 36 to 14 iterations but IEEE 123 from 13 to 30; not used.)"""
+
+def _iterate(grid: Grid3ph, u_start, w, alpha, beta, p_kw, q_kvar, tol, max_iter):
+    """`u <- u_start + w [Re r(u); Im r(u)]` on load branch voltages `u` `[n_load, B]` (kV),
+    `r(u) = draw(u) - alpha u - beta conj(u)` (`w` `[n_load, 2 n_load]`, `alpha`, `beta`
+    `[n_load, 1]`), until the largest change is at most `tol` p.u. of `vnom` at every point;
+    returns `(u, iterations [B], last change [B])` (points keep iterating with the batch)."""
     ld = grid.load
     vnom = ld.vnom_kv[:, None]
-    y_nom = _load_terms(grid, ld.p_kw, ld.q_kvar)[0][:, None]
-    v0e = _ext(prep.v0) * _ext(grid.node.vbase_kv)
-    u0 = (v0e[ld.node_a] - v0e[ld.node_b])[:, None]
 
-    def comp(u):
-        return jnp.where(ld.mask[:, None], _draw(grid, u, p_kw, q_kvar) - y_nom * u, 0)
+    def remainder(u):
+        r = jnp.where(ld.mask[:, None], _draw(grid, u, p_kw, q_kvar) - alpha * u - beta * jnp.conj(u), 0)
+        x = jnp.concatenate([r.real, r.imag])
+        return jax.lax.complex(w.real @ x, w.imag @ x)
 
     def body(carry):
         u, it, change = carry
-        u_new = u0 + prep.m @ comp(u)
+        u_new = u_start + remainder(u)
         return u_new, it + (change > tol), jnp.max(jnp.abs(u_new - u) / vnom, axis=0, initial=0.0)
 
     def cond(carry):
@@ -298,10 +322,33 @@ def _fixed_point(grid: Grid3ph, prep: Prepared3ph, p_kw, q_kvar, tol, max_iter):
         return jnp.any((it < max_iter) & (change > tol))
 
     batch = p_kw.shape[1:]
-    inf = jnp.full(batch, jnp.inf, jnp.real(prep.v0).dtype)
-    u, it, change = jax.lax.while_loop(cond, body, (jnp.broadcast_to(u0, ld.p_kw.shape + batch),
-                                                    jnp.zeros(batch, int), inf))
-    v = prep.v0[:, None] + prep.zi @ comp(u)
+    inf = jnp.full(batch, jnp.inf, vnom.dtype)
+    return jax.lax.while_loop(cond, body, (jnp.broadcast_to(u_start, ld.p_kw.shape + batch),
+                                           jnp.zeros(batch, int), inf))
+
+
+def _fixed_point(grid: Grid3ph, prep: Prepared3ph, p_kw, q_kvar, tol, max_iter):
+    """Solve a batch of operating points as columns (`p_kw`, `q_kvar` `[n_load, B]`); returns
+    `(v_re, v_im, iterations [B], last change [B])`, the voltages as real and imaginary parts
+    `[n_node, B]` (XLA's CPU transposes complex arrays several times slower).
+
+    The loads' currents depend only on the voltages across the load branches `u`, so the
+    loop runs on those (`[n_load, B]`) and the node voltages follow once at the end,
+    `V = v0 + zi (draw(u) - y_nom u)` (`Z` holds each load's admittance `y_nom` at the
+    grid's own powers). The loop is a chord iteration (`_iterate`): each load's draw,
+    linearized at the grid's own solution (`alpha du + beta conj(du)`: real-linear, as a
+    constant-power load's is), sits in the matrix (`prepare`) and only the remainder
+    iterates. At the same cost per iteration it takes half the iterations of OpenDSS's
+    plain fixed point (`alpha = y_nom`, `beta = 0`): IEEE 123 6 instead of 11, European LV 5
+    instead of 8, the 4-bus cases 12-52 instead of 25-107 (loads within +-20 % of the grid's).
+    (Anderson mixing, `pgjax.powerflow.anderson`, on the plain fixed point was measured:
+    memory 3 takes the 4-bus cases from 36 to 14 iterations but IEEE 123 from 13 to 30.)"""
+    ld = grid.load
+    u, it, change = _iterate(grid, prep.u0[:, None], prep.w, prep.alpha[:, None], prep.beta[:, None],
+                             p_kw, q_kvar, tol, max_iter)
+    y_nom = _load_terms(grid, ld.p_kw, ld.q_kvar)[0][:, None]
+    comp = jnp.where(ld.mask[:, None], _draw(grid, u, p_kw, q_kvar) - y_nom * u, 0)
+    v = prep.v0[:, None] + prep.zi @ comp
     return v.real, v.imag, it, change
 
 
@@ -407,10 +454,10 @@ def solve(grid: Grid3ph, p_kw=None, q_kvar=None, *, max_iter: int = 100, tol: fl
     q = grid.load.q_kvar if q_kvar is None else jnp.asarray(q_kvar, dtype)
     tol = default_tol(grid) if tol is None else tol
     if prepared is not None and (not isinstance(prepared, Prepared3ph)
-                                 or jnp.shape(prepared.m) != (grid.n_load, grid.n_load)
+                                 or jnp.shape(prepared.w) != (grid.n_load, 2 * grid.n_load)
                                  or jnp.shape(prepared.v0) != (grid.n_node,)):
         raise InputError(f"prepared: expected pgjax.powerflow.threephase.prepare(grid) of this grid "
-                         f"(v0 [{grid.n_node}], m [{grid.n_load}, {grid.n_load}]), got {type(prepared).__name__}")
+                         f"(v0 [{grid.n_node}], w [{grid.n_load}, {2 * grid.n_load}]), got {type(prepared).__name__}")
     v, it, change = solve_state(grid, p, q, tol, max_iter, prepared)
     return finish(grid, v, p, q, source_current(grid), tol, it, change)
 
