@@ -1,10 +1,13 @@
 """Broker latency of the deployment's P2P message round at 10, 100 and 250 agents (docs/deployment.md).
 
-    python scripts/bench_broker.py [--sizes 10 100 250] [--rounds 20] [--out /tmp/h25_broker.json]
+    python scripts/bench_broker.py [--sizes 10 100 250] [--rounds 20] [--processes K] [--graph complete|ring]
+                                   [--nodelay] [--out /tmp/h25_broker.json]
 
 Starts a Mosquitto (Debian package) on a free port of 127.0.0.1, runs `pgjax.deploy.bus_bench.bench`
-per size and prints one markdown row per size: latency median / p99, round time median / max and
-the control period the size sustains (the slowest bid round, rounded up to 10 ms).
+per size (the agents' clients spread over K worker processes, default one per core) and prints one
+markdown row per size: deliveries per round, latency median / p99, round time median / max and the
+control period the size sustains (the slowest bid round rounded up to 10 ms; none when a delivery was
+missing at a round's timeout).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from pgjax.deploy.broker import Mosquitto, conf_text, free_port
-from pgjax.deploy.bus_bench import bench
+from pgjax.deploy.bus_bench import GRAPHS, bench
 from pgjax.runio import write_atomic, write_json
 
 
@@ -26,23 +29,31 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, nargs="+", default=[20],
                         help="rounds per size (one number for all, or one per size)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds a round may take (default 30)")
+    parser.add_argument("--processes", type=int, help="worker processes hosting the agents (default: one per core)")
+    parser.add_argument("--graph", choices=sorted(GRAPHS), default="complete", help="who reads whose bids")
+    parser.add_argument("--nodelay", action="store_true",
+                        help="no Nagle delay: the broker's set_tcp_nodelay and the clients' TCP_NODELAY")
     parser.add_argument("--out", help="JSON of the rows")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="h25_broker") as tmp:
         port = free_port()
         conf = Path(tmp) / "mosquitto.conf"
-        write_atomic(conf, conf_text(port, None, None))
+        write_atomic(conf, conf_text(port, None, None) + ("set_tcp_nodelay true\n" if args.nodelay else ""))
         broker = Mosquitto(conf, port, log_path=Path(tmp) / "mosquitto.log").start()
         rows = []
         try:
-            print("| agents | latency median ms | latency p99 ms | round median ms | round max ms | period sustained |")
-            print("| --- | --- | --- | --- | --- | --- |")
+            print("| agents | deliveries per round | latency median ms | latency p99 ms | round median ms "
+                  "| round max ms | missing | period sustained | load average |")
+            print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
             for i, n in enumerate(args.sizes):
-                r = bench(f"mqtt://127.0.0.1:{port}", n, args.rounds[min(i, len(args.rounds) - 1)], args.timeout)
-                r["period_s"] = math.ceil(r["round_max_ms"] / 10) / 100
+                r = bench(f"mqtt://127.0.0.1:{port}", n, args.rounds[min(i, len(args.rounds) - 1)], args.timeout,
+                          args.processes, args.graph, args.nodelay)
+                r["period_s"] = None if r["missing"] else math.ceil(r["round_max_ms"] / 10) / 100
                 rows.append(r)
-                print(f"| {n} | {r['latency_median_ms']:.1f} | {r['latency_p99_ms']:.1f} | {r['round_median_ms']:.1f} "
-                      f"| {r['round_max_ms']:.1f} | {r['period_s']:.2f} s |", flush=True)
+                period = "none" if r["period_s"] is None else f"{r['period_s']:.2f} s"
+                print(f"| {n} | {r['deliveries_per_round']:,} | {r['latency_median_ms']:.1f} | {r['latency_p99_ms']:.1f} "
+                      f"| {r['round_median_ms']:.1f} | {r['round_max_ms']:.1f} | {r['missing']:,} | {period} "
+                      f"| {r['load_average_1min']:.1f} |", flush=True)
         finally:
             broker.stop()
     if args.out:
