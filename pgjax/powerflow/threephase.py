@@ -155,13 +155,16 @@ def load_injection(grid: Grid3ph, i_a) -> jax.Array:
 def element_currents(grid: Grid3ph, ve) -> tuple[jax.Array, jax.Array]:
     """Real and imaginary parts `[n_elem, n_cond, B]` of the p.u. current into each element
     conductor at node voltages `ve` `[n_node + 1, B]` (ground row last), 0 for padded
-    elements; in real arithmetic (XLA's CPU runs these batched products of complex numbers
-    at about half the speed)."""
+    elements. In real arithmetic and as a sum over the conductors `j` of elementwise
+    products, which XLA's CPU fuses into one loop: 2x faster than four batched `einsum`s of
+    the small `[n_cond, n_cond]` blocks, 3-4x faster than one of complex numbers."""
     e = grid.elem
     vr, vi = ve.real[e.node], ve.imag[e.node]
     yr, yi = (jnp.where(e.mask[:, None, None], y, 0).astype(vr.dtype) for y in (e.y_re_pu, e.y_im_pu))
-    mm = functools.partial(jnp.einsum, "eij,ejb->eib")
-    return mm(yr, vr) - mm(yi, vi), mm(yr, vi) + mm(yi, vr)
+    terms = range(e.node.shape[1])
+    i_re = sum(yr[:, :, j, None] * vr[:, None, j] - yi[:, :, j, None] * vi[:, None, j] for j in terms)
+    i_im = sum(yr[:, :, j, None] * vi[:, None, j] + yi[:, :, j, None] * vr[:, None, j] for j in terms)
+    return i_re, i_im
 
 
 def network_current(grid: Grid3ph, ve, i_elem) -> jax.Array:
@@ -375,6 +378,30 @@ def solve_state(grid: Grid3ph, p_kw, q_kvar, tol, max_iter, prepared=None):
     return to_c(x), it, change
 
 
+# Cephes' rational approximation of atan on [-0.42, 0.66] (`atan.c`): within 2 ulp in float64.
+_ATAN_P = (-8.750608600031904122785e-1, -1.615753718733365076637e1, -7.500855792314704667340e1,
+           -1.228866684490136173410e2, -6.485021904942025371773e1)
+_ATAN_Q = (1.0, 2.485846490142306297962e1, 1.650270098316988542046e2, 4.328810604912902668951e2,
+           4.853903996359136964868e2, 1.945506571482613964425e2)
+
+
+def _atan2(y, x):
+    """`arctan2(y, x)` in radians, elementwise, within 2 ulp of numpy's in float64 (signed
+    zeros included); 10x faster on XLA's CPU, which calls the scalar libm function."""
+    ay, ax = jnp.abs(y), jnp.abs(x)
+    hi = jnp.maximum(ay, ax)
+    t = jnp.minimum(ay, ax) / jnp.where(hi > 0, hi, 1.0)  # [0, 1]
+    big = t > 0.66
+    t = jnp.where(big, (t - 1) / (t + 1), t)
+    z = t * t
+    poly = lambda c: functools.reduce(lambda acc, k: acc * z + k, c[1:], jnp.full_like(z, c[0]))  # noqa: E731
+    a = t + t * (z * poly(_ATAN_P) / poly(_ATAN_Q))
+    a = jnp.where(big, a + (np.pi / 4 + 3.061616997868382943065e-17), a)  # pi/4 to twice double precision
+    a = jnp.where(ay > ax, np.pi / 2 - a, a)
+    a = jnp.where(jnp.signbit(x), np.pi - a, a)
+    return jnp.where(jnp.signbit(y), -a, a)
+
+
 def _flows(grid: Grid3ph, v_re, v_im, p_kw, q_kvar, i_src) -> dict:
     """`finish`'s arrays for a batch of node voltages as columns `v_re`, `v_im` `[n_node, B]`
     (p.u.), powers `[n_load, B]`: each `[..., B]`."""
@@ -396,7 +423,7 @@ def _flows(grid: Grid3ph, v_re, v_im, p_kw, q_kvar, i_src) -> dict:
     loss_kw, loss_kvar = p_c.sum(1), q_c.sum(1)
     is_loss = (e.mask & (e.kind != CAPACITOR))[:, None]  # OpenDSS's circuit losses leave capacitors out
     return dict(
-        v_re_pu=v.real, v_im_pu=v.imag, vm_pu=jnp.abs(v), va_deg=jnp.rad2deg(jnp.angle(v)),
+        v_re_pu=v.real, v_im_pu=v.imag, vm_pu=jnp.abs(v), va_deg=jnp.rad2deg(_atan2(v.imag, v.real)),
         i_re_a=i_re * to_a, i_im_a=i_im * to_a, p_kw=p_c, q_kvar=q_c,
         loss_kw=loss_kw, loss_kvar=loss_kvar, p_loss_kw=jnp.where(is_loss, loss_kw, 0).sum(0),
         q_loss_kvar=jnp.where(is_loss, loss_kvar, 0).sum(0),
