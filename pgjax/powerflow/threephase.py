@@ -8,8 +8,9 @@ constant-impedance loads are exact in the matrix and the loop only carries each 
 
     V_{k+1} = Y^{-1} (I_source + I_comp(V_k))
 
-run as a chord iteration on the load branch voltages (`_fixed_point`). `Y` is factored once per grid (shared by a `vmap` over operating points). Nodes with
-`fixed = True` (ideal sources) keep their set voltage: their rows of `Y` are identity rows.
+run as a chord iteration on the load branch voltages (`_fixed_point`). `Y` is factored
+once per grid (shared by a `vmap` over operating points). Nodes with `fixed = True` (ideal
+sources) keep their set voltage: their rows of `Y` are identity rows.
 The iteration stops when the largest voltage change is at most `tol` p.u. Gradients of
 every result are implicit (`jax.lax.custom_root` on the current residual
 `Y_net V - I_source - I_load(V)`), exact at the solution and free of the loop.
@@ -438,8 +439,8 @@ def finish(grid: Grid3ph, v, p_kw, q_kvar, i_src, tol, iterations, change) -> Po
     point, shared = columns.POINT, columns.SHARED
     flows = columns.per_point(_flows, (shared, point, point, point, point, shared), differentiable=True,
                               rows=grid.elem.node.size)
-    return PowerFlowResult3ph(**flows(grid, v.real, v.imag, p_kw, q_kvar, i_src), iterations=iterations, max_step_pu=change,
-                              converged=(change <= tol) & jnp.all(jnp.isfinite(v)))
+    return PowerFlowResult3ph(**flows(grid, v.real, v.imag, p_kw, q_kvar, i_src), iterations=iterations,
+                              max_step_pu=change, converged=(change <= tol) & jnp.all(jnp.isfinite(v)))
 
 
 
