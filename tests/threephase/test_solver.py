@@ -180,3 +180,18 @@ def test_float32_grid_keeps_the_float64_admittances(ieee13):
     assert np.max(np.abs(y_back - y)) <= 1e-13 * scale
     assert np.max(np.abs(g32.elem.y_re_pu.astype(float) - y.real)) > 1e-9 * scale
     assert not np.any(back.elem.y_lo_re_pu)
+
+
+def test_angle_equals_numpy_arctan2_to_two_ulp():
+    """`va_deg`'s vectorized atan2 (Cephes' rational atan) against numpy on random points
+    of magnitudes 1e-3 .. 1e3 in every octant, on the diagonals, the axes and signed zeros."""
+    rng = np.random.default_rng(0)
+    y, x = (rng.normal(size=200_000) * 10.0 ** rng.uniform(-3, 3, 200_000) for _ in range(2))
+    x[:100], y[100:200], x[200:300], x[300:400] = 0, 0, y[200:300], -y[300:400]
+    zeros = np.array([0.0, -0.0, 0.0, -0.0]), np.array([0.0, 0.0, -0.0, -0.0])
+    y, x = np.concatenate([y, zeros[0]]), np.concatenate([x, zeros[1]])
+    with jax.enable_x64(True):
+        got = np.asarray(jax.jit(threephase._atan2)(y, x))
+    ref = np.arctan2(y, x)
+    np.testing.assert_array_equal(np.signbit(got[-4:]), np.signbit(ref[-4:]))
+    assert np.max(np.abs(got - ref) / np.spacing(np.maximum(np.abs(ref), 1e-300))) <= 2
