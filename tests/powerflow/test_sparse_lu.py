@@ -208,3 +208,59 @@ def test_newton_without_a_jacobian_uses_the_sparse_lu_on_a_concrete_grid_and_den
 
     assert int(jax.jit(traced)(grid)) == int(dense.iterations)
     assert seen == ["exact"]
+
+
+# ------------------------------------------------------------------ mixed precision, shared first step
+
+def test_condition_estimate_equals_numpy_cond():
+    """The 1-norm estimate behind the float32-factor choice against numpy's exact 1-norm condition
+    number (a small random sparse matrix: onenormest is exact there), and inf when singular."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(3)
+    a = sp.random(40, 40, density=0.1, random_state=4, format="csc") + sp.diags(rng.uniform(0.01, 5.0, 40))
+    assert sparse_newton.condition_estimate(a) == pytest.approx(np.linalg.cond(a.toarray(), 1), rel=1e-9)
+    singular = sp.csc_matrix(np.array([[1.0, 2.0], [2.0, 4.0]]))
+    assert sparse_newton.condition_estimate(singular) == float("inf")
+
+
+@pytest.mark.parametrize("name, dtype", [("case118", jnp.float32), ("mv_oberrhein", jnp.float64)])
+def test_float64_grids_factor_in_float32_only_when_well_conditioned(name, dtype):
+    """case118's base-case Jacobian (cond ~1e5) is factored in float32, mv_oberrhein's (~2e7) in
+    float64; a float32 grid always factors in float32."""
+    pl = sparse_newton.plan(_grid(name))
+    assert (pl.cond <= sparse_newton.FLOAT32_FACTOR_MAX_COND) == (dtype == jnp.float32)
+    assert sparse_newton.factor_dtype(jnp.float64, pl) == dtype
+    assert sparse_newton.factor_dtype(jnp.float32, pl) == jnp.float32
+
+
+def test_float32_factors_give_the_float64_factors_solution(monkeypatch):
+    """Mixed precision changes the steps, not the solution: case118 with float32 factors equals
+    the same Newton with float64 factors to 1e-10 pu, both below the 1e-10 pu mismatch, and
+    needs at most one more iteration."""
+    grid = _grid("case118")
+    p, q = _points(grid, np.random.default_rng(5).uniform(0.7, 1.3, 64))
+    mixed = _batched(grid, "sparse_lu")(p, q)
+    monkeypatch.setattr(sparse_newton, "FLOAT32_FACTOR_MAX_COND", 0.0)
+    full = _batched(grid, "sparse_lu")(p, q)
+    assert bool(jnp.all(mixed.converged)) and bool(jnp.all(full.converged))
+    assert float(jnp.max(mixed.max_mismatch)) <= 1e-10
+    np.testing.assert_allclose(mixed.vm_pu, full.vm_pu, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(mixed.va_deg, full.va_deg, rtol=0, atol=1e-8)
+    assert int(jnp.max(mixed.iterations - full.iterations)) <= 1
+
+
+def test_the_shared_first_step_equals_a_newton_step_from_each_point(monkeypatch):
+    """Starting every point at the base case, the one shared factorization of the first step gives
+    the iterates of per-point Newton: the same solution and iteration counts as the warm-start path
+    (which factors per point) started at the same base-case voltages."""
+    grid = _grid("case30")
+    monkeypatch.setattr(sparse_newton, "FLOAT32_FACTOR_MAX_COND", 0.0)  # float64 factors: comparable steps
+    p, q = _points(grid, [0.7, 1.0, 1.3])
+    shared = _batched(grid, "sparse_lu")(p, q)
+    x_base = sparse_newton.plan(grid).x_base
+    n = grid.n_bus
+    init = (jnp.asarray(x_base[n:]), jnp.rad2deg(jnp.asarray(x_base[:n])))
+    warm = jax.jit(jax.vmap(lambda p, q: solve(grid, p, q, method="newton", jacobian="sparse_lu", init=init)))(p, q)
+    np.testing.assert_allclose(shared.vm_pu, warm.vm_pu, rtol=0, atol=1e-12)
+    assert shared.iterations.tolist() == warm.iterations.tolist()
