@@ -92,6 +92,8 @@ class Bus:
         self.client.max_inflight_messages_set(1000)
         self.client.on_connect, self.client.on_disconnect = self._on_connect, self._on_disconnect
         self.client.on_message, self.client.on_publish = self._on_message, self._on_publish
+        self.client.on_subscribe = self._on_subscribe
+        self._subscribe_mid = None
         self._pending: dict[int, dict] = {}
 
     # ------------------------------------------------------------------ connection
@@ -122,9 +124,14 @@ class Bus:
         if reason_code.is_failure:
             self._log({"event": "refused", "why": f"broker refused the connection: {reason_code}"})
             return
-        self.connected = True
-        client.subscribe([(t, 1) for t in self.subscriptions()])
+        self._subscribe_mid = client.subscribe([(t, 1) for t in self.subscriptions()])[1]
         self._log({"event": "connected", "host": self.host, "port": self.port})
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        """Ready (`connected`) once the broker acknowledged the subscriptions: a peer's message
+        published earlier would not reach this agent."""
+        if mid == self._subscribe_mid:
+            self.connected = True
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.connected = False
