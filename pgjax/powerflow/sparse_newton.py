@@ -98,7 +98,7 @@ def condition_estimate(jac) -> float:
 def factor_dtype(grid_dtype, pl: Plan):
     """The dtype the Newton loop factors in: float32 for float32 grids, and for float64 grids
     whose base-case Jacobian is conditioned well enough (`FLOAT32_FACTOR_MAX_COND`)."""
-    well = np.isfinite(pl.cond) and pl.cond <= FLOAT32_FACTOR_MAX_COND
+    well = pl.cond <= FLOAT32_FACTOR_MAX_COND  # False for a singular base case (inf)
     return jnp.float32 if jnp.dtype(grid_dtype) == jnp.float32 or well else jnp.float64
 
 

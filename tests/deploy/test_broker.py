@@ -61,6 +61,24 @@ def exchange(buses, kind, period, payloads, timeout_s=2.0):
     return asyncio.run(go())
 
 
+def test_an_agent_is_ready_only_once_the_broker_acknowledged_its_subscriptions(broker, tmp_path):
+    """`connected` (what `wait_connected` and `publish` go by) turns true at the SUBACK, not at the
+    CONNACK: a peer's message published in between would never reach the agent."""
+    started = broker()
+    b = Bus(started.url, "t", "p2p_trading", "MG1", AGENTS, reads=PEERS["MG1"], log_path=tmp_path / "MG1.jsonl")
+    ready_at_connack = []
+
+    def on_connect(*args):
+        b._on_connect(*args)
+        ready_at_connack.append(b.connected)
+
+    b.client.on_connect = on_connect
+    b.start()
+    assert asyncio.run(b.wait_connected())
+    assert ready_at_connack == [False]
+    b.close()
+
+
 def test_messages_flow_with_the_acl_and_each_agent_reads_what_it_may(broker, tmp_path):
     started = broker(reads={"MG1": ["MG2"], "MG2": ["MG1"], "MG3": ["MG1", "MG2"]})
     buses = [bus(started.url, a, tmp_path, started, reads=r) for a, r in

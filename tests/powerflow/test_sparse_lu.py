@@ -264,3 +264,10 @@ def test_the_shared_first_step_equals_a_newton_step_from_each_point(monkeypatch)
     warm = jax.jit(jax.vmap(lambda p, q: solve(grid, p, q, method="newton", jacobian="sparse_lu", init=init)))(p, q)
     np.testing.assert_allclose(shared.vm_pu, warm.vm_pu, rtol=0, atol=1e-12)
     assert shared.iterations.tolist() == warm.iterations.tolist()
+    # after one iteration, far from convergence, the first steps themselves are equal
+    one_shared = _batched(grid, "sparse_lu", max_iter=1)(p, q)
+    one_warm = jax.jit(jax.vmap(lambda p, q: solve(grid, p, q, method="newton", jacobian="sparse_lu", init=init,
+                                                   max_iter=1)))(p, q)
+    assert float(jnp.max(one_shared.max_mismatch)) > 1e-6  # not yet converged: the step is what is compared
+    np.testing.assert_allclose(one_shared.vm_pu, one_warm.vm_pu, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(one_shared.va_deg, one_warm.va_deg, rtol=0, atol=1e-10)
