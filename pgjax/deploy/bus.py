@@ -19,7 +19,8 @@ with delay `d` (`communication.msg_delay`, periods) is used in period `k + d` an
 one that arrives after its receiver closed that period is *late* and dropped; one lost on
 the way (the broker down, the agent partitioned, or a loss injected with `drop`) never
 arrives. A second copy of a message (QoS 1 redelivery, a replay) is a *duplicate* and
-ignored; messages out of order are put in their period by their index.
+ignored, also after its period closed (a copy is a duplicate, not late, for `SEEN_PERIODS`
+periods); messages out of order are put in their period by their index.
 
 Refused, never acted on (logged): a payload that is not the schema, a sender that is not an
 agent of the scenario, a sender that is not the topic's agent (someone publishing on
@@ -56,6 +57,7 @@ KINDS = {  # kind -> what its payload holds
     "clock": "lock-step: the plant stepped; the period may start",
 }
 CONTROL_KINDS = ("ack", "clock")
+SEEN_PERIODS = 64  # periods after its use for which a second copy of a message is logged a duplicate
 
 
 class Bus:
@@ -78,6 +80,7 @@ class Bus:
         self._lines: list[str] = []
         self._lock = threading.Lock()
         self.inbox = defaultdict(dict)  # (kind, period used) -> {sender: payload}
+        self.seen = defaultdict(set)  # (kind, period used) -> senders received (duplicates), last SEEN_PERIODS
         self.closed = defaultdict(lambda: -(1 << 30))  # kind -> last period used (arrivals for it are late)
         self.counts = defaultdict(int)
         self.latency_s: list[float] = []
@@ -207,13 +210,14 @@ class Bus:
             if (period, sender) in self.drop and kind not in CONTROL_KINDS + ("receipt",):
                 event = "dropped"
                 entry["why"] = "injected loss"
+            elif sender in self.seen.get((kind, use), ()):
+                event = "duplicate"
             elif use <= self.closed[kind]:
                 event = "late"
-            elif sender in self.inbox[(kind, use)]:
-                event = "duplicate"
             else:
                 event = "received"
                 self.inbox[(kind, use)][sender] = msg["payload"]
+                self.seen[(kind, use)].add(sender)
                 self.latency_s.append(entry["latency_s"])
             self.counts[event] += 1
         self._log({"event": event, **entry})
@@ -225,6 +229,8 @@ class Bus:
             got = self.inbox.pop((kind, period), {})
             for key in [k for k in self.inbox if k[0] == kind and k[1] < period]:
                 del self.inbox[key]
+            for key in [k for k in self.seen if k[0] == kind and k[1] < period - SEEN_PERIODS]:
+                del self.seen[key]
         return got
 
     def peek(self, kind: str, period: int) -> dict:

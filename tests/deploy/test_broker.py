@@ -145,7 +145,7 @@ def test_forged_and_unknown_senders_are_refused_and_logged(broker, tmp_path):
 
 def test_delay_late_duplicate_and_injected_loss(broker, tmp_path):
     """A bid sent in period k with delay 1 is used in k + 1; after its period closed it is late; a second
-    copy is a duplicate; an injected loss never arrives; each is logged."""
+    copy is a duplicate, before or after its period closed; an injected loss never arrives; each is logged."""
     started = broker()
     mg1 = bus(started.url, "MG1", tmp_path, delay={"MG2": 1, "MG3": 1}, drop=[(3, "MG3")])
     mg2, mg3 = bus(started.url, "MG2", tmp_path), bus(started.url, "MG3", tmp_path)
@@ -157,6 +157,7 @@ def test_delay_late_duplicate_and_injected_loss(broker, tmp_path):
         mg2.publish("bid", 0, [1.0, 1.0])
         mg2.publish("bid", 0, [1.0, 1.0])  # a duplicate
         first = await mg1.collect("bid", 1, ["MG2"], 2.0)
+        mg2.publish("bid", 0, [1.0, 1.0])  # a duplicate after its period closed: not late
         nothing = await mg1.collect("bid", 2, ["MG2"], 0.2)  # MG2 sent nothing in period 1
         mg3.publish("bid", 1, [3.0, 3.0])  # for period 2, which MG1 closed already: late
         mg3.publish("bid", 3, [4.0, 4.0])  # lost (injected)
@@ -169,7 +170,7 @@ def test_delay_late_duplicate_and_injected_loss(broker, tmp_path):
     for b in (mg1, mg2, mg3):
         b.close()
     kinds = [e["event"] for e in events(tmp_path, "MG1") if e.get("kind") == "bid"]
-    assert sorted(kinds) == ["dropped", "duplicate", "late", "received", "received"]
+    assert sorted(kinds) == ["dropped", "duplicate", "duplicate", "late", "received", "received"]
     assert mg1.counts["late"] == 1 and mg1.counts["dropped"] == 1
 
 
