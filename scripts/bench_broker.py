@@ -1,7 +1,7 @@
 """Broker latency of the deployment's P2P message round at 10, 100 and 250 agents (docs/deployment.md).
 
     python scripts/bench_broker.py [--sizes 10 100 250] [--rounds 20] [--processes K] [--graph complete|ring]
-                                   [--nodelay] [--out /tmp/h25_broker.json]
+                                   [--nagle] [--out /tmp/h25_broker.json]
 
 Starts a Mosquitto (Debian package) on a free port of 127.0.0.1, runs `pgjax.deploy.bus_bench.bench`
 per size (the agents' clients spread over K worker processes, default one per core) and prints one
@@ -31,14 +31,14 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds a round may take (default 30)")
     parser.add_argument("--processes", type=int, help="worker processes hosting the agents (default: one per core)")
     parser.add_argument("--graph", choices=sorted(GRAPHS), default="complete", help="who reads whose bids")
-    parser.add_argument("--nodelay", action="store_true",
-                        help="no Nagle delay: the broker's set_tcp_nodelay and the clients' TCP_NODELAY")
+    parser.add_argument("--nagle", action="store_true",
+                        help="Nagle's algorithm on, on the broker and the clients (the deployment turns it off)")
     parser.add_argument("--out", help="JSON of the rows")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="h25_broker") as tmp:
         port = free_port()
         conf = Path(tmp) / "mosquitto.conf"
-        write_atomic(conf, conf_text(port, None, None) + ("set_tcp_nodelay true\n" if args.nodelay else ""))
+        write_atomic(conf, conf_text(port, None, None, nodelay=not args.nagle))
         broker = Mosquitto(conf, port, log_path=Path(tmp) / "mosquitto.log").start()
         rows = []
         try:
@@ -47,7 +47,7 @@ def main() -> None:
             print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
             for i, n in enumerate(args.sizes):
                 r = bench(f"mqtt://127.0.0.1:{port}", n, args.rounds[min(i, len(args.rounds) - 1)], args.timeout,
-                          args.processes, args.graph, args.nodelay)
+                          args.processes, args.graph, not args.nagle)
                 r["period_s"] = None if r["missing"] else math.ceil(r["round_max_ms"] / 10) / 100
                 rows.append(r)
                 period = "none" if r["period_s"] is None else f"{r['period_s']:.2f} s"

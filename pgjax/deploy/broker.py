@@ -75,17 +75,21 @@ class SecurityFiles:
 
 
 def conf_text(port: int, acl: Path | None, passwords: Path | None, host: str = "127.0.0.1",
-              tls: dict | None = None, persistence: Path | None = None, user: str | None = None) -> str:
+              tls: dict | None = None, persistence: Path | None = None, user: str | None = None,
+              nodelay: bool = True) -> str:
     """mosquitto.conf of one listener (TLS when `tls` has `cafile`, `certfile`, `keyfile`); without an ACL
     and password file it lets anyone in (local tests and benchmarks only). The broker runs as `user`
     (default: the one writing the files, who can read the 0600 password file; started as root,
-    Mosquitto would otherwise switch to the `mosquitto` user)."""
+    Mosquitto would otherwise switch to the `mosquitto` user). `nodelay`: Nagle's algorithm off
+    (`set_tcp_nodelay`), as the agents' `Bus`."""
     import getpass
 
     auth = ["allow_anonymous true"] if acl is None else \
         ["allow_anonymous false", f"password_file {passwords}", f"acl_file {acl}"]
     lines = [f"user {user or getpass.getuser()}", "per_listener_settings false", *auth, f"listener {port} {host}", "max_queued_messages 100000",
              "max_inflight_messages 1000", "log_dest stderr", "log_type error", "log_type warning"]
+    if nodelay:
+        lines.append("set_tcp_nodelay true")
     if tls:
         lines += [f"cafile {tls['cafile']}", f"certfile {tls['certfile']}", f"keyfile {tls['keyfile']}",
                   "tls_version tlsv1.2"]

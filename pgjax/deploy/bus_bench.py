@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import socket
 import time
 
 import numpy as np
@@ -44,20 +43,13 @@ class PeerBus(Bus):
         return [topic(self.site, self.protocol, a) for a in sorted(self.reads)]
 
 
-def _no_nagle(client, userdata, sock) -> None:
-    """paho's `on_socket_open`: send each packet at once (TCP_NODELAY), not after the last one's ACK."""
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 def _worker(url: str, names: list[str], mine: list[int], graph: str, nodelay: bool, conn) -> None:
     """Host the agents `mine` (indices into `names`); answer the coordinator's commands on `conn`."""
     n = len(names)
-    buses = [PeerBus(url, "bench", "p2p_trading", names[i], names, [names[j] for j in GRAPHS[graph](i, n)])
-             for i in mine]
+    buses = [PeerBus(url, "bench", "p2p_trading", names[i], names, [names[j] for j in GRAPHS[graph](i, n)],
+                     nodelay=nodelay) for i in mine]
     try:
         for b in buses:
-            if nodelay:
-                b.client.on_socket_open = _no_nagle
             b.start()
         deadline = time.monotonic() + 60.0
         while not all(b.connected for b in buses) and time.monotonic() < deadline:
@@ -92,11 +84,11 @@ def _round(buses: list[Bus], period: int, deadline_s: float) -> tuple[float, int
 
 
 def bench(url: str, n_agents: int, rounds: int = 20, timeout_s: float = 30.0, processes: int | None = None,
-          graph: str = "complete", nodelay: bool = False) -> dict:
+          graph: str = "complete", nodelay: bool = True) -> dict:
     """Latency median / p99 (ms), round time median / max (ms) and missing deliveries of `n_agents`
     agents over `rounds` measured rounds (after `WARMUP_ROUNDS`), hosted by `processes` workers
-    (default: one per core). `nodelay`: the clients set TCP_NODELAY (the deployment's `Bus` does not;
-    the broker's side is `set_tcp_nodelay` in its conf)."""
+    (default: one per core). `nodelay` (as deployed): the clients set TCP_NODELAY (`Bus`'s default; the
+    broker's side is `set_tcp_nodelay` in `broker.conf_text`)."""
     names = [f"A{i}" for i in range(n_agents)]
     processes = max(1, min(processes or os.cpu_count() or 1, n_agents))
     ctx = mp.get_context("spawn")

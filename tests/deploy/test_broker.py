@@ -226,3 +226,20 @@ def test_reordered_messages_are_used_in_their_own_period(broker, tmp_path):
 
     assert asyncio.run(go()) == ({"MG2": [1.0]}, {"MG2": [2.0]})
     mg1.close(), mg2.close()
+
+
+def test_agents_and_the_written_broker_conf_turn_nagle_off(broker, tmp_path):
+    """A small message is sent at once, not held behind the last one's acknowledgement: the agent's socket
+    has TCP_NODELAY (unless asked otherwise) and the broker's conf sets `set_tcp_nodelay`."""
+    import socket
+
+    from pgjax.deploy.broker import conf_text
+
+    started = broker()
+    fast, nagle = bus(started.url, "MG1", tmp_path), bus(started.url, "MG2", tmp_path, nodelay=False)
+    assert asyncio.run(fast.wait_connected()) and asyncio.run(nagle.wait_connected())
+    assert fast.client.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    assert nagle.client.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+    fast.close(), nagle.close()
+    assert "set_tcp_nodelay true" in conf_text(1883, None, None).splitlines()
+    assert "set_tcp_nodelay true" not in conf_text(1883, None, None, nodelay=False).splitlines()
