@@ -1,6 +1,7 @@
 """Registry of named pandapower networks: shipped JSON files and `pandapower.networks`.
 
-`load(name)` returns a fresh pandapower net. Shipped files (see `pgjax/data/networks/README.md`
+`load(name)` returns a fresh pandapower net (a shipped file is parsed once per process, then
+copied: parsing ieee68's JSON takes seconds, a deep copy milliseconds). Shipped files (see `pgjax/data/networks/README.md`
 for sources) are looked up first, then any builder in `pandapower.networks` by its function
 name (`case118`, `create_cigre_network_mv`, ...), then a path to a pandapower JSON file.
 A JSON file that is missing, too large, not UTF-8, not JSON (truncated) or not a pandapower
@@ -11,6 +12,8 @@ JSON syntax error); its element tables are checked when it is converted
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 from pathlib import Path
 
@@ -40,7 +43,7 @@ def load(name: str):
     import pandapower.networks as pn
 
     if name in SHIPPED:
-        return pp.from_json(str(DATA / SHIPPED[name]))
+        return copy.deepcopy(_shipped(SHIPPED[name]))
     builder = getattr(pn, name, None)
     if callable(builder):
         return builder()
@@ -50,6 +53,14 @@ def load(name: str):
     raise DataError(
         f"network {brief(name)} unknown: not a shipped network {names()}, not a function of "
         "pandapower.networks and not a pandapower .json file")
+
+
+@functools.lru_cache(maxsize=None)
+def _shipped(filename: str):
+    """The parsed shipped file (never handed out: `load` returns copies)."""
+    import pandapower as pp
+
+    return pp.from_json(str(DATA / filename))
 
 
 def from_json(path: str | Path):

@@ -161,6 +161,12 @@ def _nearest(adjacency: np.ndarray, bus: int, k: int) -> list[int]:
     return [i for _, i in order[:k]]
 
 
+@jax.jit
+def _discretize_each(plant: dyn.Plant, topos: dyn.Topology, substep_s: jax.Array) -> dyn.Discrete:
+    """`dynamics.discretize` of every topology of `topos` (leading axis), one compiled program for every build."""
+    return jax.vmap(dyn.discretize, in_axes=(None, 0, None))(plant, topos, substep_s)
+
+
 def _is_probability(v):
     return (v >= 0) & (v <= 1)
 
@@ -292,7 +298,7 @@ class FrequencyEnv(MultiAgentEnv):
 
     def discretizations(self, plant: dyn.Plant, topos: dyn.Topology) -> dyn.Discrete:
         """`dynamics.discretize` of every topology, stacked (computed once: a step only gathers a row)."""
-        return jax.jit(jax.vmap(lambda t: dyn.discretize(plant, t, self.substep_s)))(topos)
+        return _discretize_each(plant, topos, jnp.asarray(self.substep_s, plant.m_s.dtype))
 
     def make_params(self) -> FreqParams:
         s, dt = self.system, self.dtype

@@ -24,6 +24,9 @@ Gradients of every result with respect to injections and grid parameters are exa
 
 from __future__ import annotations
 
+import collections
+import hashlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,8 +76,9 @@ def check_method(grid: Grid, method: str) -> None:
         radial.check_applies(grid, method)
 
 
-def _is_concrete(grid: Grid) -> bool:
-    return not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(grid))
+def _is_concrete(tree) -> bool:
+    """No leaf of the pytree `tree` (a grid, or anything) is traced."""
+    return not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
 
 
 def default_method(grid: Grid, tree=None, jacobian: str | None = None) -> str:
@@ -209,6 +213,10 @@ def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str | None = None, max_
     branch powers in MW / Mvar, `method` "newton" or "fixed_point" both select it) and
     returns a `PowerFlowResult3ph`.
 
+    Called eagerly (grid, injections and options all concrete), the solve runs as one compiled
+    program with the grid closed over, made at the first call and reused by later calls with
+    an equal grid and the same options (op by op, each call recompiled the solver's loops).
+
     Returns a `PowerFlowResult`; values are always finite and `converged` is False when the
     tolerance was not reached within `max_iter`. Inputs of the wrong type, shape or dtype
     raise `pgjax.errors.InputError` at trace time (no broadcasting of injections), and so
@@ -239,6 +247,47 @@ def solve(grid: Grid, p_mw=None, q_mvar=None, *, method: str | None = None, max_
         check_method(grid, method)
     if any(is_64bit(x.dtype) for x in jax.tree.leaves(grid) if hasattr(x, "dtype")):
         require_x64("pgjax.powerflow.solve on a float64 grid (pgjax.grid.astype casts it)")
+    options = dict(method=method, max_iter=max_iter, tol=tol, jacobian=jacobian, tree=tree)
+    if _is_concrete((grid, p_mw, q_mvar, init, options)):  # called eagerly: run one compiled program
+        return _compiled(grid, options)(p_mw, q_mvar, init)
+    return _solve_checked(grid, p_mw, q_mvar, init, **options)
+
+
+# Compiled programs of eager `solve` calls: (grid and options fingerprint) -> jitted solve of that grid.
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
+_COMPILED_MAX = 32
+
+
+def _fingerprint(tree) -> tuple:
+    """A hashable digest of a pytree of concrete arrays (structure, dtypes, shapes and values)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    digest = hashlib.blake2b(digest_size=16)
+    for x in leaves:
+        a = np.asarray(x)
+        digest.update(f"{a.dtype}{a.shape}".encode())
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return str(treedef), digest.hexdigest()
+
+
+def _compiled(grid: Grid, options: dict):
+    """`jax.jit` of `_solve_checked` with this concrete grid closed over (so its host plans, the sparse
+    LU's and the feeder tree's, still apply), made once per grid and options: run op by op, a solve
+    retraces and recompiles its loops at every call (seconds each)."""
+    key = (_fingerprint(grid), _fingerprint(options))
+    fn = _COMPILED.get(key)
+    if fn is None:
+        fn = jax.jit(lambda p_mw, q_mvar, init: _solve_checked(grid, p_mw, q_mvar, init, **options))
+        _COMPILED[key] = fn
+        while len(_COMPILED) > _COMPILED_MAX:
+            _COMPILED.popitem(last=False)
+    else:
+        _COMPILED.move_to_end(key)
+    return fn
+
+
+def _solve_checked(grid: Grid, p_mw, q_mvar, init, *, method: str, max_iter: int, tol, jacobian: str,
+                   tree) -> PowerFlowResult:
+    """`solve` once its arguments are checked and `method`, `jacobian` resolved."""
     with jax.ensure_compile_time_eval():  # concrete leaves stay concrete (jacobian="sparse")
         grid = jax.tree.map(jnp.asarray, grid)  # numpy leaves (a converted grid) index like traced ones
     dtype = grid.bus.gs_mw.dtype
