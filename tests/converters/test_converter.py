@@ -131,3 +131,17 @@ def test_to_pandapower_round_trip(name, case):
     again, _ = from_pandapower(written)
     np.testing.assert_allclose(again.load.p_mw, load.p_mw, rtol=1e-12)
     np.testing.assert_allclose(again.load.q_mvar, load.q_mvar, rtol=1e-12)
+
+
+def test_a_loaded_shipped_network_is_the_callers_own_copy():
+    """`networks.load` parses a shipped file once per process: what a caller changes in its net
+    is not seen by the next `load`."""
+    import pgjax.networks
+
+    first = pgjax.networks.load("ieee13")
+    p_mw, n_bus = first.load.p_mw.to_numpy().copy(), len(first.bus)
+    first.load["p_mw"] *= 3.0
+    first.bus.drop(first.bus.index[-1], inplace=True)
+    again = pgjax.networks.load("ieee13")
+    np.testing.assert_array_equal(again.load.p_mw.to_numpy(), p_mw)
+    assert len(again.bus) == n_bus
